@@ -1,0 +1,73 @@
+"""One source of truth for every option: typed dataclasses shared by the CLI, the jobs, Tune and the tests.
+
+Each field's `help` metadata is the CLI's help text; `__post_init__` validates, raising a `UserError`
+that names the command-line option, so a bad value fails the same way from every entry point.
+"""
+
+from dataclasses import dataclass, field
+
+from rnn_models.errors import UserError
+
+ARCHS = ("mlp", "lstm", "bilstm", "handrolled_bilstm")
+DEFAULT_SOURCE = "hf:stanfordnlp/imdb"
+
+
+def opt(default, help: str, **kwargs):
+    """A dataclass field that carries its command-line help text."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"{option_name(name)} {message}")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How raw IMDB reviews become tokenized parquet shards (`rnn-models prepare`)."""
+
+    source: str = opt(DEFAULT_SOURCE, "hf:<dataset>, a Hugging Face parquet directory, aclImdb directory or .tar.gz, or a CSV")
+    out: str = opt("data/prepared", "output directory for shards, vocab.json and manifest.json")
+    vocab_size: int = opt(1024, "the K most frequent train tokens get ids 2..K+1 (0 = padding, 1 = out-of-vocabulary)")
+    max_len: int = opt(64, "ids kept per review: longer reviews are truncated, shorter ones padded with 0 at the end")
+    val_size: int = opt(2000, "reviews held out of train for validation (stratified, seeded)")
+    test_size: float = opt(0.5, "share of a CSV without a split column that becomes the test split")
+    seed: int = opt(0, "seed for every random choice (validation hold-out, sampling, shard order)")
+    max_reviews_per_split: int | None = opt(None, "keep a stratified sample of N reviews per source split (quick runs)")
+    strip_br: bool = opt(False, "replace the HTML line break '<br />' with a space before normalising (else it yields the token 'br')")
+    num_shards: int = opt(8, "parquet files per split (at most), so Ray Data reads in parallel")
+
+    def __post_init__(self):
+        require(self.vocab_size >= 1, "vocab_size", f"must be at least 1 (got {self.vocab_size})")
+        require(self.max_len >= 1, "max_len", f"must be at least 1 (got {self.max_len})")
+        require(self.val_size >= 1, "val_size", f"must be at least 1 (got {self.val_size})")
+        require(0 < self.test_size < 1, "test_size", f"must be between 0 and 1 (got {self.test_size})")
+        require(self.num_shards >= 1, "num_shards", f"must be at least 1 (got {self.num_shards})")
+        if self.max_reviews_per_split is not None:
+            require(self.max_reviews_per_split >= 2, "max_reviews_per_split",
+                    f"must be at least 2 (got {self.max_reviews_per_split})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One architecture and its sizes (`build_model`); the defaults are the notebook's."""
+
+    arch: str = opt("lstm", "architecture: " + ", ".join(ARCHS))
+    embedding_size: int = opt(64, "embedding width")
+    hidden_size: int = opt(64, "LSTM state size and width of the dense layer before the output")
+    num_layers: int = opt(1, "stacked LSTM layers (recurrent archs)")
+    dropout: float = opt(0.0, "dropout on embeddings, between LSTM layers and before the output layer")
+    merge: str = opt("sum", "handrolled_bilstm: combine the two directions by 'sum' (the notebook) or 'concat'")
+    seed_faithful: bool = opt(False, "lstm/handrolled_bilstm: the notebook's readout (last padded step, no mask)")
+
+    def __post_init__(self):
+        require(self.arch in ARCHS, "arch", f"must be one of {', '.join(ARCHS)} (got {self.arch!r})")
+        require(self.embedding_size >= 1, "embedding_size", f"must be at least 1 (got {self.embedding_size})")
+        require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
+        require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
+        require(self.merge in ("sum", "concat"), "merge", f"must be 'sum' or 'concat' (got {self.merge!r})")

@@ -1,0 +1,54 @@
+"""Writing that never leaves half-written output behind: build in a temporary sibling, then rename."""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from rnn_models.errors import UserError
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data) -> None:
+    """Write `data` as JSON atomically: readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, option: str = "--out"):
+    """Yield an empty temporary directory that replaces `target` only if the block completes.
+
+    On any failure (an exception, Ctrl-C) the temporary directory is removed and `target`, if it
+    existed, is left exactly as it was.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as e:
+        raise UserError(f"{option} {target}: cannot write there ({e.strerror or e})") from e
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)

@@ -1,0 +1,190 @@
+"""The model registry: every registered arch is built, run, trained a little and summarised.
+
+Small sizes keep the whole file to a few seconds on two CPU cores.
+"""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rnn_models.errors import UserError
+from rnn_models.models import MODELS, build_model, count_parameters
+from rnn_models.models.summary import summarize
+
+K, T, B = 20, 12, 8  # vocabulary tokens, max_len, batch size
+SMALL = dict(embedding_size=8, hidden_size=16)
+# every registered arch with its defaults, plus the variants whose code paths differ
+CASES = [(arch, {}) for arch in MODELS] + [
+    ("handrolled_bilstm", {"merge": "concat"}),
+    ("lstm", {"seed_faithful": True}),
+    ("handrolled_bilstm", {"seed_faithful": True}),
+    ("lstm", {"num_layers": 2}),
+    ("bilstm", {"num_layers": 2}),
+    ("handrolled_bilstm", {"num_layers": 2, "merge": "concat"}),
+]
+CORRECT_FORMS = [("lstm", {}), ("bilstm", {}), ("handrolled_bilstm", {"merge": "sum"}),
+                 ("handrolled_bilstm", {"merge": "concat"}), ("lstm", {"num_layers": 2}),
+                 ("handrolled_bilstm", {"num_layers": 2})]
+
+
+def case_id(case) -> str:
+    arch, options = case
+    return "-".join([arch, *(f"{k}={v}" for k, v in options.items())])
+
+
+def batch(seed: int, lengths: list[int], t: int = T) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random real ids 1..K+1 followed by padding 0: ids (B, t), lengths (B,)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, K + 2, (len(lengths), t), generator=g)  # (B, t)
+    lengths = torch.tensor(lengths)
+    ids[torch.arange(t) >= lengths.unsqueeze(1)] = 0
+    return ids, lengths
+
+
+def pad(ids: torch.Tensor, extra: int) -> torch.Tensor:
+    return torch.cat([ids, ids.new_zeros(ids.shape[0], extra)], dim=1)  # (B, T + extra)
+
+
+VARIED = [T, 1, 5, 0, 7, T - 1, 3, 9]  # includes an empty review and a full one
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_shape_finite_and_every_parameter_gets_a_gradient(case):
+    arch, options = case
+    model = build_model(arch, K, T, seed=0, **SMALL, **options)
+    ids, lengths = batch(0, VARIED)
+    logits = model(ids, lengths)
+    assert logits.shape == (B,)
+    assert torch.isfinite(logits).all()
+    nn.functional.binary_cross_entropy_with_logits(logits, (lengths % 2).float()).backward()
+    # The notebook's handrolled readout takes the backward LSTM after one step from its zero state
+    # (it has read only the last padding token), so its recurrent weights never learn: shown here.
+    dead = {"backward_lstm.weight_hh_l0"} if arch == "handrolled_bilstm" and options.get("seed_faithful") else set()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert (p.grad.abs().sum() == 0) if name in dead else (p.grad.abs().sum() > 0), name
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_overfits_two_small_batches(case):
+    arch, options = case
+    torch.manual_seed(0)  # labels only; weights come from the build seed
+    model = build_model(arch, K, T, seed=0, **SMALL, **options)
+    batches = [(*batch(s, [T, 4, 7, 2, 10, 1, 12, 6]), torch.randint(0, 2, (B,)).float()) for s in (1, 2)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss_of(ids, lengths, y):
+        return nn.functional.binary_cross_entropy_with_logits(model(ids, lengths), y)
+
+    with torch.no_grad():
+        first = sum(loss_of(*b).item() for b in batches)
+    for step in range(60):
+        opt.zero_grad()
+        loss_of(*batches[step % 2]).backward()
+        opt.step()
+    with torch.no_grad():
+        last = sum(loss_of(*b).item() for b in batches)
+    assert last < 0.5 * first, (first, last)  # correct forms reach < 0.01 x; seed-faithful ones ~0.3 x
+
+
+@pytest.mark.parametrize("case", CORRECT_FORMS, ids=case_id)
+def test_appended_padding_does_not_change_correct_forms(case):
+    arch, options = case
+    model = build_model(arch, K, T, seed=0, **SMALL, **options).double().eval()
+    ids, lengths = batch(3, VARIED)
+    with torch.no_grad():
+        base = model(ids, lengths)
+        padded = model(pad(ids, 5), lengths)
+    assert (base - padded).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("arch", ["lstm", "handrolled_bilstm"])
+def test_appended_padding_changes_seed_faithful_forms(arch):
+    model = build_model(arch, K, T, seed=0, seed_faithful=True, **SMALL).double().eval()
+    ids, lengths = batch(3, VARIED)
+    with torch.no_grad():
+        diff = (model(ids, lengths) - model(pad(ids, 5), lengths)).abs()
+    # every row moves (float64 noise is ~1e-15): the readout is now 5 padding steps later
+    assert (diff > 1e-6).all() and diff.max() > 1e-3, diff
+
+
+def test_mlp_rejects_other_lengths_than_max_len():
+    model = build_model("mlp", K, T, **SMALL)
+    ids, lengths = batch(0, VARIED)
+    with pytest.raises(ValueError, match="max_len"):
+        model(pad(ids, 1), lengths)
+
+
+def test_handrolled_concat_matches_bidirectional_lstm_with_copied_weights():
+    model = build_model("handrolled_bilstm", K, T, seed=0, merge="concat", **SMALL).double().eval()
+    reference = nn.LSTM(8, 16, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():  # weight_ih_l0, ..., weight_ih_l0_reverse, ...
+            target = model.backward_lstm if name.endswith("_reverse") else model.forward_lstm
+            getattr(target, name.removesuffix("_reverse")).copy_(p)
+        ids, lengths = batch(4, [T, 1, 5, 2, 7, T - 1, 3, 9])  # packing needs length >= 1
+        x = model.embedding(ids)  # (B, T, E)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = reference(packed)  # (2, B, H)
+        expected = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2H)
+        assert (model.features(ids, lengths) - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_empty_and_full_length_reviews(case):
+    arch, options = case
+    model = build_model(arch, K, T, seed=0, **SMALL, **options).eval()
+    ids, lengths = batch(5, [0, T, 0, T])
+    with torch.no_grad():
+        assert torch.isfinite(model(ids, lengths)).all()
+        if hasattr(model, "features") and not options.get("seed_faithful"):
+            empty = model.features(ids, lengths)[lengths == 0]
+            assert torch.equal(empty, torch.zeros_like(empty))  # the LSTM's zero initial state
+
+
+def test_lstm_full_length_readout_is_the_last_lstm_output():
+    model = build_model("lstm", K, T, seed=0, **SMALL).eval()
+    ids, lengths = batch(6, [T, T, T])
+    with torch.no_grad():
+        out, _ = model.lstm(model.embedding(ids))  # (B, T, H), unpacked
+        assert (model.features(ids, lengths) - out[:, -1]).abs().max() <= 1e-6
+
+
+def test_lengths_are_clamped_into_range():
+    model = build_model("lstm", K, T, seed=0, **SMALL).eval()
+    ids, lengths = batch(7, [T, 0, 3])
+    with torch.no_grad():
+        clamped = model(ids, torch.tensor([T + 9, -2, 3]))
+        assert torch.equal(clamped, model(ids, lengths))
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_same_seed_same_weights_different_seed_different(arch):
+    state = torch.get_rng_state()
+    a, b, c = (build_model(arch, K, T, seed=s, **SMALL) for s in (7, 7, 8))
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb), name
+        assert not torch.equal(pa, pc), name
+
+
+def test_unknown_arch_or_option_is_a_user_error():
+    with pytest.raises(UserError, match="transformer"):
+        build_model("transformer", K, T)
+    with pytest.raises(UserError, match="hiden_size"):
+        build_model("lstm", K, T, hiden_size=8)
+    with pytest.raises(UserError, match="merge"):
+        build_model("handrolled_bilstm", K, T, merge="mean")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_summary_lists_every_leaf_and_the_total(case):
+    arch, options = case
+    model = build_model(arch, K, T, **SMALL, **options)
+    text = summarize(model, T, batch_size=4)
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            assert name in text and type(m).__name__ in text
+    assert f"total parameters {count_parameters(model):,}" in text
+    assert "(4, 12)" in text and "output (4,)" in text
