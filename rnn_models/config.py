@@ -71,3 +71,56 @@ class ModelConfig:
         require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
         require(self.merge in ("sum", "concat"), "merge", f"must be 'sum' or 'concat' (got {self.merge!r})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe; the defaults are the notebook's (Adam 1e-4, batch 64, 10 epochs)."""
+
+    epochs: int = opt(10, "passes over the train split")
+    batch_size: int = opt(64, "reviews per step on each worker; the global batch is batch-size x workers")
+    lr: float = opt(1e-4, "Adam learning rate")
+    weight_decay: float = opt(0.0, "decoupled weight decay (AdamW); 0 is plain Adam, the notebook")
+    lr_schedule: str = opt("constant", "'constant' (the notebook) or 'cosine' (one warm-up epoch, then decay to 0)")
+    grad_clip: float = opt(0.0, "clip the gradient norm to this value; 0 = no clipping")
+    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
+    seed: int = opt(0, "seed for initial weights and shuffling")
+    shuffle_buffer: int = opt(2048, "reviews in each worker's shuffle buffer, reshuffled every epoch; 0 = no shuffle")
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")
+        require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
+        require(self.lr > 0, "lr", f"must be positive (got {self.lr})")
+        require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
+        require(self.lr_schedule in ("constant", "cosine"), "lr_schedule",
+                f"must be 'constant' or 'cosine' (got {self.lr_schedule!r})")
+        require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more (got {self.grad_clip})")
+        require(self.patience >= 0, "patience", f"must be 0 or more (got {self.patience})")
+        require(self.shuffle_buffer >= 0, "shuffle_buffer", f"must be 0 or more (got {self.shuffle_buffer})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a training run executes: data, architectures, cluster resources, storage."""
+
+    data: str = opt("data/prepared", "prepared data directory (from `rnn-models prepare`)")
+    archs: str = opt(",".join(ARCHS), "comma-separated architectures, one Tune trial each")
+    workers_per_trial: int = opt(0, "Ray Train workers (DDP ranks) per trial; 0 = sized from the cluster")
+    use_gpu: str = opt("auto", "'auto' (use GPUs if the cluster has any), 'yes' or 'no'")
+    storage: str = opt("runs", "where runs are kept: a local path or a URI (s3://..., gs://...); shared on multi-node clusters")
+    name: str = opt("", "run name, a folder under --storage; default: train-<date>-<time>")
+    max_failures: int = opt(3, "worker-group restarts allowed per trial, each resuming from the last checkpoint")
+
+    def __post_init__(self):
+        unknown = [a for a in self.arch_list if a not in ARCHS]
+        require(bool(self.arch_list) and not unknown, "archs",
+                f"names unknown architecture(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(ARCHS)}")
+        require(len(set(self.arch_list)) == len(self.arch_list), "archs", f"repeats an architecture ({self.archs})")
+        require(self.workers_per_trial >= 0, "workers_per_trial", f"must be 0 (auto) or more (got {self.workers_per_trial})")
+        require(self.use_gpu in ("auto", "yes", "no"), "use_gpu", f"must be auto, yes or no (got {self.use_gpu!r})")
+        require(self.max_failures >= 0, "max_failures", f"must be 0 or more (got {self.max_failures})")
+        require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
+
+    @property
+    def arch_list(self) -> list[str]:
+        return [a.strip() for a in self.archs.split(",") if a.strip()]

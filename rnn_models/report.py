@@ -1,0 +1,61 @@
+"""The run's report: `results.json`, `results.md` (also printed) and `curves.png`, in `<storage>/<name>/`."""
+
+import io
+import json
+
+from rnn_models.config import ARCHS
+from rnn_models.storage import Storage
+
+RESULT_KEYS = ("test_accuracy", "val_accuracy", "best_epoch", "epochs", "train_seconds", "samples_per_second",
+               "parameters", "test_reviews", "checkpoint")
+
+
+def write_report(storage: Storage, name: str, results: list[dict], context: dict) -> str:
+    """Write the three report files for `results` (one per trial); returns the markdown table."""
+    results = sorted(results, key=lambda r: (ARCHS.index(r["arch"]), -r["val_accuracy"]))
+    document = {"name": name, **context, "results": {_label(r, results): {k: r[k] for k in RESULT_KEYS}
+                                                      for r in results}}
+    table = results_table(results)
+    storage.write(json.dumps(document, indent=2).encode() + b"\n", name, "results.json")
+    storage.write(table.encode(), name, "results.md")
+    storage.write(curves_png(results), name, "curves.png")
+    return table
+
+
+def _label(result: dict, results: list[dict]) -> str:
+    """The arch, or arch + trial id where one arch ran as several trials (a search)."""
+    same = [r for r in results if r["arch"] == result["arch"]]
+    return result["arch"] if len(same) == 1 else f"{result['arch']}-{result['trial_id']}"
+
+
+def results_table(results: list[dict]) -> str:
+    lines = ["| architecture | test accuracy | val accuracy | best epoch | epochs | parameters | train s | samples/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {_label(r, results)} | {r['test_accuracy']:.2%} | {r['val_accuracy']:.2%} | {r['best_epoch']} "
+                     f"| {r['epochs']} | {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_png(results: list[dict]) -> bytes:
+    """Train and val accuracy per epoch, one line per trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for r in results:
+        epochs = [h["epoch"] for h in r["history"]]
+        for ax, key in zip(axes, ("train_accuracy", "val_accuracy")):
+            ax.plot(epochs, [h[key] for h in r["history"]], marker="o", label=_label(r, results))
+    for ax, title in zip(axes, ("train accuracy", "val accuracy")):
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

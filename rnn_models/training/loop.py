@@ -1,0 +1,79 @@
+"""One epoch of training and one pass of evaluation: plain PyTorch over any iterable of batches.
+
+A batch is a dict of tensors: `ids` (B, T) int64, `length` (B,) int64, `label` (B,) float32. Ray stays
+out of this file, so the same loop runs in a Ray Train worker, in the benchmark's bare loop and in tests.
+Both functions return running sums (loss, correct, count), which add up across workers before dividing.
+"""
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
+
+
+@dataclass
+class Sums:
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.item()
+        self.correct += ((logits > 0) == (labels > 0.5)).sum().item()
+        self.count += labels.numel()
+
+    def as_tensor(self, device) -> torch.Tensor:
+        return torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64, device=device)
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / self.count if self.count else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else math.nan
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs that support it (cuDNN LSTMs run in bf16); float32 everywhere else."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device,
+                grad_clip: float = 0.0, scheduler=None) -> Sums:
+    """One pass over `batches`, one optimizer step per batch."""
+    model.train()
+    sums = Sums()
+    for batch in batches:
+        ids, lengths, labels = batch["ids"], batch["length"], batch["label"]
+        with autocast(device):
+            logits = model(ids, lengths)  # (B,)
+            loss = LOSS(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        (loss / labels.numel()).backward()  # mean over the batch, as the notebook
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        sums.add(loss.detach(), logits.detach(), labels)
+    return sums
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device: torch.device) -> Sums:
+    """Loss and accuracy over every review in `batches` (no review dropped)."""
+    model.eval()
+    sums = Sums()
+    for batch in batches:
+        with autocast(device):
+            logits = model(batch["ids"], batch["length"])
+            loss = LOSS(logits.float(), batch["label"])
+        sums.add(loss, logits, batch["label"])
+    return sums

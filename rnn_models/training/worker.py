@@ -1,0 +1,108 @@
+"""The Ray Train worker: DDP training of one architecture, reporting and checkpointing every epoch.
+
+Ray appears only at the marked lines; each epoch is the plain PyTorch of `loop.py`.
+"""
+
+import math
+import tempfile
+import time
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from rnn_models.config import ModelConfig, TrainConfig
+from rnn_models.models import model_from_config
+from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
+from rnn_models.training.ingest import torch_batches
+from rnn_models.training.loop import Sums, evaluate, train_epoch
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.weight_decay:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """None for a constant rate; else one warm-up epoch, then cosine decay to 0 at the last step."""
+    if cfg.lr_schedule == "constant":
+        return None
+    warmup, total = max(1, steps_per_epoch), max(1, steps_per_epoch * cfg.epochs)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def all_reduced(*sums: Sums, device) -> list[Sums]:
+    """Add every worker's sums, so that every rank reports the same global numbers."""
+    flat = torch.cat([s.as_tensor(device) for s in sums])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flat)
+    return [Sums(*flat[i:i + 3].tolist()) for i in range(0, len(flat), 3)]
+
+
+def train_loop_per_worker(config: dict) -> None:
+    model_cfg, cfg, data = ModelConfig(**config["model"]), TrainConfig(**config["train"]), config["data"]
+    torch.set_num_threads(config["torch_threads"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.backends.cudnn.benchmark = True  # fixed shapes (B, T): let cuDNN pick its fastest LSTM kernels
+
+    model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
+    model = ray.train.torch.prepare_model(model)  # [1] DDP (gloo on CPU, NCCL on GPU), on this worker's device
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = config["train_reviews"] // world // cfg.batch_size
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    first_epoch, history = 1, []
+
+    checkpoint = ray.train.get_checkpoint()  # [2] resume after a restart of the worker group or of the run
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            loaded = load_checkpoint(directory)
+        require_compatible(loaded, model_cfg, data, "resume")
+        model_state = loaded.state
+        getattr(model, "module", model).load_state_dict(model_state["model"])
+        optimizer.load_state_dict(model_state["optimizer"])
+        if scheduler:
+            scheduler.load_state_dict(model_state["scheduler"])
+        first_epoch, history = loaded.meta["epoch"] + 1, loaded.meta["history"]
+
+    train_shard = ray.train.get_dataset_shard("train")  # [3] this worker's share, streamed by Ray Data
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if _stopped_early(history, cfg.patience):
+            break
+        started = time.perf_counter()
+        batches = torch_batches(train_shard, cfg.batch_size, device, cfg.shuffle_buffer,
+                                seed=cfg.seed * 100_003 + epoch * 101 + rank, drop_last=True)
+        train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
+        seconds = time.perf_counter() - started
+        val = evaluate(model, torch_batches(val_shard, 512, device), device)
+        train, val = all_reduced(train, val, device=device)
+        metrics = {"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
+                   "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
+                   "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(metrics)
+        _report(metrics, rank, model, optimizer, scheduler, checkpoint_meta(epoch, model_cfg, cfg, data, history),
+                config["vocab"])
+
+
+def _stopped_early(history: list[dict], patience: int) -> bool:
+    if not patience or not history:
+        return False
+    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    return len(history) - 1 - best >= patience
+
+
+def _report(metrics: dict, rank: int, model, optimizer, scheduler, meta: dict, vocab: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:  # one copy of the weights is enough: DDP keeps every rank identical
+            save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, meta=meta, vocab=vocab)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)  # [4] every rank reports, only rank 0 saves
