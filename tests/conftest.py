@@ -17,12 +17,35 @@ def imdb_path() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """A real local Ray instance (2 CPUs, no dashboard), shared by the tests that need one."""
+def start_ray():
+    """A real local Ray instance (2 CPUs, no dashboard), started once and shared by the tests that need
+    one; a test that needs the machine to itself may shut it down, and the next one starts it again."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
+        # Workers import test modules too (functions a test hands to Ray Train are pickled by reference).
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
+    return ray
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import ray
+
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session():
+    return start_ray()
+
+
+@pytest.fixture(scope="session")
+def imdb_sample(imdb_path, tmp_path_factory):
+    """A few hundred real IMDB reviews, prepared: 240 train, 60 val, 300 test."""
+    from rnn_models.config import PrepareConfig
+    from rnn_models.data.prepare import prepare
+
+    start_ray()
+    out = tmp_path_factory.mktemp("imdb") / "sample"
+    return prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=300, val_size=60))

@@ -1,0 +1,59 @@
+"""All four architectures through Ray Tune + Ray Train on real IMDB reviews, then the report."""
+
+import json
+
+import pytest
+
+from rnn_models.cli import main
+from rnn_models.config import ARCHS, RunConfig, TrainConfig
+from rnn_models.errors import UserError
+from rnn_models.experiment import train
+
+MODEL = {"embedding_size": 64, "hidden_size": 64, "num_layers": 1, "dropout": 0.0, "merge": "sum",
+         "seed_faithful": False}
+
+
+@pytest.fixture(scope="module")
+def run(imdb_sample, tmp_path_factory):
+    """One real run of all four architectures, 2 epochs, shared by the tests of this module."""
+    storage = tmp_path_factory.mktemp("runs")
+    cfg = RunConfig(data=str(imdb_sample.root), storage=str(storage), name="e2e")
+    return train(cfg, MODEL, TrainConfig(epochs=2, lr=1e-3)), storage / "e2e"
+
+
+def test_every_architecture_is_trained_tested_and_reported(run):
+    result, folder = run
+    document = json.loads((folder / "results.json").read_text())
+    assert list(document["results"]) == list(ARCHS)
+    for arch, r in document["results"].items():
+        assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1, arch
+        assert r["test_reviews"] == 300 and r["epochs"] == 2 and 1 <= r["best_epoch"] <= 2
+        assert r["parameters"] > 0 and r["samples_per_second"] > 0
+        assert (folder / "train").as_posix() in r["checkpoint"]
+    assert document["data"]["reviews"] == {"train": 240, "val": 60, "test": 300}
+    table = (folder / "results.md").read_text()
+    assert all(f"| {arch} |" in table for arch in ARCHS)
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_epoch_was_reported_to_tune_as_it_happened(run):
+    result, folder = run
+    for trial in result["results"]:
+        assert [h["epoch"] for h in trial["history"]] == [1, 2]
+        progress = next(folder.glob(f"run_trial_*arch={trial['arch']}_*/progress.csv")).read_text().splitlines()
+        assert len(progress) == 1 + 3  # header, two epochs, the trial's final (tested) result
+    assert list(folder.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard logs
+
+
+def test_evaluate_command_reproduces_the_test_accuracy(run, imdb_sample, capsys):
+    result, folder = run
+    lstm = next(r for r in result["results"] if r["arch"] == "lstm")
+    assert main(["evaluate", "--checkpoint", lstm["checkpoint"], "--data", str(imdb_sample.root)]) == 0
+    assert f"test accuracy {lstm['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
+    result, folder = run
+    cfg = RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="e2e")
+    with pytest.raises(UserError, match="already exists; add --resume"):
+        train(cfg, MODEL, TrainConfig(epochs=1))

@@ -1,0 +1,110 @@
+"""The epoch loop, the optimiser and schedule, and checkpoints: plain PyTorch, no Ray."""
+
+import json
+
+import pytest
+import torch
+
+from rnn_models.config import ModelConfig, TrainConfig
+from rnn_models.errors import UserError
+from rnn_models.models import model_from_config
+from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
+from rnn_models.training.loop import evaluate, train_epoch
+from rnn_models.training.worker import make_optimizer, make_scheduler
+
+CPU = torch.device("cpu")
+DATA = {"vocab_size": 20, "max_len": 8, "vocab_sha256": "abc", "fingerprint": "f", "strip_br": False}
+
+
+def _batches(n_batches=4, batch_size=16, seed=0):
+    """A learnable toy task: label 1 iff token 5 occurs among the real tokens."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        lengths = torch.randint(1, 9, (batch_size,), generator=g)
+        ids = torch.randint(2, 22, (batch_size, 8), generator=g)
+        ids[torch.arange(8) >= lengths.unsqueeze(1)] = 0
+        labels = (ids == 5).any(1).float()
+        batches.append({"ids": ids, "length": lengths, "label": labels})
+    return batches
+
+
+def test_training_lowers_the_loss_and_counts_every_review():
+    model = model_from_config(ModelConfig(arch="lstm", hidden_size=16, embedding_size=8), 20, 8, seed=0)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+    batches = _batches()
+    before = evaluate(model, batches, CPU)
+    for _ in range(30):
+        train = train_epoch(model, batches, optimizer, CPU)
+    after = evaluate(model, batches, CPU)
+    assert train.count == after.count == before.count == 64
+    assert after.mean_loss < 0.5 * before.mean_loss and after.accuracy > 0.9
+
+
+def test_grad_clip_bounds_the_update():
+    batches = _batches(n_batches=1)
+    deltas = []
+    for clip in (0.0, 1e-3):
+        model = model_from_config(ModelConfig(arch="mlp"), 20, 8, seed=0)
+        start = [p.detach().clone() for p in model.parameters()]
+        train_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=1.0), CPU, grad_clip=clip)
+        deltas.append(sum((p.detach() - s).norm() ** 2 for p, s in zip(model.parameters(), start)) ** 0.5)
+    assert deltas[1] == pytest.approx(1e-3, rel=1e-3) and deltas[0] > 10 * deltas[1]
+
+
+def test_optimizer_and_cosine_schedule():
+    model = model_from_config(ModelConfig(arch="mlp"), 20, 8)
+    assert type(make_optimizer(model, TrainConfig())) is torch.optim.Adam
+    assert type(make_optimizer(model, TrainConfig(weight_decay=0.01))) is torch.optim.AdamW
+    optimizer = make_optimizer(model, TrainConfig(lr=1.0))
+    assert make_scheduler(optimizer, TrainConfig(), 10) is None
+    scheduler = make_scheduler(optimizer, TrainConfig(lr=1.0, lr_schedule="cosine", epochs=3), steps_per_epoch=10)
+    rates = []
+    for _ in range(30):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.1, rel=0.01)  # warming up over the first epoch
+    assert max(rates) == rates[9] and rates[29] < 0.01  # peak after warm-up, ~0 at the end
+
+
+def _saved(tmp_path, model_cfg=ModelConfig(arch="lstm")):
+    model = model_from_config(model_cfg, 20, 8, seed=1)
+    optimizer = make_optimizer(model, TrainConfig())
+    train_epoch(model, _batches(n_batches=1), optimizer, CPU)
+    meta = checkpoint_meta(3, model_cfg, TrainConfig(), DATA, history=[{"epoch": 3}])
+    save_checkpoint(tmp_path, model=model, optimizer=optimizer, scheduler=None, meta=meta, vocab=["a", "b"])
+    return model
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _saved(tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.meta["epoch"] == 3 and loaded.vocab == ["a", "b"] and loaded.model_config.arch == "lstm"
+    restored = loaded.build_model()
+    for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
+        assert torch.equal(a, b)
+    assert loaded.state["optimizer"]["state"]  # Adam's moments came back too
+
+
+def test_checkpoints_load_tensors_only(tmp_path):
+    _saved(tmp_path)
+    torch.save({"model": {}, "payload": print}, tmp_path / "model.pt")  # a pickled callable
+    with pytest.raises(UserError, match="unreadable"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_for_another_vocabulary_or_model_is_refused(tmp_path):
+    _saved(tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    require_compatible(loaded, ModelConfig(arch="lstm"), DATA, "resume")  # the same: accepted
+    with pytest.raises(UserError, match="data vocab_sha256: checkpoint 'abc', now 'xyz'"):
+        require_compatible(loaded, ModelConfig(arch="lstm"), {**DATA, "vocab_sha256": "xyz"}, "resume")
+    with pytest.raises(UserError, match="model hidden_size: checkpoint 64, now 32"):
+        require_compatible(loaded, ModelConfig(arch="lstm", hidden_size=32), DATA, "resume")
+
+
+def test_a_directory_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "meta.json").write_text(json.dumps({}))
+    with pytest.raises(UserError, match="missing model.pt, vocab.json"):
+        load_checkpoint(tmp_path)
