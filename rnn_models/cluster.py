@@ -2,6 +2,8 @@
 
 import logging
 import os
+import signal
+import threading
 
 import ray
 
@@ -23,3 +25,11 @@ def connect(address: str | None = None) -> None:
     else:
         log.info("starting a local Ray instance (dashboard on http://127.0.0.1:8265)")
         ray.init(dashboard_host="127.0.0.1")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # after ray.init, which installs its own
+
+
+def _stop_like_ctrl_c(signum, frame):
+    """SIGTERM (a scheduler, `kill`) stops like Ctrl-C: Ray Tune saves the run's state one last time
+    (elsewhere Python raises KeyboardInterrupt), so that `--resume` continues it."""
+    os.kill(os.getpid(), signal.SIGINT)

@@ -45,7 +45,11 @@ def train(run: RunConfig, model: dict, train_cfg: TrainConfig, resume: bool = Fa
     except KeyboardInterrupt:
         log.warning("interrupted; continue this run with:\n  %s", resume_command(name))
         raise
-    results, problems = finished_trials(grid)
+    results, failed, unfinished = finished_trials(grid)
+    if unfinished and not failed:  # stopped by Ctrl-C or SIGTERM: Tune saved the state
+        log.warning("stopped before %s finished; continue this run with:\n  %s", ", ".join(unfinished),
+                    resume_command(name))
+        raise KeyboardInterrupt
     if results:
         context = {"config": {"run": asdict(run), "model": model, "train": asdict(train_cfg), "plan": plan.as_dict()},
                    "data": {"fingerprint": data.fingerprint, "path": str(data.root),
@@ -53,7 +57,7 @@ def train(run: RunConfig, model: dict, train_cfg: TrainConfig, resume: bool = Fa
         table = write_report(storage, name, results, context)
         print(table, flush=True)
         log.info("report written to %s (results.json, results.md, curves.png)", storage.join(name))
-    if problems:
-        raise UserError("some trials did not finish:\n  " + "\n  ".join(problems)
-                        + f"\nContinue the run with:\n  {resume_command(name)}")
+    if failed or unfinished:
+        raise UserError("some trials failed:\n  " + "\n  ".join(failed + [f"{a}: did not finish" for a in unfinished])
+                        + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(name)}")
     return {"name": name, "path": storage.join(name), "results": results}

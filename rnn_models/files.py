@@ -36,7 +36,8 @@ def atomic_directory(target: Path, option: str = "--out"):
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        _remove_orphans(target)
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
     except OSError as e:
         raise UserError(f"{option} {target}: cannot write there ({e.strerror or e})") from e
@@ -52,3 +53,21 @@ def atomic_directory(target: Path, option: str = "--out"):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, target)
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete temporaries left by writers of `target` that were killed (their process is gone)."""
+    for orphan in target.parent.glob(f".{target.name}.tmp-*-*"):
+        pid = orphan.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(orphan, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process
+    return True

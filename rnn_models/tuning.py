@@ -103,17 +103,20 @@ def run_experiment(storage: Storage, name: str, trainable_args: tuple[DataSpec, 
     return tuner.fit()
 
 
-def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
-    """The final results of the trials that completed, and one line per trial that did not."""
-    results, problems = [], []
+def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str], list[str]]:
+    """The final results of the trials that completed; a line per trial that failed; one per trial that
+    was stopped before it finished (an interrupted run)."""
+    results, failed, unfinished = [], [], []
     for result in grid:
-        if result.error is None and "test_accuracy" in (result.metrics or {}):
+        arch = (result.config or {}).get("arch", "?")
+        if result.error is not None:
+            failed.append(f"{arch}: {result.error} ({result.path})")
+        elif "test_accuracy" not in (result.metrics or {}):
+            unfinished.append(arch)
+        else:
             history = json.loads(result.metrics["history_json"])
             results.append({**result.metrics, "history": history, "config": result.config})
-        else:
-            arch = (result.config or {}).get("arch", "?")
-            problems.append(f"{arch}: {result.error or 'did not finish'} ({result.path})")
-    return results, problems
+    return results, failed, unfinished
 
 
 def default_name(prefix: str = "train") -> str:

@@ -1,6 +1,7 @@
 """Shared fixtures: the real IMDB copy, a small review corpus, and one Ray instance for the whole session."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,22 @@ def imdb_path() -> Path:
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_ray():
     """A real local Ray instance (2 CPUs, no dashboard), started once and shared by the tests that need
     one; a test that needs the machine to itself may shut it down, and the next one starts it again."""
     import ray
 
     if not ray.is_initialized():
-        # Workers import test modules too (functions a test hands to Ray Train are pickled by reference).
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
+        # Workers import test modules too (functions a test hands to Ray Train are pickled by reference);
+        # the dashboard serves Ray's state API, which the fault tests use to find worker processes.
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
     return ray
 
 
@@ -49,3 +57,15 @@ def imdb_sample(imdb_path, tmp_path_factory):
     start_ray()
     out = tmp_path_factory.mktemp("imdb") / "sample"
     return prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=300, val_size=60))
+
+
+@pytest.fixture(scope="session")
+def imdb_medium(imdb_path, tmp_path_factory):
+    """2,500 real reviews per split at 128 tokens: epochs long enough (seconds) to interrupt mid-way."""
+    from rnn_models.config import PrepareConfig
+    from rnn_models.data.prepare import prepare
+
+    start_ray()
+    out = tmp_path_factory.mktemp("imdb") / "medium"
+    return prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=2500, val_size=200,
+                                 max_len=128))

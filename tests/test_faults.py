@@ -1,0 +1,157 @@
+"""Faults injected into real runs: a killed Train worker, a killed driver (SIGTERM, then SIGKILL),
+an interrupted prepare. Each run must continue or stay intact as the README promises."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rnn_models.config import RunConfig, TrainConfig
+from rnn_models.data.prepared import open_prepared
+from rnn_models.experiment import train
+
+MODEL = {"embedding_size": 64, "hidden_size": 64, "num_layers": 1, "dropout": 0.0, "merge": "sum",
+         "seed_faithful": False}
+CLI = [sys.executable, "-m", "rnn_models"]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def checkpoint_epochs(run: Path, arch: str) -> list[int]:
+    """Epochs of the registered checkpoints of `arch`'s Train run (meta.json is written before registering)."""
+    metas = run.glob(f"train/{arch}-*/checkpoint_*/meta.json")
+    return sorted(json.loads(m.read_text())["epoch"] for m in metas)
+
+
+def reported(run: Path, arch: str) -> list[dict]:
+    """Every result Tune recorded for `arch`'s trial: one per epoch, then the trial's final result."""
+    files = list(run.glob(f"run_trial_*arch={arch}_*/result.json"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+
+
+def reported_epochs(run: Path, arch: str, since: float = 0) -> list[int]:
+    """The epochs reported for `arch`, those Tune recorded from time `since` on (one process's reports)."""
+    return [r["epoch"] for r in reported(run, arch) if "epoch" in r and r["timestamp"] >= int(since)]
+
+
+def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_medium, tmp_path):
+    from ray.util.state import list_actors
+
+    run_dir, killed = tmp_path / "runs" / "worker-kill", {}
+
+    def kill_a_worker_during_epoch_2():
+        wait_for(lambda: checkpoint_epochs(run_dir, "bilstm") == [1], 300, "the first checkpoint")
+        time.sleep(0.5)  # into epoch 2, past the registration of epoch 1's checkpoint
+        worker = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])[0]
+        os.kill(worker.pid, signal.SIGKILL)
+        killed.update(pid=worker.pid, at=time.monotonic(), checkpoints=checkpoint_epochs(run_dir, "bilstm"))
+
+    killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
+    killer.start()
+    cfg = RunConfig(data=str(imdb_medium.root), archs="bilstm", storage=str(run_dir.parent), name=run_dir.name)
+    result = train(cfg, MODEL, TrainConfig(epochs=3, lr=1e-3))
+    killer.join(timeout=5)
+    assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
+    assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]
+    assert reported_epochs(run_dir, "bilstm") == [1, 2, 3]  # epoch 2 restarted from epoch 1's checkpoint
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, as a user's run
+    return subprocess.Popen([*CLI, *args], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _reap(group: int, timeout: float = 30) -> None:
+    """Wait for the processes a killed driver left (Ray's agents exit on their own), then end stragglers."""
+    try:
+        wait_for(lambda: not _group_alive(group), timeout, "the killed driver's Ray processes to exit")
+    except AssertionError:
+        os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _finished(run: Path, arch: str) -> bool:
+    return any("test_accuracy" in r for r in reported(run, arch))
+
+
+def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_path):
+    """The epochs each process reported (Tune's timestamps tell them apart) show where it began."""
+    ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
+    run_dir = tmp_path / "runs" / "driver-kill"
+    args = ["train", "--data", str(imdb_medium.root), "--archs", "mlp,bilstm", "--epochs", "5", "--lr", "1e-3",
+            "--storage", str(run_dir.parent), "--name", run_dir.name]
+
+    first = _start(args, tmp_path / "first.log")  # 1. SIGTERM once mlp is done and bilstm reported epoch 1
+    wait_for(lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"), 400, "mlp done, bilstm epoch 1")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 130
+    assert f"--name {run_dir.name} --resume" in (tmp_path / "first.log").read_text()
+    mlp_checkpoints = sorted(p.name for p in run_dir.glob("train/mlp-*/checkpoint_*"))
+    done = max(checkpoint_epochs(run_dir, "bilstm"))  # epochs finished while Tune shut down count too
+
+    started = time.time()
+    second = _start([*args, "--resume"], tmp_path / "second.log")  # 2. SIGKILL mid-run
+    wait_for(lambda: reported_epochs(run_dir, "bilstm", since=started), 400, "the resumed bilstm's first epoch")
+    second.kill()  # SIGKILL the driver alone; its local Ray shares its fate
+    second.wait(timeout=60)
+    _reap(second.pid)
+    assert reported_epochs(run_dir, "bilstm", since=started)[0] == done + 1  # from its checkpoint, not epoch 1
+    done = max(checkpoint_epochs(run_dir, "bilstm"))
+
+    started = time.time()
+    third = _start([*args, "--resume"], tmp_path / "third.log")  # 3. to the end
+    assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
+    assert reported_epochs(run_dir, "bilstm", since=started) == list(range(done + 1, 6))
+
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == 5
+    assert sorted(p.name for p in run_dir.glob("train/mlp-*/checkpoint_*")) == mlp_checkpoints  # not retrained
+    metas = [json.loads(m.read_text()) for m in run_dir.glob("train/bilstm-*/checkpoint_*/meta.json")]
+    latest = max(metas, key=lambda m: m["epoch"])
+    assert [h["epoch"] for h in latest["history"]] == [1, 2, 3, 4, 5]  # each epoch once in the model's history
+
+
+def test_an_interrupted_prepare_leaves_the_previous_output_intact(ray_session, imdb_path, tmp_path):
+    ray_session.shutdown()
+    out = tmp_path / "prepared"
+    small = ["prepare", "--source", str(imdb_path), "--out", str(out), "--max-reviews-per-split", "100",
+             "--val-size", "10"]
+    assert subprocess.run([*CLI, *small], capture_output=True).returncode == 0
+    before = open_prepared(out).manifest
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        full = _start(["prepare", "--source", str(imdb_path), "--out", str(out), "--force"], tmp_path / "full.log")
+        wait_for(lambda: list(tmp_path.glob(".prepared.tmp-*")), 120, "the temporary output")
+        time.sleep(1.0)
+        full.send_signal(sig)
+        full.wait(timeout=60)
+        _reap(full.pid)
+        assert open_prepared(out).manifest == before, sig  # verified against its own shards too
+        leftovers = list(tmp_path.glob(".prepared.tmp-*"))
+        assert leftovers == [] if sig == signal.SIGTERM else len(leftovers) == 1
+
+    assert subprocess.run([*CLI, *small, "--max-len", "32"], capture_output=True).returncode == 0
+    assert list(tmp_path.glob(".prepared.tmp-*")) == []  # the killed writer's temporary was swept
+    assert open_prepared(out).max_len == 32
