@@ -31,10 +31,10 @@ def resume_command(name: str) -> str:
 
 def train(run: RunConfig, model: dict, train_cfg: TrainConfig, resume: bool = False, address: str | None = None) -> dict:
     """Train every architecture of `run` and write the report; returns the results document's rows."""
-    connect(address)
-    data = open_prepared(run.data)
+    data = open_prepared(run.data)  # bad input fails before a cluster starts
     storage = Storage(run.storage)
     storage.check_writable()
+    connect(address)
     name = run.name or default_name()
     plan = cluster_plan(len(run.arch_list), run.workers_per_trial, run.use_gpu)
     log.info("run %s: %s", storage.join(name), plan.describe(len(run.arch_list)))

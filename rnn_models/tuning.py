@@ -62,6 +62,7 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),  # + the latest
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
         datasets={"train": data.dataset("train"), "val": data.dataset("val")},
+        dataset_config=ray.train.DataConfig(execution_options=_ordered()),
     )
     result = trainer.fit()
     best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
@@ -78,6 +79,14 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
         "parameters": count_parameters(loaded.build_model()), "checkpoint": best.path,
         "history_json": json.dumps(history),  # a string: Tune's TensorBoard logger skips it, a list it warns on
     }
+
+
+def _ordered():
+    """Ray Data's default ingest options, with blocks kept in order: with the seeded shuffle buffer, the
+    same seed then gives the same batches, so a rerun reproduces its metrics."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def run_experiment(storage: Storage, name: str, trainable_args: tuple[DataSpec, TrialSettings],

@@ -145,3 +145,13 @@ def test_cli_prepare_on_a_sample_of_imdb(ray_session, imdb_path, tmp_path, capsy
     data = open_prepared(out)
     assert {s: data.count(s) for s in ("train", "val", "test")} == {"train": 250, "val": 50, "test": 300}
     assert data.manifest["splits"]["train"]["positive"] == 125
+
+
+def test_a_one_megabyte_review_and_blank_reviews_go_through(ray_session, tmp_path):
+    huge = "great fun " * 100_000  # 1 MB, 200,000 tokens
+    reviews = corpus.REVIEWS + [(huge, 1, "test"), ("\n\t ", 0, "test")]
+    source = corpus.write_hf_parquet(tmp_path / "hf", reviews)
+    data = prepare(PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL))
+    test = _shards(data.root, "test").to_pylist()
+    assert sorted(r["length"] for r in test) == [0, 0, 3, 4, 4, 6]  # blank ones kept with length 0
+    assert data.manifest["splits"]["test"]["truncated_share"] > 0 and data.manifest["splits"]["test"]["tokens"] > 200_000

@@ -57,3 +57,14 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="e2e")
     with pytest.raises(UserError, match="already exists; add --resume"):
         train(cfg, MODEL, TrainConfig(epochs=1))
+
+
+def test_the_same_seed_gives_the_same_metrics(run, imdb_sample, tmp_path):
+    result, folder = run
+    again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=str(tmp_path), name="again"),
+                  MODEL, TrainConfig(epochs=2, lr=1e-3))["results"][0]
+    first = next(r for r in result["results"] if r["arch"] == "lstm")
+    timing = {"epoch_seconds", "samples_per_second"}
+    strip = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]
+    assert strip(again["history"]) == strip(first["history"])
+    assert again["test_accuracy"] == first["test_accuracy"]

@@ -60,7 +60,12 @@ class DataSpec:
         if needed > IN_MEMORY_SHARE * capacity:
             log.info("streaming the splits from parquet (%.0f MB, object store %.0f MB)", needed / 1e6, capacity / 1e6)
             return self
-        return dataclasses.replace(self, datasets={s: self.dataset(s).materialize() for s in self.files})
+        context = ray.data.DataContext.get_current()
+        previous, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+        try:  # blocks in file order, not in the order the reads finish: reruns see the same data order
+            return dataclasses.replace(self, datasets={s: self.dataset(s).materialize() for s in self.files})
+        finally:
+            context.execution_options.preserve_order = previous
 
 
 def torch_batches(shard, batch_size: int, device, shuffle_buffer: int = 0, seed: int | None = None,
