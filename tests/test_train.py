@@ -59,10 +59,12 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
         train(cfg, MODEL, TrainConfig(epochs=1))
 
 
-def test_the_same_seed_gives_the_same_metrics(run, imdb_sample, tmp_path):
+def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_sample, tmp_path):
     result, folder = run
-    again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=str(tmp_path), name="again"),
+    storage = f"file://{tmp_path}/uri"  # any URI pyarrow opens; file:// needs no cloud
+    again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=storage, name="again"),
                   MODEL, TrainConfig(epochs=2, lr=1e-3))["results"][0]
+    assert json.loads((tmp_path / "uri" / "again" / "results.json").read_text())["results"]["lstm"]
     first = next(r for r in result["results"] if r["arch"] == "lstm")
     timing = {"epoch_seconds", "samples_per_second"}
     strip = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]

@@ -1,0 +1,46 @@
+"""The `ray job submit` flow the README shows, on a real head node on loopback."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from conftest import REPO, free_port
+
+RAY = str(Path(sys.executable).parent / "ray")
+RUNTIME_ENV = {"py_modules": ["rnn_models"]}  # as the README: workers on any node import the uploaded package
+
+
+def _ray(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
+    """Run the `ray` CLI from the repository root, colour codes stripped from what it prints."""
+    done = subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    done.stdout, done.stderr = (re.sub(r"\x1b\[[0-9;]*m", "", text) for text in (done.stdout, done.stderr))
+    return done
+
+
+def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
+    ray_session.shutdown()  # the head below is the only Ray on the machine, as on a cluster
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""}
+    started = _ray("start", "--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
+                   f"--dashboard-port={dashboard}", timeout=120, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        address, job = f"http://127.0.0.1:{dashboard}", f"rnn-models-test-{uuid.uuid4().hex[:8]}"
+        submitted = _ray(
+            "job", "submit", "--address", address, "--submission-id", job, "--working-dir", ".",
+            "--runtime-env-json", json.dumps(RUNTIME_ENV), "--",
+            "python", "jobs/train_all.py", "--source", str(imdb_path), "--data", str(tmp_path / "data"),
+            "--storage", str(tmp_path / "runs"), "--name", "job", "--archs", "mlp,lstm", "--epochs", "1",
+            "--max-reviews-per-split", "200", "--val-size", "40", timeout=600, env=env)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        status = _ray("job", "status", "--address", address, job, timeout=60, env=env)
+        assert f"Job '{job}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
+        assert "| lstm |" in _ray("job", "logs", "--address", address, job, timeout=60, env=env).stdout
+        results = json.loads((tmp_path / "runs" / "job" / "results.json").read_text())["results"]
+        assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == 200 for r in results.values())
+    finally:
+        _ray("stop", "--force", timeout=120, env=env)  # the head this test started, even when it failed
