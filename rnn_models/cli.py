@@ -35,7 +35,7 @@ def config_from(args: argparse.Namespace, cls, **overrides):
 def _prepare(args) -> None:
     from rnn_models.data.prepare import prepare
 
-    prepare(config_from(args, C.PrepareConfig), force=args.force)
+    prepare(config_from(args, C.PrepareConfig), force=args.force, address=args.address)
 
 
 def _summary(args) -> None:
@@ -48,6 +48,7 @@ def _summary(args) -> None:
         print(summarize(model_from_config(cfg, args.vocab_size, args.max_len), args.max_len))
 
 
+ADDRESS_HELP = "Ray cluster to join (default: $RAY_ADDRESS, or one `ray start` runs here; else start a local one)"
 PREPARE_OPTIONS_FOR_TRAIN = ("vocab_size", "max_len", "val_size", "max_reviews_per_split", "strip_br")
 
 
@@ -58,11 +59,10 @@ def _train(args) -> None:
     train_cfg = config_from(args, C.TrainConfig)
     model = {k: v for k, v in dataclasses.asdict(config_from(args, C.ModelConfig, arch=C.ARCHS[0])).items() if k != "arch"}
     if args.source:
-        from rnn_models.cluster import connect
         from rnn_models.data.prepare import prepare
 
-        connect(args.address)
-        prepare(config_from(args, C.PrepareConfig, source=args.source, out=run.data, seed=train_cfg.seed))
+        prepare(config_from(args, C.PrepareConfig, source=args.source, out=run.data, seed=train_cfg.seed),
+                address=args.address)
     train(run, model, train_cfg, resume=args.resume, address=args.address)
 
 
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("prepare", help="tokenize IMDB reviews into parquet shards")
     add_options(p, C.PrepareConfig)
     p.add_argument("--force", action="store_true", help="rebuild even if --out already holds this data")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser("train", help="train architectures as parallel Ray Tune trials and report test accuracy")
@@ -97,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare_fields = [f.name for f in dataclasses.fields(C.PrepareConfig)]
     add_options(p, C.PrepareConfig, skip=tuple(n for n in prepare_fields if n not in PREPARE_OPTIONS_FOR_TRAIN))
     p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="accuracy of a checkpoint on a prepared split")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (see results.json)")
     p.add_argument("--data", required=True, help="prepared data directory made with the same vocabulary")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="(default: %(default)s)")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("summary", help="print the layers, shapes and parameters of an architecture")

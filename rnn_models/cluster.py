@@ -11,20 +11,20 @@ log = logging.getLogger(__name__)
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS); with neither, start a local Ray instance.
+    """Join the cluster at `address` (or $RAY_ADDRESS, or one `ray start` runs on this machine); with none,
+    start a local Ray instance.
 
     A local instance binds its dashboard to 127.0.0.1 only: reach a remote one through an SSH tunnel or
     `ray dashboard cluster.yaml`, never an open port.
     """
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address)  # no resource arguments: the cluster owns them
-    else:
-        log.info("starting a local Ray instance (dashboard on http://127.0.0.1:8265)")
-        ray.init(dashboard_host="127.0.0.1")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # No resource arguments when joining: the cluster owns them (ray.init refuses them then).
+    context = ray.init(address=address) if address else ray.init(dashboard_host="127.0.0.1")
+    resources = ray.cluster_resources()
+    log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),
+             resources.get("CPU", 0), resources.get("GPU", 0), context.dashboard_url or "off")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # after ray.init, which installs its own
 

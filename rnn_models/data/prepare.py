@@ -34,8 +34,11 @@ from rnn_models.files import atomic_directory, sha256_file, write_json
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: PrepareConfig, force: bool = False) -> PreparedData:
-    """Prepare `cfg.source` into `cfg.out`, or reuse `cfg.out` if it already holds exactly that."""
+def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None) -> PreparedData:
+    """Prepare `cfg.source` into `cfg.out`, or reuse `cfg.out` if it already holds exactly that.
+
+    Ray (the cluster at `address`, see `connect`) is only started when there is work to do.
+    """
     started = time.perf_counter()
     log.info("reading %s", cfg.source)
     raw = load_reviews(cfg.source)
@@ -44,7 +47,7 @@ def prepare(cfg: PrepareConfig, force: bool = False) -> PreparedData:
         log.info("%s already holds this data (fingerprint %s): reusing it; --force rebuilds", cfg.out, fingerprint[:12])
         return open_prepared(cfg.out)
     splits = split_reviews(raw.table, cfg)
-    connect()
+    connect(address)
     with atomic_directory(Path(cfg.out)) as tmp:
         log.info("normalising and counting %d train reviews", splits["train"].num_rows)
         tokens = {name: _tokenized(table, cfg) for name, table in splits.items()}
