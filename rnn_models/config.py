@@ -85,7 +85,7 @@ class TrainConfig:
     grad_clip: float = opt(0.0, "clip the gradient norm to this value; 0 = no clipping")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
     seed: int = opt(0, "seed for initial weights and shuffling")
-    shuffle_buffer: int = opt(2048, "reviews in each worker's shuffle buffer, reshuffled every epoch; 0 = no shuffle")
+    shuffle_buffer: int = opt(4096, "reviews shuffled together on each worker, in a new order every epoch; 0 = no shuffle")
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")

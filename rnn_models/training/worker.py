@@ -15,7 +15,7 @@ import torch.distributed as dist
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
-from rnn_models.training.ingest import torch_batches
+from rnn_models.training.ingest import CHUNK_ROWS, torch_batches
 from rnn_models.training.loop import Sums, evaluate, train_epoch
 
 
@@ -78,8 +78,9 @@ def train_loop_per_worker(config: dict) -> None:
         if _stopped_early(history, cfg.patience):
             break
         started = time.perf_counter()
-        batches = torch_batches(train_shard, cfg.batch_size, device, cfg.shuffle_buffer,
-                                seed=cfg.seed * 100_003 + epoch * 101 + rank, drop_last=True)
+        seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None  # new order every epoch
+        batches = torch_batches(train_shard, cfg.batch_size, device, seed, drop_last=True,
+                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
         seconds = time.perf_counter() - started
         val = evaluate(model, torch_batches(val_shard, 512, device), device)
