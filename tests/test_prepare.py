@@ -88,14 +88,13 @@ def test_a_failed_prepare_leaves_the_previous_output_intact(ray_session, tmp_pat
     source = corpus.write_hf_parquet(tmp_path / "hf")
     cfg = PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL)
     before = _snapshot(prepare(cfg).root)
-    real = prepare_module._encode_and_write
+    real = prepare_module._write_shards
 
-    def fail_on_test(tokens, vocab, cfg, out):
-        if out.name == "test":
-            raise KeyboardInterrupt  # as if interrupted half-way through the writes
-        return real(tokens, vocab, cfg, out)
+    def write_then_fail(reviews, vocab, cfg, out):
+        real(reviews, vocab, cfg, out)
+        raise KeyboardInterrupt  # as if interrupted right after the shards were written
 
-    monkeypatch.setattr(prepare_module, "_encode_and_write", fail_on_test)
+    monkeypatch.setattr(prepare_module, "_write_shards", write_then_fail)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, force=True)
     assert _snapshot(open_prepared(cfg.out).root) == before
@@ -111,7 +110,7 @@ def test_a_tampered_directory_is_refused_and_rebuilt(ray_session, tmp_path):
     with pytest.raises(UserError, match="does not match manifest.json"):
         open_prepared(cfg.out)
     assert prepare(cfg).fingerprint == data.fingerprint  # not reused: rebuilt, and valid again
-    (data.root / "test" / "test-00000-0.parquet").unlink()
+    next((data.root / "test").glob("*.parquet")).unlink()
     with pytest.raises(UserError, match="listed in manifest.json but missing"):
         open_prepared(cfg.out)
 

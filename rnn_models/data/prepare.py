@@ -1,7 +1,8 @@
 """`rnn-models prepare`: raw reviews → tokenized parquet shards, as Ray Data operations.
 
-    read (driver) → split (seeded, stratified) → normalise in map_batches → count train tokens (map in
-    Ray tasks, reduce on the driver) → encode in map_batches → write parquet shards → vocab + manifest
+    read (driver) → split (seeded, stratified) → blocks in the object store → two passes of map_batches:
+      1. normalise, count tokens and lengths per block (Ray tasks; summed on the driver) → vocabulary
+      2. normalise and encode each block → write_parquet, one shard per block → vocab.json, manifest.json
 
 Everything is written to a temporary directory that replaces `--out` only once complete.
 """
@@ -48,15 +49,16 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None)
         return open_prepared(cfg.out)
     splits = split_reviews(raw.table, cfg)
     connect(address)
+    reviews = ray.data.from_arrow(_blocks(splits, cfg.num_shards))  # one block per future shard
     with atomic_directory(Path(cfg.out)) as tmp:
-        log.info("normalising and counting %d train reviews", splits["train"].num_rows)
-        tokens = {name: _tokenized(table, cfg) for name, table in splits.items()}
-        tokens["train"] = tokens["train"].materialize()  # read twice: counted, then encoded
-        vocab = count_vocabulary(tokens["train"], cfg.vocab_size)
-        stats = {}
-        for name in SPLITS:
-            log.info("encoding and writing %s (%d reviews)", name, splits[name].num_rows)
-            stats[name] = _encode_and_write(tokens[name], vocab, cfg, tmp / name)
+        log.info("normalising and counting %d reviews", reviews.count())
+        summaries = _collect(reviews.map_batches(_summarise_block, batch_format="pyarrow", batch_size=None,
+                                                 fn_kwargs={"strip_br": cfg.strip_br}))
+        vocab = count_vocabulary(summaries, cfg.vocab_size)
+        log.info("encoding and writing the shards")
+        files = _write_shards(reviews, vocab, cfg, tmp)
+        stats = {name: {**_split_stats(splits[name], summaries, vocab, name, cfg.max_len), "files": files[name]}
+                 for name in SPLITS}
         (tmp / "vocab.json").write_text(json.dumps(vocab.to_pylist(), ensure_ascii=False) + "\n")
         manifest = _manifest(raw, cfg, fingerprint, stats, tmp, time.perf_counter() - started)
         write_json(tmp / "manifest.json", manifest)
@@ -77,73 +79,89 @@ def _fingerprint(raw: RawReviews, cfg: PrepareConfig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _tokenized(table: pa.Table, cfg: PrepareConfig) -> ray.data.Dataset:
-    """`table` (text, label) as a Dataset of (tokens, label), one block per future shard."""
-    n_blocks = max(1, min(cfg.num_shards, table.num_rows))
-    bounds = np.linspace(0, table.num_rows, n_blocks + 1).astype(int)
-    blocks = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-    return ray.data.from_arrow(blocks).map_batches(
-        _normalise_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"strip_br": cfg.strip_br})
+def _blocks(splits: dict[str, pa.Table], num_shards: int) -> list[pa.Table]:
+    """Each split cut into at most `num_shards` blocks (text, label, split): each block becomes one shard."""
+    blocks = []
+    for name, table in splits.items():
+        bounds = np.linspace(0, table.num_rows, max(1, min(num_shards, table.num_rows)) + 1).astype(int)
+        table = table.append_column("split", pa.array([name] * table.num_rows, pa.string()))
+        blocks += [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    return blocks
 
 
-def _normalise_batch(batch: pa.Table, strip_br: bool) -> pa.Table:
-    return pa.table({"tokens": normalise(batch["text"], strip_br), "label": batch["label"]})
-
-
-def count_vocabulary(tokens: ray.data.Dataset, size: int) -> pa.Array:
-    """The `size` most frequent tokens, ties broken by token (ascending): counted per block, summed here."""
-    partial_counts = tokens.map_batches(_count_batch, batch_format="pyarrow", batch_size=None)
-    counts = _collect(partial_counts).group_by("token").aggregate([("count", "sum")])
-    order = pc.sort_indices(counts, [("count_sum", "descending"), ("token", "ascending")])
-    return counts["token"].take(order[:size]).combine_chunks()
-
-
-def _count_batch(batch: pa.Table) -> pa.Table:
-    counts = pc.value_counts(pc.list_flatten(batch["tokens"]))
-    return pa.table({"token": counts.field("values"), "count": counts.field("counts")})
+def _summarise_block(block: pa.Table, strip_br: bool) -> pa.Table:
+    """One row per block: its split, token counts and review lengths (small, unlike the tokens)."""
+    tokens = normalise(block["text"], strip_br)
+    counts = pc.value_counts(pc.list_flatten(tokens))
+    one_list = lambda values: pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+    return pa.table({"split": [block["split"][0].as_py()], "tokens": one_list(counts.field("values")),
+                     "counts": one_list(counts.field("counts")), "lengths": one_list(pc.list_value_length(tokens))})
 
 
 def _collect(dataset: ray.data.Dataset) -> pa.Table:
     return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
 
 
-def _encode_and_write(tokens: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig, out: Path) -> dict:
-    encoded = tokens.map_batches(_encode_batch, batch_format="pyarrow", batch_size=None,
-                                 fn_kwargs={"vocab": vocab, "max_len": cfg.max_len}).materialize()
-    stats = _split_stats(_collect(encoded.select_columns(["label", "num_tokens", "num_oov"])), cfg.max_len)
-    encoded.select_columns(["ids", "length", "label"]).write_parquet(
-        str(out), filename_provider=_ShardNames(out.name), mode=ray.data.SaveMode.OVERWRITE)
-    stats["files"] = {f"{out.name}/{p.name}": {"rows": pq.ParquetFile(p).metadata.num_rows, "sha256": sha256_file(p)}
-                      for p in sorted(out.glob("*.parquet"))}
-    return stats
+def _token_counts(summaries: pa.Table, split: str) -> pa.Table:
+    """token, count over the blocks of one split (each block counted in a Ray task, summed here)."""
+    rows = summaries.filter(pc.equal(summaries["split"], split))
+    exploded = pa.table({"token": pc.list_flatten(rows["tokens"]), "count": pc.list_flatten(rows["counts"])})
+    return exploded.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
 
 
-def _encode_batch(batch: pa.Table, vocab: pa.Array, max_len: int) -> pa.Table:
-    columns = encode(batch["tokens"], vocab, max_len)
-    ids = pa.FixedSizeListArray.from_arrays(pa.array(columns.pop("ids").ravel()), max_len)
-    return pa.table({"ids": ids, **columns, "label": batch["label"]})
+def count_vocabulary(summaries: pa.Table, size: int) -> pa.Array:
+    """The `size` most frequent train tokens, ties broken by token (ascending)."""
+    counts = _token_counts(summaries, "train")
+    order = pc.sort_indices(counts, [("count", "descending"), ("token", "ascending")])
+    return counts["token"].take(order[:size]).combine_chunks()
+
+
+def _write_shards(reviews: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig, out: Path) -> dict[str, dict]:
+    """Encode every review and write `out/<split>/<split>-NNNNN.parquet`; returns each split's file list."""
+    encoded = reviews.map_batches(_encode_block, batch_format="pyarrow", batch_size=None,
+                                  fn_kwargs={"vocab": vocab, "max_len": cfg.max_len, "strip_br": cfg.strip_br})
+    encoded.write_parquet(str(out), partition_cols=["split"], filename_provider=_ShardNames(),
+                          mode=ray.data.SaveMode.OVERWRITE)
+    files = {}
+    for name in SPLITS:
+        folder = out / name
+        (out / f"split={name}").rename(folder)  # Hive-style partition folder to plain split name
+        for path in folder.glob("*.parquet"):
+            path.rename(folder / f"{name}-{path.name}")
+        files[name] = {f"{name}/{p.name}": {"rows": pq.ParquetFile(p).metadata.num_rows, "sha256": sha256_file(p)}
+                       for p in sorted(folder.glob("*.parquet"))}
+    return files
+
+
+def _encode_block(block: pa.Table, vocab: pa.Array, max_len: int, strip_br: bool) -> pa.Table:
+    columns = encode(normalise(block["text"], strip_br), vocab, max_len)
+    ids = pa.FixedSizeListArray.from_arrays(pa.array(columns["ids"].ravel()), max_len)
+    return pa.table({"ids": ids, "length": columns["length"], "label": block["label"], "split": block["split"]})
 
 
 class _ShardNames(FilenameProvider):
-    def __init__(self, split: str):
-        self.split = split
-
     def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"{self.split}-{task_index:05d}.parquet"
+        return f"{task_index:05d}.parquet"
 
 
-def _split_stats(table: pa.Table, max_len: int) -> dict:
-    labels, lengths, oov = (table[c].to_numpy() for c in ("label", "num_tokens", "num_oov"))
-    tokens = int(lengths.sum())
+def _split_stats(table: pa.Table, summaries: pa.Table, vocab: pa.Array, split: str, max_len: int) -> dict:
+    """Counts, label balance, lengths, truncation and the share of tokens outside the vocabulary."""
+    labels = table["label"].to_numpy()
+    rows = summaries.filter(pc.equal(summaries["split"], split))
+    lengths = pc.list_flatten(rows["lengths"]).to_numpy()
+    counts = _token_counts(summaries, split)
+    tokens = int(pc.sum(counts["count"]).as_py() or 0)
+    in_vocab = int(pc.sum(counts.filter(pc.is_in(counts["token"], vocab))["count"]).as_py() or 0)
+    has = len(lengths) > 0
     return {
         "reviews": len(labels),
         "positive": int(labels.sum()),
         "negative": int(len(labels) - labels.sum()),
         "tokens": tokens,
-        "oov_share": round(float(oov.sum()) / max(tokens, 1), 4),
-        "mean_length": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
-        "median_length": float(np.median(lengths)) if len(lengths) else 0.0,
-        "truncated_share": round(float((lengths > max_len).mean()), 4) if len(lengths) else 0.0,
+        "oov_share": round((tokens - in_vocab) / max(tokens, 1), 4),
+        "mean_length": round(float(lengths.mean()), 1) if has else 0.0,
+        "median_length": float(np.median(lengths)) if has else 0.0,
+        "truncated_share": round(float((lengths > max_len).mean()), 4) if has else 0.0,
         "empty_reviews": int((lengths == 0).sum()),
     }
 

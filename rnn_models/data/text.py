@@ -23,14 +23,10 @@ def normalise(texts: pa.Array, strip_br: bool = False) -> pa.ListArray:
     lowered = pc.utf8_lower(_contiguous(texts))
     if strip_br:
         lowered = pc.replace_substring_regex(lowered, LINE_BREAK, " ")
-    cleaned = pc.replace_substring_regex(lowered, PUNCTUATION_OR_SYMBOL, "")
-    # Trimming first stops the splitter from yielding "" at either end; an all-blank text still gives [""].
-    lists = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(cleaned))
-    flat, owner = pc.list_flatten(lists), pc.list_parent_indices(lists)
-    keep = pc.not_equal(flat, "")
-    counts = np.bincount(owner.filter(keep).to_numpy(), minlength=len(lists))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
+    # Trimmed first, so the splitter yields no "" at either end; it merges runs of whitespace itself.
+    cleaned = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, PUNCTUATION_OR_SYMBOL, ""))
+    no_tokens = pa.scalar([], pa.list_(pa.string()))  # a blank text splits into [""], which is no token
+    return pc.if_else(pc.equal(cleaned, ""), no_tokens, pc.utf8_split_whitespace(cleaned))
 
 
 def _contiguous(array: pa.Array | pa.ChunkedArray) -> pa.Array:

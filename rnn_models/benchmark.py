@@ -1,0 +1,229 @@
+"""`jobs/benchmark.py`: what the pipeline costs next to plain single-process baselines, in the same run.
+
+Sections (each a function returning a dict for benchmark.json):
+- tokenize:   `prepare` on the full source (Ray Data + pyarrow) vs the rule in plain Python, one process;
+              and the two tokenisers compared on every review (mismatches must be 0)
+- throughput: one Ray Train worker streaming from Ray Data vs a bare loop over in-memory tensors, per arch
+- scaling:    one vs two DDP workers for one arch
+- end_to_end: `jobs/train_all.py` (its own process, all archs) vs the sum of the bare loops, with the
+              job's peak memory (proportional set size of every process it started, Ray's included)
+- gpu:        samples/s per arch with cuDNN and bf16 autocast, where a GPU is present
+"""
+
+import subprocess
+import sys
+import time
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnn_models.data.prepare import prepare
+from rnn_models.data.prepared import PreparedData, open_prepared
+from rnn_models.data.sources import load_reviews
+from rnn_models.data.splits import split_reviews
+from rnn_models.data.text import normalise, normalise_reference
+from rnn_models.experiment import train
+from rnn_models.models import model_from_config
+from rnn_models.training.loop import evaluate, train_epoch
+from rnn_models.training.worker import make_optimizer
+
+MODEL = {k: v for k, v in ModelConfig().__dict__.items() if k != "arch"}  # the notebook's sizes
+
+
+def tokenize(source: str, work: Path) -> dict:
+    """`prepare` against the same work in one plain-Python process, with two spellings of the rule."""
+    cfg = PrepareConfig(source=source, out=str(work / "tokenize"))
+    seconds, vocab = {}, {}
+    started = time.perf_counter()
+    vocab["ray"] = prepare(cfg, force=True).vocab
+    seconds["ray"] = time.perf_counter() - started
+    for name, rule in (("python_translate", normalise_reference), ("python_per_character", _per_character)):
+        started = time.perf_counter()
+        vocab[name] = python_prepare(cfg, work / f"tokenize-{name}", rule)
+        seconds[name] = time.perf_counter() - started
+    texts = load_reviews(source).table["text"]
+    mismatches = sum(a != normalise_reference(t) for a, t in zip(normalise(texts).to_pylist(), texts.to_pylist()))
+    return {"reviews": len(texts), "seconds": seconds, "reviews_per_second": {k: len(texts) / v for k, v in seconds.items()},
+            "speedup": {k: v / seconds["ray"] for k, v in seconds.items() if k != "ray"},
+            "mismatches": mismatches, "same_vocabulary": all(v == vocab["ray"] for v in vocab.values())}
+
+
+def _per_character(text: str) -> list[str]:
+    """The rule as the notebook states it, one character at a time: the most direct plain-Python spelling."""
+    return "".join(c for c in text.lower() if unicodedata.category(c)[0] not in "PS").split()
+
+
+def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> list[str]:
+    """The same work as `prepare` (read, split, tokenise, count, encode, write) in one plain-Python process."""
+    splits = split_reviews(load_reviews(cfg.source).table, cfg)
+    tokens = {name: [rule(t) for t in table["text"].to_pylist()] for name, table in splits.items()}
+    counts = Counter(t for review in tokens["train"] for t in review)
+    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:cfg.vocab_size]
+    index = {t: i + 2 for i, t in enumerate(vocab)}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, reviews in tokens.items():
+        ids = [([index.get(t, 1) for t in review] + [0] * cfg.max_len)[:cfg.max_len] for review in reviews]
+        table = pa.table({"ids": pa.array(ids, pa.list_(pa.int32(), cfg.max_len)),
+                          "length": pa.array([min(len(r), cfg.max_len) for r in reviews], pa.int32()),
+                          "label": splits[name]["label"]})
+        pq.write_table(table, out / f"{name}.parquet")
+    return vocab
+
+
+def _tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
+    table = pq.read_table(data.files(split))
+    ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
+    return {"ids": torch.from_numpy(ids.copy()), "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
+            "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
+
+
+def _slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
+    n = len(tensors["label"])
+    end = n - n % batch_size if drop_last else n
+    for start in range(0, end, batch_size):
+        rows = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield {k: v[rows] for k, v in tensors.items()}
+
+
+def bare_loop(data: PreparedData, arch: str, cfg: TrainConfig, threads: int, test: bool = False) -> dict:
+    """The recipe in one process over in-memory tensors: the baseline the Ray pipeline is held to."""
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    train_set, val_set = _tensors(data, "train"), _tensors(data, "val")
+    model = model_from_config(ModelConfig(arch=arch, **MODEL), data.vocab_size, data.max_len, seed=cfg.seed)
+    optimizer, cpu = make_optimizer(model, cfg), torch.device("cpu")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    throughput = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(train_set["label"]), generator=generator)
+        epoch_started = time.perf_counter()
+        sums = train_epoch(model, _slices(train_set, cfg.batch_size, order, drop_last=True), optimizer, cpu)
+        throughput.append(sums.count / (time.perf_counter() - epoch_started))
+        evaluate(model, _slices(val_set, 512), cpu)
+    result = {"samples_per_second": throughput, "seconds": time.perf_counter() - started}
+    if test:
+        result["test_accuracy"] = evaluate(model, _slices(_tensors(data, "test"), 512), cpu).accuracy
+        result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1) -> dict:
+    """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
+    run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
+                    name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}")
+    history = train(run, MODEL, cfg)["results"][0]["history"]
+    return {"samples_per_second": [h["samples_per_second"] for h in history]}
+
+
+def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2) -> dict:
+    """Epoch 2 (warm) samples/s of one Ray worker vs the bare loop, both one torch thread, as in a trial here."""
+    cfg, rows = TrainConfig(epochs=epochs), {}
+    for arch in archs:
+        bare = bare_loop(data, arch, cfg, threads=1)["samples_per_second"]
+        ray_ = ray_worker(data, arch, cfg, work / "throughput")["samples_per_second"]
+        rows[arch] = {"bare": bare, "ray": ray_, "ratio": ray_[-1] / bare[-1]}
+    return rows
+
+
+def scaling(data: PreparedData, arch: str, work: Path) -> dict:
+    cfg = TrainConfig(epochs=2)
+    one, two = (ray_worker(data, arch, cfg, work / "scaling", workers=w)["samples_per_second"][-1] for w in (1, 2))
+    return {"arch": arch, "one_worker": one, "two_workers": two, "speedup": two / one}
+
+
+def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], work: Path, epochs: int,
+               threads: int) -> dict:
+    """`jobs/train_all.py` as a user runs it, vs the bare loops one after the other (`threads` each)."""
+    command = [sys.executable, str(train_all), "--source", source, "--data", data_dir, "--archs", ",".join(archs),
+               "--epochs", str(epochs), "--storage", str(work / "end_to_end"), "--name", f"run-{time.strftime('%H%M%S')}"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    peak = _peak_memory(process)
+    seconds = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+    data = open_prepared(data_dir)  # as the job prepared it
+    bare = {arch: bare_loop(data, arch, TrainConfig(epochs=epochs), threads, test=True) for arch in archs}
+    bare_seconds = sum(b["seconds"] for b in bare.values())
+    return {"train_all_seconds": seconds, "bare_seconds": bare_seconds, "ratio": seconds / bare_seconds,
+            "bare": {a: {"seconds": b["seconds"], "test_accuracy": b["test_accuracy"]} for a, b in bare.items()},
+            "peak_memory_mb": peak / 2**20}
+
+
+def _peak_memory(process: subprocess.Popen, interval: float = 0.5) -> int:
+    """Wait for `process`; return the peak over time of the summed PSS of every process in its session."""
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _session_pss(process.pid))
+        time.sleep(interval)
+    return peak
+
+
+def _session_pss(session: int) -> int:
+    total = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
+                rollup = (proc / "smaps_rollup").read_text()
+                total += 1024 * int(next(l for l in rollup.splitlines() if l.startswith("Pss:")).split()[1])
+        except (OSError, ValueError, StopIteration, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return total
+
+
+def gpu(data: PreparedData, archs: list[str]) -> dict:
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU on this machine"}
+    device, rows = torch.device("cuda"), {}
+    torch.backends.cudnn.benchmark = True
+    train_set = {k: v.to(device) for k, v in _tensors(data, "train").items()}
+    for arch in archs:
+        model = model_from_config(ModelConfig(arch=arch, **MODEL), data.vocab_size, data.max_len, seed=0).to(device)
+        optimizer = make_optimizer(model, TrainConfig())
+        train_epoch(model, _slices(train_set, 64, drop_last=True), optimizer, device)  # warm-up
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        sums = train_epoch(model, _slices(train_set, 64, drop_last=True), optimizer, device)
+        torch.cuda.synchronize()
+        rows[arch] = {"samples_per_second": sums.count / (time.perf_counter() - started)}
+    return {"device": torch.cuda.get_device_name(), "archs": rows}
+
+
+def report(results: dict) -> str:
+    """The benchmark's table, from what `results` holds."""
+    lines = []
+    if "tokenize" in results:
+        t = results["tokenize"]
+        labels = {"ray": "prepare (Ray Data + pyarrow)", "python_translate": "plain Python, str.translate table",
+                  "python_per_character": "plain Python, unicodedata per character"}
+        lines += ["## Tokenisation: prepare on the full source", "| | reviews/s | seconds | prepare is faster by |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {labels[k]} | {t['reviews_per_second'][k]:,.0f} | {v:.1f} | "
+                  f"{t['speedup'][k]:.1f}x |".replace("| 1.0x |", "| |") if k != "ray" else
+                  f"| {labels[k]} | {t['reviews_per_second'][k]:,.0f} | {v:.1f} | |" for k, v in t["seconds"].items()]
+        lines += [f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
+                  f"same vocabulary everywhere: {t['same_vocabulary']}", ""]
+    if "throughput" in results:
+        lines += ["## Training throughput, epoch 2 (samples/s, one torch thread)", "| arch | bare loop | Ray worker | ratio |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {a} | {r['bare'][-1]:,.0f} | {r['ray'][-1]:,.0f} | {r['ratio']:.2f} |"
+                  for a, r in results["throughput"].items()] + [""]
+    if "scaling" in results:
+        s = results["scaling"]
+        lines += [f"## DDP scaling ({s['arch']}): 1 worker {s['one_worker']:,.0f} samples/s, 2 workers "
+                  f"{s['two_workers']:,.0f} samples/s ({s['speedup']:.2f}x)", ""]
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        lines += ["## End to end", f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
+                  f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)", ""]
+    if "gpu" in results:
+        g = results["gpu"]
+        lines += ["## GPU", g.get("skipped") or ", ".join(f"{a}: {r['samples_per_second']:,.0f} samples/s"
+                                                          for a, r in g["archs"].items()), ""]
+    return "\n".join(lines)
