@@ -10,6 +10,7 @@ Sections (each a function returning a dict for benchmark.json):
 - gpu:        samples/s per arch with cuDNN and bf16 autocast, where a GPU is present
 """
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -33,7 +34,6 @@ from rnn_models.models import model_from_config
 from rnn_models.training.loop import evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer
 
-MODEL = {k: v for k, v in ModelConfig().__dict__.items() if k != "arch"}  # the notebook's sizes
 
 
 def tokenize(source: str, work: Path) -> dict:
@@ -96,7 +96,7 @@ def bare_loop(data: PreparedData, arch: str, cfg: TrainConfig, threads: int, tes
     torch.set_num_threads(threads)
     started = time.perf_counter()
     train_set, val_set = _tensors(data, "train"), _tensors(data, "val")
-    model = model_from_config(ModelConfig(arch=arch, **MODEL), data.vocab_size, data.max_len, seed=cfg.seed)
+    model = model_from_config(ModelConfig(arch=arch), data.vocab_size, data.max_len, seed=cfg.seed)
     optimizer, cpu = make_optimizer(model, cfg), torch.device("cpu")
     generator = torch.Generator().manual_seed(cfg.seed)
     throughput = []
@@ -117,7 +117,7 @@ def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, w
     """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
     run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
                     name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}")
-    history = train(run, MODEL, cfg)["results"][0]["history"]
+    history = train(run, train=dataclasses.asdict(cfg))["results"][0]["history"]
     return {"samples_per_second": [h["samples_per_second"] for h in history]}
 
 
@@ -184,7 +184,7 @@ def gpu(data: PreparedData, archs: list[str]) -> dict:
     torch.backends.cudnn.benchmark = True
     train_set = {k: v.to(device) for k, v in _tensors(data, "train").items()}
     for arch in archs:
-        model = model_from_config(ModelConfig(arch=arch, **MODEL), data.vocab_size, data.max_len, seed=0).to(device)
+        model = model_from_config(ModelConfig(arch=arch), data.vocab_size, data.max_len, seed=0).to(device)
         optimizer = make_optimizer(model, TrainConfig())
         train_epoch(model, _slices(train_set, 64, drop_last=True), optimizer, device)  # warm-up
         torch.cuda.synchronize()

@@ -1,4 +1,8 @@
-"""`rnn-models` command line: each subcommand's options are generated from the config dataclasses."""
+"""`rnn-models` command line: each subcommand's options are generated from the config dataclasses.
+
+`train` and `tune` start from a preset (`--preset`, see `presets.py`); an option given on the command line
+overrides the preset's value, so their options default to "not given" rather than to a value.
+"""
 
 import argparse
 import dataclasses
@@ -9,16 +13,24 @@ import types
 from rnn_models import config as C
 from rnn_models.errors import UserError
 
+ADDRESS_HELP = "Ray cluster to join (default: $RAY_ADDRESS, or one `ray start` runs here; else start a local one)"
+PREPARE_OPTIONS_FOR_TRAIN = ("vocab_size", "max_len", "val_size", "max_reviews_per_split", "strip_br")
 
-def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One `--option` per field of dataclass `cls`, with its type, default and help text."""
+
+def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False) -> None:
+    """One `--option` per field of dataclass `cls`, with its type, default and help text.
+
+    With `preset_defaults`, an option left out is absent from the parsed arguments (the preset decides).
+    """
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
         kind = f.type
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(t for t in kind.__args__ if t is not type(None))
-        kwargs = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", "") + " (default: %(default)s)"}
+        default = f"the preset's, else {f.default}" if preset_defaults else f.default
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS if preset_defaults else f.default,
+                  "help": f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -26,10 +38,14 @@ def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()
         parser.add_argument(C.option_name(f.name), **kwargs)
 
 
+def given(args: argparse.Namespace, cls, skip=()) -> dict:
+    """The options of dataclass `cls` that were given (or have a default) in `args`."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name) and f.name not in skip}
+
+
 def config_from(args: argparse.Namespace, cls, **overrides):
     """An instance of dataclass `cls` from the parsed options (validated by its `__post_init__`)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**{**values, **overrides})
+    return cls(**{**given(args, cls), **overrides})
 
 
 def _prepare(args) -> None:
@@ -48,22 +64,44 @@ def _summary(args) -> None:
         print(summarize(model_from_config(cfg, args.vocab_size, args.max_len), args.max_len))
 
 
-ADDRESS_HELP = "Ray cluster to join (default: $RAY_ADDRESS, or one `ray start` runs here; else start a local one)"
-PREPARE_OPTIONS_FOR_TRAIN = ("vocab_size", "max_len", "val_size", "max_reviews_per_split", "strip_br")
+def _run_setup(args):
+    """The preset, run config and model/training overrides, all checked; the data prepared if --source was given."""
+    from rnn_models.presets import load_preset
+
+    preset = load_preset(args.preset)
+    model, train = given(args, C.ModelConfig), given(args, C.TrainConfig)
+    prepare_values = {**preset.prepare, **given(args, C.PrepareConfig, skip=("source", "out"))}  # --seed too
+    run = config_from(args, C.RunConfig, data=args.data or default_data_dir(prepare_values))
+    for arch in run.arch_list:
+        preset.resolve(arch, model, train)  # a bad value fails here, before any data or cluster work
+    if args.source:
+        from rnn_models.data.prepare import prepare
+
+        prepare(C.PrepareConfig(source=args.source, out=run.data, **prepare_values), address=args.address)
+    return preset, run, model, train
+
+
+def default_data_dir(prepare_values: dict) -> str:
+    """data/prepared-k<vocab>-t<max len>[-nobr][-n<reviews>]: one folder per tokenisation, so presets coexist."""
+    cfg = C.PrepareConfig(**prepare_values)
+    name = f"data/prepared-k{cfg.vocab_size}-t{cfg.max_len}" + ("-nobr" if cfg.strip_br else "")
+    return name + (f"-n{cfg.max_reviews_per_split}" if cfg.max_reviews_per_split else "")
 
 
 def _train(args) -> None:
     from rnn_models.experiment import train
 
-    run = config_from(args, C.RunConfig)
-    train_cfg = config_from(args, C.TrainConfig)
-    model = {k: v for k, v in dataclasses.asdict(config_from(args, C.ModelConfig, arch=C.ARCHS[0])).items() if k != "arch"}
-    if args.source:
-        from rnn_models.data.prepare import prepare
+    preset, run, model, train_values = _run_setup(args)
+    train(run, preset, model, train_values, resume=args.resume, address=args.address)
 
-        prepare(config_from(args, C.PrepareConfig, source=args.source, out=run.data, seed=train_cfg.seed),
-                address=args.address)
-    train(run, model, train_cfg, resume=args.resume, address=args.address)
+
+def _tune(args) -> None:
+    from rnn_models.search import load_search_space, search
+
+    space = load_search_space(args.search_space)
+    preset, run, model, train = _run_setup(args)
+    search(run, preset, space, args.num_samples, args.scheduler, model, train, out=args.out, resume=args.resume,
+           address=args.address)
 
 
 def _evaluate(args) -> None:
@@ -72,11 +110,44 @@ def _evaluate(args) -> None:
     from rnn_models.training.evaluation import open_checkpoint, test_checkpoint
     from rnn_models.training.ingest import DataSpec
 
-    connect(args.address)
     loaded = open_checkpoint(args.checkpoint)
-    result = test_checkpoint(loaded, DataSpec.from_prepared(open_prepared(args.data)), args.split)
+    data = open_prepared(args.data)
+    connect(args.address)
+    result = test_checkpoint(loaded, DataSpec.from_prepared(data), args.split)
     print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
           f"loss {result.mean_loss:.4f} over {result.count} reviews")
+
+
+def _predict(args) -> None:
+    from rnn_models.predict import Predictor, read_reviews
+
+    texts = list(args.texts) + (read_reviews(args.file) if args.file else [])
+    if not texts:
+        raise UserError("predict: give review texts as arguments or --file FILE")
+    for text, probability in zip(texts, Predictor.load(args.checkpoint).probabilities(texts)):
+        preview = " ".join(text.split())
+        print(f"{probability:.4f}\t{preview[:100] + ('…' if len(preview) > 100 else '')}")
+
+
+def _compare(args) -> None:
+    from rnn_models.compare import compare
+
+    print(compare(args.runs, args.out))
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What `train` and `tune` share: preset, run, model and training options, data preparation."""
+    p.add_argument("--preset", default="seed", help="a built-in preset (seed, seed-fixed, tuned) or a preset file "
+                   "(default: seed, the notebook exactly)")
+    add_options(p, C.RunConfig, skip=("data",))
+    p.add_argument("--data", help="prepared data directory (default: data/prepared-k<vocab>-t<max len>…, from "
+                   "the preset's tokenisation)")
+    add_options(p, C.TrainConfig, preset_defaults=True)
+    add_options(p, C.ModelConfig, skip=("arch",), preset_defaults=True)
+    p.add_argument("--source", help="prepare this source into --data first (cached); see `prepare --help`")
+    add_options(p, C.PrepareConfig, only=PREPARE_OPTIONS_FOR_TRAIN, preset_defaults=True)
+    p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
+    p.add_argument("--address", help=ADDRESS_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,15 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser("train", help="train architectures as parallel Ray Tune trials and report test accuracy")
-    add_options(p, C.RunConfig)
-    add_options(p, C.TrainConfig)
-    add_options(p, C.ModelConfig, skip=("arch",))
-    p.add_argument("--source", help="prepare this source into --data first (cached); see `prepare --help`")
-    prepare_fields = [f.name for f in dataclasses.fields(C.PrepareConfig)]
-    add_options(p, C.PrepareConfig, skip=tuple(n for n in prepare_fields if n not in PREPARE_OPTIONS_FOR_TRAIN))
-    p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
-    p.add_argument("--address", help=ADDRESS_HELP)
+    _add_run_options(p)
     p.set_defaults(run=_train)
+
+    p = commands.add_parser("tune", help="search hyperparameters per architecture (Ray Tune, ASHA); writes a preset")
+    _add_run_options(p)
+    p.add_argument("--search-space", default="builtin", help="'builtin' or a JSON file (default: builtin)")
+    p.add_argument("--num-samples", type=int, default=8, help="configurations tried per architecture (default: 8)")
+    p.add_argument("--scheduler", default="asha", choices=("asha", "fifo"), help="(default: asha)")
+    p.add_argument("--out", help="preset file for the best configurations (default: <storage>/<name>/best-preset.json)")
+    p.set_defaults(run=_tune)
 
     p = commands.add_parser("evaluate", help="accuracy of a checkpoint on a prepared split")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (see results.json)")
@@ -107,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="(default: %(default)s)")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("predict", help="probability that each review is positive")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (see results.json)")
+    p.add_argument("texts", nargs="*", help="review texts")
+    p.add_argument("--file", help="one review per line (.txt), or a .csv / .parquet with a review or text column")
+    p.set_defaults(run=_predict)
+
+    p = commands.add_parser("compare", help="one table and plot from several runs (e.g. one per preset)")
+    p.add_argument("runs", nargs="+", help="run folders holding results.json")
+    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.json and comparison.png")
+    p.set_defaults(run=_compare)
 
     p = commands.add_parser("summary", help="print the layers, shapes and parameters of an architecture")
     add_options(p, C.ModelConfig)

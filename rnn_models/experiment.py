@@ -3,16 +3,17 @@
 import logging
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from ray import tune
 
 from rnn_models.cluster import connect
-from rnn_models.config import RunConfig, TrainConfig
-from rnn_models.data.prepared import open_prepared
+from rnn_models.config import RunConfig
+from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.report import write_report
-from rnn_models.resources import cluster_plan
+from rnn_models.presets import Preset
+from rnn_models.resources import Plan, cluster_plan
 from rnn_models.storage import Storage
 from rnn_models.training.ingest import DataSpec
 from rnn_models.tuning import TrialSettings, default_name, finished_trials, run_experiment
@@ -29,35 +30,78 @@ def resume_command(name: str) -> str:
     return f"{program} {shlex.join(argv)} --resume"
 
 
-def train(run: RunConfig, model: dict, train_cfg: TrainConfig, resume: bool = False, address: str | None = None) -> dict:
-    """Train every architecture of `run` and write the report; returns the results document's rows."""
-    data = open_prepared(run.data)  # bad input fails before a cluster starts
+@dataclass(frozen=True)
+class Session:
+    """A run whose inputs are checked, on a connected cluster, with its resources sized."""
+
+    run: RunConfig
+    data: PreparedData
+    storage: Storage
+    name: str
+    plan: Plan
+
+    @property
+    def settings(self) -> TrialSettings:
+        return TrialSettings(self.plan, self.storage.join(self.name, "train"), self.run.max_failures)
+
+
+def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str = "train") -> Session:
+    """Check the data and storage (before a cluster starts), connect, and size `n_trials` trials."""
+    data = open_prepared(run.data)
     storage = Storage(run.storage)
     storage.check_writable()
     connect(address)
-    name = run.name or default_name()
-    plan = cluster_plan(len(run.arch_list), run.workers_per_trial, run.use_gpu)
-    log.info("run %s: %s", storage.join(name), plan.describe(len(run.arch_list)))
-    settings = TrialSettings(plan, storage.join(name, "train"), run.max_failures)
-    param_space = {"arch": tune.grid_search(run.arch_list), "model": model, "train": asdict(train_cfg)}
+    name = run.name or default_name(prefix)
+    plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
+    log.info("run %s: %s", storage.join(name), plan.describe(n_trials))
+    return Session(run, data, storage, name, plan)
+
+
+def fit(session: Session, param_space: dict | None, resume: bool, **tune_config) -> tune.ResultGrid:
+    """Run (or resume) the experiment; on Ctrl-C or SIGTERM, say how to continue it."""
+    trainable_args = (DataSpec.from_prepared(session.data).in_memory(), session.settings)
     try:
-        grid = run_experiment(storage, name, (DataSpec.from_prepared(data).in_memory(), settings), param_space, resume)
+        return run_experiment(session.storage, session.name, trainable_args, param_space, resume, **tune_config)
     except KeyboardInterrupt:
-        log.warning("interrupted; continue this run with:\n  %s", resume_command(name))
+        log.warning("interrupted; continue this run with:\n  %s", resume_command(session.name))
         raise
+
+
+def trial_configs(preset: Preset, archs: list[str], model: dict | None, train: dict | None) -> dict:
+    """Each architecture's resolved model and training configs, as Tune records them."""
+    by_arch = {}
+    for arch in archs:
+        model_cfg, train_cfg = preset.resolve(arch, model, train)
+        by_arch[arch] = {"model": {k: v for k, v in asdict(model_cfg).items() if k != "arch"}, "train": asdict(train_cfg)}
+    return by_arch
+
+
+def train(run: RunConfig, preset: Preset | None = None, model: dict | None = None, train: dict | None = None,
+          resume: bool = False, address: str | None = None) -> dict:
+    """Train every architecture of `run` (configs: `preset`, overridden by `model`/`train`) and report."""
+    preset = preset or Preset("defaults")
+    session = start(run, len(run.arch_list), address)
+    by_arch = trial_configs(preset, run.arch_list, model, train)
+    grid = fit(session, {"arch": tune.grid_search(run.arch_list), "by_arch": by_arch}, resume)
     results, failed, unfinished = finished_trials(grid)
     if unfinished and not failed:  # stopped by Ctrl-C or SIGTERM: Tune saved the state
         log.warning("stopped before %s finished; continue this run with:\n  %s", ", ".join(unfinished),
-                    resume_command(name))
+                    resume_command(session.name))
         raise KeyboardInterrupt
     if results:
-        context = {"config": {"run": asdict(run), "model": model, "train": asdict(train_cfg), "plan": plan.as_dict()},
-                   "data": {"fingerprint": data.fingerprint, "path": str(data.root),
-                            "reviews": {s: data.count(s) for s in ("train", "val", "test")}}}
-        table = write_report(storage, name, results, context)
-        print(table, flush=True)
-        log.info("report written to %s (results.json, results.md, curves.png)", storage.join(name))
+        report(session, results, {"preset": preset.as_dict(), "trials": by_arch})
     if failed or unfinished:
         raise UserError("some trials failed:\n  " + "\n  ".join(failed + [f"{a}: did not finish" for a in unfinished])
-                        + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(name)}")
-    return {"name": name, "path": storage.join(name), "results": results}
+                        + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}")
+    return {"name": session.name, "path": session.storage.join(session.name), "results": results}
+
+
+def report(session: Session, results: list[dict], config: dict) -> None:
+    """Write and print the run's report."""
+    data = session.data
+    context = {"config": {"run": asdict(session.run), **config, "plan": session.plan.as_dict()},
+               "data": {"fingerprint": data.fingerprint, "path": str(data.root), "options": data.manifest["options"],
+                        "reviews": {s: data.count(s) for s in ("train", "val", "test")}}}
+    table = write_report(session.storage, session.name, results, context)
+    print(table, flush=True)
+    log.info("report written to %s (results.json, results.md, curves.png)", session.storage.join(session.name))

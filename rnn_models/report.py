@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 
 from rnn_models.config import ARCHS
 from rnn_models.storage import Storage
@@ -28,22 +29,24 @@ def _label(result: dict, results: list[dict]) -> str:
     return result["arch"] if len(same) == 1 else f"{result['arch']}-{result['trial_id']}"
 
 
+def interval(accuracy: float, n: int) -> float:
+    """Half-width of the 95 % confidence interval of an accuracy over `n` reviews (normal approximation)."""
+    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n) if n else math.nan
+
+
 def results_table(results: list[dict]) -> str:
-    lines = ["| architecture | test accuracy | val accuracy | best epoch | epochs | parameters | train s | samples/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| architecture | test accuracy (95% CI) | val accuracy | best epoch | epochs | parameters | train s "
+             "| samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {_label(r, results)} | {r['test_accuracy']:.2%} | {r['val_accuracy']:.2%} | {r['best_epoch']} "
-                     f"| {r['epochs']} | {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
+        test = f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%}"
+        lines.append(f"| {_label(r, results)} | {test} | {r['val_accuracy']:.2%} | {r['best_epoch']} | {r['epochs']} "
+                     f"| {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def curves_png(results: list[dict]) -> bytes:
     """Train and val accuracy per epoch, one line per trial."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in results:
         epochs = [h["epoch"] for h in r["history"]]
@@ -54,8 +57,22 @@ def curves_png(results: list[dict]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[1].legend()
+    return png(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot without a display (cluster nodes have none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(fig) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()

@@ -43,8 +43,10 @@ class TrialSettings:
 
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
     """One trial: train `config["arch"]` with a TorchTrainer, then test its best checkpoint."""
-    model_cfg = ModelConfig(arch=config["arch"], **config["model"])
-    train_cfg = TrainConfig(**config["train"])
+    arch = config["arch"]
+    own = config.get("by_arch", {}).get(arch, {})  # a search samples "model"/"train"; a run resolves "by_arch"
+    model_cfg = ModelConfig(arch=arch, **{**config.get("model", {}), **own.get("model", {})})
+    train_cfg = TrainConfig(**{**config.get("train", {}), **own.get("train", {})})
     plan = settings.plan
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -16,8 +16,6 @@ from rnn_models.config import RunConfig, TrainConfig
 from rnn_models.data.prepared import open_prepared
 from rnn_models.experiment import train
 
-MODEL = {"embedding_size": 64, "hidden_size": 64, "num_layers": 1, "dropout": 0.0, "merge": "sum",
-         "seed_faithful": False}
 CLI = [sys.executable, "-m", "rnn_models"]
 
 
@@ -63,7 +61,7 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
     killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
     killer.start()
     cfg = RunConfig(data=str(imdb_medium.root), archs="bilstm", storage=str(run_dir.parent), name=run_dir.name)
-    result = train(cfg, MODEL, TrainConfig(epochs=3, lr=1e-3))
+    result = train(cfg, train={"epochs": 3, "lr": 1e-3})
     killer.join(timeout=5)
     assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
     assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]

@@ -1,0 +1,61 @@
+"""`rnn-models compare`: several runs (say one per preset) in one table and one plot.
+
+Each cell is a test accuracy with its 95 % confidence interval (normal approximation over the test
+reviews), so a difference between presets can be told from noise.
+"""
+
+import json
+from pathlib import Path
+
+from rnn_models.config import ARCHS
+from rnn_models.errors import UserError
+from rnn_models.report import interval, png, pyplot
+
+
+def _load(run: str) -> tuple[str, dict]:
+    path = Path(run) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{run}: no results.json (not a finished run folder)")
+    document = json.loads(path.read_text())
+    label = document.get("config", {}).get("preset", {}).get("name") or Path(run).name
+    return label, document
+
+
+def compare(runs: list[str], out: str) -> str:
+    """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
+    documents = dict(_load(run) for run in runs)
+    archs = [a for a in ARCHS if any(a in d["results"] for d in documents.values())]
+    rows = {arch: {label: d["results"][arch] for label, d in documents.items() if arch in d["results"]}
+            for arch in archs}
+    lines = ["| architecture | " + " | ".join(f"{label}: test accuracy (95% CI) | params | train s"
+                                               for label in documents) + " |",
+             "|---|" + "---:|---:|---:|" * len(documents)]
+    for arch, cells in rows.items():
+        parts = []
+        for label in documents:
+            r = cells.get(label)
+            parts.append(f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%} | "
+                         f"{r['parameters']:,} | {r['train_seconds']:.0f}" if r else "— | — | —")
+        lines.append(f"| {arch} | " + " | ".join(parts) + " |")
+    table = "\n".join(lines) + "\n"
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comparison.md").write_text(table)
+    (folder / "comparison.json").write_text(json.dumps({"runs": runs, "results": rows}, indent=2) + "\n")
+    (folder / "comparison.png").write_bytes(_plot(rows, list(documents)))
+    return table
+
+
+def _plot(rows: dict, labels: list[str]) -> bytes:
+    fig, ax = pyplot().subplots(figsize=(9, 4))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        xs = [j + i * width for j, arch in enumerate(rows) if label in rows[arch]]
+        cells = [rows[arch][label] for arch in rows if label in rows[arch]]
+        ax.bar(xs, [c["test_accuracy"] for c in cells], width, label=label,
+               yerr=[interval(c["test_accuracy"], c["test_reviews"]) for c in cells], capsize=3)
+    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], list(rows))
+    ax.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="test accuracy by preset (95% CI)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return png(fig)

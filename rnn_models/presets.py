@@ -1,0 +1,113 @@
+"""Presets: named bundles of options for `prepare`, the models and training, per architecture where needed.
+
+A preset is a JSON object (a built-in below, or a file, such as the one `rnn-models tune` writes):
+
+    {"name": "...", "about": "...",
+     "prepare": {PrepareConfig fields}, "model": {ModelConfig fields}, "train": {TrainConfig fields},
+     "archs": {"lstm": {"model": {...}, "train": {...}}, ...}}
+
+Options given on the command line override the preset, for every architecture.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rnn_models.config import ARCHS, ModelConfig, PrepareConfig, TrainConfig
+from rnn_models.errors import UserError
+
+SECTIONS = {"prepare": PrepareConfig, "model": ModelConfig, "train": TrainConfig}
+PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`
+
+BUILTIN = {
+    "seed": {
+        "about": "the notebook exactly: Adam 1e-4, batch 64, 10 epochs, 1,024 tokens, reviews cut to 64; "
+                 "its readouts (the last padded step; the hand-rolled backward LSTM reads the padding first)",
+        "prepare": {"vocab_size": 1024, "max_len": 64, "strip_br": False},
+        "model": {"seed_faithful": True},
+    },
+    "seed-fixed": {
+        "about": "the notebook with only its mistakes fixed: learning rate 1e-3 instead of 1e-4, readout at each "
+                 "review's last real token, the hand-rolled backward LSTM reading each review back to front; "
+                 "still 1,024 tokens and reviews cut to 64",
+        "prepare": {"vocab_size": 1024, "max_len": 64, "strip_br": False},
+        "model": {"seed_faithful": False},
+        "train": {"lr": 1e-3},
+    },
+    "tuned": {
+        "about": "what these architectures can do from scratch: 20,000 tokens, reviews up to 400 tokens, <br /> "
+                 "stripped, dropout 0.3, AdamW 2e-3 with a warm-up epoch and cosine decay, gradient clipping, "
+                 "early stopping on val accuracy",
+        "prepare": {"vocab_size": 20000, "max_len": 400, "strip_br": True},
+        "model": {"embedding_size": 64, "hidden_size": 64, "dropout": 0.3, "merge": "concat", "seed_faithful": False},
+        "train": {"lr": 2e-3, "weight_decay": 0.01, "lr_schedule": "cosine", "grad_clip": 1.0, "epochs": 6,
+                  "patience": 2},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    about: str = ""
+    prepare: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    archs: dict = field(default_factory=dict)  # arch -> {"model": {...}, "train": {...}}
+
+    def resolve(self, arch: str, model: dict | None = None, train: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+        """The configs of `arch`: preset, then its per-arch values, then `model`/`train` (the command line)."""
+        own = self.archs.get(arch, {})
+        model_cfg = ModelConfig(arch=arch, **{**self.model, **own.get("model", {}), **(model or {})})
+        train_cfg = TrainConfig(**{**self.train, **own.get("train", {}), **(train or {})})
+        return model_cfg, train_cfg
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A built-in preset by name, or a preset JSON file; unknown keys are refused, naming the file."""
+    if name_or_path in BUILTIN:
+        return _checked({"name": name_or_path, **BUILTIN[name_or_path]}, f"preset {name_or_path}")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise UserError(f"--preset {name_or_path}: neither a built-in preset ({', '.join(BUILTIN)}) nor a file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--preset {path}: not valid JSON ({e})") from e
+    return _checked({"name": path.stem, **data}, str(path))
+
+
+def save_preset(preset: Preset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(preset.as_dict(), indent=2) + "\n")
+
+
+def _checked(data: dict, where: str) -> Preset:
+    unknown = set(data) - {f.name for f in dataclasses.fields(Preset)}
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for section, cls in SECTIONS.items():
+        _check_keys(data.get(section, {}), cls, f"{where}, {section}")
+    for arch, own in data.get("archs", {}).items():
+        if arch not in ARCHS:
+            raise UserError(f"{where}: unknown architecture {arch!r} in archs (known: {', '.join(ARCHS)})")
+        for section in own:
+            if section not in ("model", "train"):
+                raise UserError(f"{where}, archs.{arch}: unknown section {section!r} (model or train)")
+            _check_keys(own[section], SECTIONS[section], f"{where}, archs.{arch}.{section}")
+    preset = Preset(**data)
+    for arch in ARCHS:
+        preset.resolve(arch)  # every value validated now, with the option it belongs to
+    PrepareConfig(**preset.prepare)
+    return preset
+
+
+def _check_keys(values: dict, cls, where: str) -> None:
+    allowed = PREPARE_KEYS if cls is PrepareConfig else [f.name for f in dataclasses.fields(cls) if f.name != "arch"]
+    unknown = set(values) - set(allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(allowed)})")

@@ -1,0 +1,118 @@
+"""`rnn-models tune`: a Ray Tune search per architecture; ASHA stops weak configurations early.
+
+A search space maps option names (fields of ModelConfig or TrainConfig) to a distribution:
+
+    {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64, 128]},
+     "dropout": {"uniform": [0.0, 0.5]}, "embedding_size": {"choice": [32, 64, 128]}}
+
+Every architecture gets `--num-samples` configurations. The best of each (by val accuracy at any epoch)
+goes into a preset file that `rnn-models train --preset FILE` takes.
+"""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from rnn_models.config import ModelConfig, RunConfig, TrainConfig
+from rnn_models.errors import UserError
+from rnn_models.experiment import fit, report, start, trial_configs
+from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
+from rnn_models.tuning import METRIC, finished_trials
+
+log = logging.getLogger(__name__)
+DISTRIBUTIONS = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
+                 "randint": tune.randint}
+SECTIONS = {"model": {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"},
+            "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+BUILTIN = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64, 128]},
+           "dropout": {"uniform": [0.0, 0.5]}, "embedding_size": {"choice": [32, 64, 128]}}
+
+
+def load_search_space(spec: str) -> dict:
+    """'builtin' or a JSON file; each key must be a model or training option with a known distribution."""
+    if spec == "builtin":
+        return BUILTIN
+    path = Path(spec)
+    try:
+        space = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--search-space {spec}: not a readable JSON file ({e})") from e
+    for name, distribution in space.items():
+        if not any(name in fields for fields in SECTIONS.values()):
+            raise UserError(f"--search-space {spec}: {name!r} is not a model or training option")
+        if not isinstance(distribution, dict) or len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
+            raise UserError(f"--search-space {spec}: {name} needs one of {', '.join(DISTRIBUTIONS)}, "
+                            f'e.g. {{"{name}": {{"choice": [1, 2]}}}}')
+    return space
+
+
+def _tune_space(space: dict) -> dict[str, dict]:
+    """{"model": {...}, "train": {...}} of Tune distributions."""
+    sections = {"model": {}, "train": {}}
+    for name, distribution in space.items():
+        (kind, args), = distribution.items()
+        section = "model" if name in SECTIONS["model"] else "train"
+        sections[section][name] = DISTRIBUTIONS[kind](args) if kind == "choice" else DISTRIBUTIONS[kind](*args)
+    return sections
+
+
+def search(run: RunConfig, preset: Preset, space: dict, num_samples: int, scheduler: str, model: dict | None,
+           train: dict | None, out: str | None = None, resume: bool = False, address: str | None = None) -> Path:
+    """Search `space` around `preset` (with `model`/`train` overrides); returns the written preset file."""
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1 (got {num_samples})")
+    session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
+    base = trial_configs(preset, run.arch_list, model, train)
+    for configs in base.values():  # the sampled values must win over the preset's
+        for section in ("model", "train"):
+            configs[section] = {k: v for k, v in configs[section].items() if k not in space}
+    epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
+    # ASHA judges each trial at epochs 1, 2, 4, ...; max_t leaves room for the trial's final (tested) result.
+    schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
+                  "fifo": FIFOScheduler()}
+    param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
+    grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler])
+    best = _best_per_arch(grid)
+    results, failed, _ = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
+    if failed:
+        log.warning("%d trial(s) failed:\n  %s", len(failed), "\n  ".join(failed))
+    if results:
+        report(session, results, {"preset": preset.as_dict(), "search_space": space})
+    found = Preset(name=f"{session.name}-best", about=f"best val accuracy per architecture in `rnn-models tune` run "
+                   f"{session.name} ({num_samples} samples each, {scheduler})",
+                   prepare={k: session.data.manifest["options"][k] for k in PREPARE_KEYS},
+                   archs={arch: {"model": b["model"], "train": b["train"]} for arch, b in best.items()})
+    path = Path(out) if out else _local(session.storage.join(session.name, "best-preset.json"))
+    save_preset(found, path)
+    for arch, b in best.items():
+        log.info("best %s: val accuracy %.4f with %s", arch, b[METRIC], {k: b[s][k] for s in ("model", "train")
+                                                                            for k in space if k in b[s]})
+    log.info("best configurations written to %s (use: rnn-models train --preset %s)", path, path)
+    return path
+
+
+def _best_per_arch(grid: tune.ResultGrid) -> dict:
+    """Per arch: the configs of the trial with the best val accuracy reported at any epoch."""
+    best = {}
+    for result in grid:
+        frame = result.metrics_dataframe
+        if result.config is None or frame is None or METRIC not in frame:
+            continue
+        arch, score = result.config["arch"], frame[METRIC].max()
+        if arch not in best or score > best[arch][METRIC]:
+            own = result.config["by_arch"][arch]
+            best[arch] = {METRIC: float(score), "model": {**own["model"], **result.config.get("model", {})},
+                          "train": {**own["train"], **result.config.get("train", {})}}
+    if not best:
+        raise UserError("the search finished no epoch of any trial; see the errors above")
+    return best
+
+
+def _local(path: str) -> Path:
+    if "://" in path and not path.startswith("file://"):
+        raise UserError(f"--out is needed when --storage is remote ({path})")
+    return Path(path.removeprefix("file://"))

@@ -1,0 +1,30 @@
+"""compare: several runs' results.json side by side, with confidence intervals."""
+
+import json
+
+from rnn_models.cli import main
+from rnn_models.report import interval
+
+
+def _run(folder, preset, accuracies):
+    folder.mkdir(parents=True)
+    results = {arch: {"test_accuracy": a, "test_reviews": 25000, "parameters": 1000, "train_seconds": 60}
+               for arch, a in accuracies.items()}
+    (folder / "results.json").write_text(json.dumps({"config": {"preset": {"name": preset}}, "results": results}))
+    return str(folder)
+
+
+def test_interval_is_the_normal_approximation():
+    assert abs(interval(0.8, 25000) - 1.96 * (0.8 * 0.2 / 25000) ** 0.5) < 1e-12
+
+
+def test_runs_side_by_side(tmp_path, capsys):
+    runs = [_run(tmp_path / "a", "seed", {"mlp": 0.62, "lstm": 0.72}),
+            _run(tmp_path / "b", "tuned", {"lstm": 0.88, "bilstm": 0.89})]
+    assert main(["compare", *runs, "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "seed: test accuracy (95% CI)" in table and "tuned: test accuracy (95% CI)" in table
+    assert "| lstm | 72.00% ± 0.56% | 1,000 | 60 | 88.00% ± 0.40% | 1,000 | 60 |" in table
+    assert "| mlp | 62.00% ± 0.60% | 1,000 | 60 | — | — | — |" in table
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out == table + "\n"

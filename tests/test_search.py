@@ -1,0 +1,28 @@
+"""tune: a real ASHA search on a tiny space writes a preset that `train --preset` accepts."""
+
+import json
+
+from rnn_models.cli import main
+from rnn_models.presets import load_preset
+
+
+def test_a_tiny_search_writes_the_best_configuration_as_a_preset(ray_session, imdb_sample, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"loguniform": [1e-3, 1e-2]}, "hidden_size": {"choice": [16, 32]}}))
+    out = tmp_path / "best.json"
+    assert main(["tune", "--data", str(imdb_sample.root), "--archs", "mlp", "--search-space", str(space),
+                 "--num-samples", "2", "--epochs", "1", "--storage", str(tmp_path / "runs"), "--name", "search",
+                 "--preset", "seed-fixed", "--out", str(out)]) == 0
+    preset = load_preset(str(out))
+    model, train = preset.resolve("mlp")
+    assert 1e-3 <= train.lr <= 1e-2 and model.hidden_size in (16, 32) and train.epochs == 1
+    assert preset.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the data it was tuned on
+    trials = list((tmp_path / "runs" / "search").glob("run_trial_*/result.json"))
+    assert len(trials) == 2
+
+
+def test_a_bad_search_space_is_refused(tmp_path, capsys):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"momentum": {"uniform": [0, 1]}}))
+    assert main(["tune", "--search-space", str(space)]) == 2
+    assert "'momentum' is not a model or training option" in capsys.readouterr().err
