@@ -131,6 +131,15 @@ def test_handrolled_concat_matches_bidirectional_lstm_with_copied_weights():
         assert (model.features(ids, lengths) - expected).abs().max() <= 1e-5
 
 
+def test_bilstm_reads_the_same_final_states_as_packing():
+    model = build_model("bilstm", K, T, seed=0, **SMALL).double().eval()
+    with torch.no_grad():
+        ids, lengths = batch(8, [T, 1, 5, 2, 7, T - 1, 3, 9])
+        packed = pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = model.lstm(packed)  # (2, B, H)
+        assert (model.features(ids, lengths) - torch.cat([h_n[0], h_n[1]], dim=-1)).abs().max() <= 1e-10
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_empty_and_full_length_reviews(case):
     arch, options = case
