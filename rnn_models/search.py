@@ -71,7 +71,7 @@ def search(run: RunConfig, preset: Preset, space: dict, num_samples: int, schedu
         for section in ("model", "train"):
             configs[section] = {k: v for k, v in configs[section].items() if k not in space}
     epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
-    # ASHA judges each trial at epochs 1, 2, 4, ...; max_t leaves room for the trial's final (tested) result.
+    # ASHA judges each trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
     schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
                   "fifo": FIFOScheduler()}
     param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
