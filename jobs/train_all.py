@@ -2,9 +2,10 @@
 Train DDP runs, test each one's best checkpoint and print the table.
 
     python jobs/train_all.py --source ../shared/data/imdb
-    ray job submit --working-dir . -- python jobs/train_all.py --source s3://.../aclImdb_v1.tar.gz
+    ray job submit --working-dir . -- python jobs/train_all.py --source /abs/path/aclImdb_v1.tar.gz
 
-Every `rnn-models train` option applies (`python jobs/train_all.py --help`).
+Every `rnn-models train` option applies (`python jobs/train_all.py --help`); without --source or --data it
+prepares the default source, hf:stanfordnlp/imdb.
 """
 
 import sys
@@ -14,6 +15,6 @@ from rnn_models.config import DEFAULT_SOURCE
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if "--source" not in args:
+    if not any(a.split("=")[0] in ("--source", "--data") for a in args):
         args += ["--source", DEFAULT_SOURCE]
     sys.exit(main(["train", *args]))

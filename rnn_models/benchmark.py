@@ -11,6 +11,8 @@ Sections (each a function returning a dict for benchmark.json):
 """
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnn_models.errors import UserError
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.data.sources import load_reviews
@@ -31,9 +35,9 @@ from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import normalise, normalise_reference
 from rnn_models.experiment import train
 from rnn_models.models import model_from_config
+from rnn_models.presets import load_preset
 from rnn_models.training.loop import evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer
-
 
 
 def tokenize(source: str, work: Path) -> dict:
@@ -91,12 +95,12 @@ def _slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, d
         yield {k: v[rows] for k, v in tensors.items()}
 
 
-def bare_loop(data: PreparedData, arch: str, cfg: TrainConfig, threads: int, test: bool = False) -> dict:
+def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, threads: int, test: bool = False) -> dict:
     """The recipe in one process over in-memory tensors: the baseline the Ray pipeline is held to."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
     train_set, val_set = _tensors(data, "train"), _tensors(data, "val")
-    model = model_from_config(ModelConfig(arch=arch), data.vocab_size, data.max_len, seed=cfg.seed)
+    model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=cfg.seed)
     optimizer, cpu = make_optimizer(model, cfg), torch.device("cpu")
     generator = torch.Generator().manual_seed(cfg.seed)
     throughput = []
@@ -117,7 +121,7 @@ def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, w
     """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
     run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
                     name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}")
-    history = train(run, train=dataclasses.asdict(cfg))["results"][0]["history"]
+    history = train(run, training=dataclasses.asdict(cfg))["results"][0]["history"]
     return {"samples_per_second": [h["samples_per_second"] for h in history]}
 
 
@@ -125,7 +129,7 @@ def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2
     """Epoch 2 (warm) samples/s of one Ray worker vs the bare loop, both one torch thread, as in a trial here."""
     cfg, rows = TrainConfig(epochs=epochs), {}
     for arch in archs:
-        bare = bare_loop(data, arch, cfg, threads=1)["samples_per_second"]
+        bare = bare_loop(data, ModelConfig(arch=arch), cfg, threads=1)["samples_per_second"]
         ray_ = ray_worker(data, arch, cfg, work / "throughput")["samples_per_second"]
         rows[arch] = {"bare": bare, "ray": ray_, "ratio": ray_[-1] / bare[-1]}
     return rows
@@ -139,9 +143,13 @@ def scaling(data: PreparedData, arch: str, work: Path) -> dict:
 
 def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], work: Path, epochs: int,
                threads: int) -> dict:
-    """`jobs/train_all.py` as a user runs it, vs the bare loops one after the other (`threads` each)."""
-    command = [sys.executable, str(train_all), "--source", source, "--data", data_dir, "--archs", ",".join(archs),
-               "--epochs", str(epochs), "--storage", str(work / "end_to_end"), "--name", f"run-{time.strftime('%H%M%S')}"]
+    """`jobs/train_all.py` as a user runs it (preset `seed`), vs the same models and recipe in bare loops, one
+    after the other (`threads` each)."""
+    prepare_job = train_all.with_name("prepare.py")  # prepared first: `tokenize` measures preparing
+    subprocess.run([sys.executable, str(prepare_job), "--source", source, "--out", data_dir], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, str(train_all), "--data", data_dir, "--archs", ",".join(archs), "--epochs", str(epochs),
+               "--storage", str(work / "end_to_end"), "--name", f"run-{time.strftime('%H%M%S')}"]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     peak = _peak_memory(process)
@@ -149,7 +157,8 @@ def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], wo
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     data = open_prepared(data_dir)  # as the job prepared it
-    bare = {arch: bare_loop(data, arch, TrainConfig(epochs=epochs), threads, test=True) for arch in archs}
+    seed = load_preset("seed")
+    bare = {arch: bare_loop(data, *seed.resolve(arch, train={"epochs": epochs}), threads, test=True) for arch in archs}
     bare_seconds = sum(b["seconds"] for b in bare.values())
     return {"train_all_seconds": seconds, "bare_seconds": bare_seconds, "ratio": seconds / bare_seconds,
             "bare": {a: {"seconds": b["seconds"], "test_accuracy": b["test_accuracy"]} for a, b in bare.items()},
@@ -204,9 +213,9 @@ def report(results: dict) -> str:
                   "python_per_character": "plain Python, unicodedata per character"}
         lines += ["## Tokenisation: prepare on the full source", "| | reviews/s | seconds | prepare is faster by |",
                   "|---|---:|---:|---:|"]
-        lines += [f"| {labels[k]} | {t['reviews_per_second'][k]:,.0f} | {v:.1f} | "
-                  f"{t['speedup'][k]:.1f}x |".replace("| 1.0x |", "| |") if k != "ray" else
-                  f"| {labels[k]} | {t['reviews_per_second'][k]:,.0f} | {v:.1f} | |" for k, v in t["seconds"].items()]
+        for key, seconds in t["seconds"].items():
+            faster = f"{t['speedup'][key]:.1f}x" if key in t["speedup"] else ""
+            lines.append(f"| {labels[key]} | {t['reviews_per_second'][key]:,.0f} | {seconds:.1f} | {faster} |")
         lines += [f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
                   f"same vocabulary everywhere: {t['same_vocabulary']}", ""]
     if "throughput" in results:
@@ -227,3 +236,28 @@ def report(results: dict) -> str:
         lines += ["## GPU", g.get("skipped") or ", ".join(f"{a}: {r['samples_per_second']:,.0f} samples/s"
                                                           for a, r in g["archs"].items()), ""]
     return "\n".join(lines)
+
+
+SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu")
+
+
+def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int) -> dict:
+    """The chosen sections, end_to_end first: its job starts its own Ray, so nothing else runs meanwhile."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise UserError(f"--sections: unknown {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    data_dir, results = str(work / "prepared"), {}
+    if "end_to_end" in sections:
+        results["end_to_end"] = end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count())
+    connect()
+    data = prepare(PrepareConfig(source=source, out=data_dir))
+    if "tokenize" in sections:
+        results["tokenize"] = tokenize(source, work)
+    if "throughput" in sections:
+        results["throughput"] = throughput(data, archs, work)
+    if "scaling" in sections:
+        results["scaling"] = scaling(data, "lstm", work)
+    if "gpu" in sections:
+        results["gpu"] = gpu(data, archs)
+    (work / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -12,9 +12,10 @@ import types
 
 from rnn_models import config as C
 from rnn_models.errors import UserError
+from rnn_models.data.prepared import SPLITS
+from rnn_models.presets import PREPARE_KEYS
 
 ADDRESS_HELP = "Ray cluster to join (default: $RAY_ADDRESS, or one `ray start` runs here; else start a local one)"
-PREPARE_OPTIONS_FOR_TRAIN = ("vocab_size", "max_len", "val_size", "max_reviews_per_split", "strip_br")
 
 
 def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False) -> None:
@@ -28,9 +29,9 @@ def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset
         kind = f.type
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(t for t in kind.__args__ if t is not type(None))
-        default = f"the preset's, else {f.default}" if preset_defaults else f.default
+        default = f" (default: the preset's, else {f.default})" if preset_defaults else f" (default: {f.default})"
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS if preset_defaults else f.default,
-                  "help": f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")}
+                  "help": (f.metadata.get("help", "") + (default if f.default != "" else "")).replace("%", "%%")}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -82,10 +83,13 @@ def _run_setup(args):
 
 
 def default_data_dir(prepare_values: dict) -> str:
-    """data/prepared-k<vocab>-t<max len>[-nobr][-n<reviews>]: one folder per tokenisation, so presets coexist."""
-    cfg = C.PrepareConfig(**prepare_values)
+    """data/prepared-k<vocab>-t<max len>[-nobr][-n<reviews>][-v<val>][-s<seed>]: one folder per way of
+    preparing (defaults left out of the name), so that presets and seeds never overwrite each other's data."""
+    cfg, default = C.PrepareConfig(**prepare_values), C.PrepareConfig()
     name = f"data/prepared-k{cfg.vocab_size}-t{cfg.max_len}" + ("-nobr" if cfg.strip_br else "")
-    return name + (f"-n{cfg.max_reviews_per_split}" if cfg.max_reviews_per_split else "")
+    name += f"-n{cfg.max_reviews_per_split}" if cfg.max_reviews_per_split else ""
+    name += f"-v{cfg.val_size}" if cfg.val_size != default.val_size else ""
+    return name + (f"-s{cfg.seed}" if cfg.seed != default.seed else "")
 
 
 def _train(args) -> None:
@@ -98,22 +102,22 @@ def _train(args) -> None:
 def _tune(args) -> None:
     from rnn_models.search import load_search_space, search
 
-    space = load_search_space(args.search_space)
+    cfg = config_from(args, C.SearchConfig)
+    load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work
     preset, run, model, train = _run_setup(args)
-    search(run, preset, space, args.num_samples, args.scheduler, model, train, out=args.out, resume=args.resume,
-           address=args.address)
+    search(run, preset, cfg, model, train, resume=args.resume, address=args.address)
 
 
 def _evaluate(args) -> None:
     from rnn_models.cluster import connect
     from rnn_models.data.prepared import open_prepared
-    from rnn_models.training.evaluation import open_checkpoint, test_checkpoint
+    from rnn_models.training.evaluation import open_checkpoint, score_checkpoint
     from rnn_models.training.ingest import DataSpec
 
     loaded = open_checkpoint(args.checkpoint)
     data = open_prepared(args.data)
     connect(args.address)
-    result = test_checkpoint(loaded, DataSpec.from_prepared(data), args.split)
+    result = score_checkpoint(loaded, DataSpec.from_prepared(data), args.split)
     print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
           f"loss {result.mean_loss:.4f} over {result.count} reviews")
 
@@ -145,7 +149,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(p, C.TrainConfig, preset_defaults=True)
     add_options(p, C.ModelConfig, skip=("arch",), preset_defaults=True)
     p.add_argument("--source", help="prepare this source into --data first (cached); see `prepare --help`")
-    add_options(p, C.PrepareConfig, only=PREPARE_OPTIONS_FOR_TRAIN, preset_defaults=True)
+    add_options(p, C.PrepareConfig, only=PREPARE_KEYS, preset_defaults=True)
+    add_options(p, C.PrepareConfig, only=("val_size", "max_reviews_per_split"))
     p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
     p.add_argument("--address", help=ADDRESS_HELP)
 
@@ -154,29 +159,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnn-models", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     commands = parser.add_subparsers(dest="command", required=True)
+    _data_commands(commands)
+    _run_commands(commands)
+    _checkpoint_commands(commands)
+    return parser
 
+
+def _data_commands(commands) -> None:
     p = commands.add_parser("prepare", help="tokenize IMDB reviews into parquet shards")
     add_options(p, C.PrepareConfig)
     p.add_argument("--force", action="store_true", help="rebuild even if --out already holds this data")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_prepare)
 
+    p = commands.add_parser("summary", help="print the layers, shapes and parameters of architectures")
+    add_options(p, C.ModelConfig, skip=("arch",))
+    p.add_argument("--arch", default=",".join(C.ARCHS), help="comma-separated architectures (default: all)")
+    add_options(p, C.PrepareConfig, only=("vocab_size", "max_len"))
+    p.set_defaults(run=_summary)
+
+
+def _run_commands(commands) -> None:
     p = commands.add_parser("train", help="train architectures as parallel Ray Tune trials and report test accuracy")
     _add_run_options(p)
     p.set_defaults(run=_train)
 
     p = commands.add_parser("tune", help="search hyperparameters per architecture (Ray Tune, ASHA); writes a preset")
     _add_run_options(p)
-    p.add_argument("--search-space", default="builtin", help="'builtin' or a JSON file (default: builtin)")
-    p.add_argument("--num-samples", type=int, default=8, help="configurations tried per architecture (default: 8)")
-    p.add_argument("--scheduler", default="asha", choices=("asha", "fifo"), help="(default: asha)")
-    p.add_argument("--out", help="preset file for the best configurations (default: <storage>/<name>/best-preset.json)")
+    add_options(p, C.SearchConfig)
     p.set_defaults(run=_tune)
 
+    p = commands.add_parser("compare", help="one table and plot from several runs (e.g. one per preset)")
+    p.add_argument("runs", nargs="+", help="run folders holding results.json (paths or URIs)")
+    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.json and comparison.png")
+    p.set_defaults(run=_compare)
+
+
+def _checkpoint_commands(commands) -> None:
     p = commands.add_parser("evaluate", help="accuracy of a checkpoint on a prepared split")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (see results.json)")
     p.add_argument("--data", required=True, help="prepared data directory made with the same vocabulary")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="(default: %(default)s)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="(default: %(default)s)")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.set_defaults(run=_evaluate)
 
@@ -185,18 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="review texts")
     p.add_argument("--file", help="one review per line (.txt), or a .csv / .parquet with a review or text column")
     p.set_defaults(run=_predict)
-
-    p = commands.add_parser("compare", help="one table and plot from several runs (e.g. one per preset)")
-    p.add_argument("runs", nargs="+", help="run folders holding results.json")
-    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.json and comparison.png")
-    p.set_defaults(run=_compare)
-
-    p = commands.add_parser("summary", help="print the layers, shapes and parameters of an architecture")
-    add_options(p, C.ModelConfig)
-    p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary size K (default: %(default)s)")
-    p.add_argument("--max-len", type=int, default=64, help="review length T (default: %(default)s)")
-    p.set_defaults(run=_summary, arch=",".join(C.ARCHS))
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

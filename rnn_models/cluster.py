@@ -8,6 +8,9 @@ import threading
 import ray
 
 log = logging.getLogger(__name__)
+# A local instance's object store: IMDB's prepared splits are ~7-80 MB, and Ray's default (30 % of memory)
+# maps gigabytes a laptop needs elsewhere. Ignored when joining a running cluster.
+LOCAL_OBJECT_STORE_BYTES = 2 * 1024**3
 
 
 def connect(address: str | None = None) -> None:
@@ -21,7 +24,10 @@ def connect(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     # No resource arguments when joining: the cluster owns them (ray.init refuses them then).
-    context = ray.init(address=address) if address else ray.init(dashboard_host="127.0.0.1")
+    if address:
+        context = ray.init(address=address)
+    else:
+        context = ray.init(dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     resources = ray.cluster_resources()
     log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),
              resources.get("CPU", 0), resources.get("GPU", 0), context.dashboard_url or "off")

@@ -1,5 +1,8 @@
 """`rnn-models compare`: several runs (say one per preset) in one table and one plot.
 
+Runs are folders with a results.json (local paths or URIs); one row per architecture, so a search's
+runs, with several trials per architecture, are not compared here.
+
 Each cell is a test accuracy with its 95 % confidence interval (normal approximation over the test
 reviews), so a difference between presets can be told from noise.
 """
@@ -10,20 +13,33 @@ from pathlib import Path
 from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
 from rnn_models.report import interval, png, pyplot
+from rnn_models.storage import Storage
 
 
 def _load(run: str) -> tuple[str, dict]:
-    path = Path(run) / "results.json"
-    if not path.is_file():
-        raise UserError(f"{run}: no results.json (not a finished run folder)")
-    document = json.loads(path.read_text())
-    label = document.get("config", {}).get("preset", {}).get("name") or Path(run).name
+    """A run's label (its preset's name, else its folder's) and its results.json; local path or URI."""
+    storage = Storage(run)
+    try:
+        document = json.loads(storage.read("results.json"))
+        results = document["results"]
+        assert all({"test_accuracy", "test_reviews", "parameters", "train_seconds"} <= set(r) for r in results.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
+        raise UserError(f"{run}: no readable results.json of a finished run ({type(e).__name__}: {e})") from e
+    label = document.get("config", {}).get("preset", {}).get("name") or Path(storage.root).name
     return label, document
+
+
+def _labelled(runs: list[str]) -> dict[str, dict]:
+    """Each run under its label; runs sharing a label (two `seed` runs) are told apart by their folders."""
+    loaded = [(run, *_load(run)) for run in runs]
+    labels = [label for _, label, _ in loaded]
+    return {(label if labels.count(label) == 1 else f"{label} ({Path(run).name})"): document
+            for run, label, document in loaded}
 
 
 def compare(runs: list[str], out: str) -> str:
     """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
-    documents = dict(_load(run) for run in runs)
+    documents = _labelled(runs)
     archs = [a for a in ARCHS if any(a in d["results"] for d in documents.values())]
     rows = {arch: {label: d["results"][arch] for label, d in documents.items() if arch in d["results"]}
             for arch in archs}

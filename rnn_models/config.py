@@ -84,7 +84,7 @@ class TrainConfig:
     lr_schedule: str = opt("constant", "'constant' (the notebook) or 'cosine' (one warm-up epoch, then decay to 0)")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value; 0 = no clipping")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
-    seed: int = opt(0, "seed for initial weights and shuffling")
+    seed: int = opt(0, "seed for initial weights and shuffling (with --source, for the data's splits too)")
     shuffle_buffer: int = opt(4096, "reviews shuffled together on each worker, in a new order every epoch; 0 = no shuffle")
 
     def __post_init__(self):
@@ -124,3 +124,26 @@ class RunConfig:
     @property
     def arch_list(self) -> list[str]:
         return [a.strip() for a in self.archs.split(",") if a.strip()]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """`rnn-models tune`: which configurations to try and how to stop the weak ones early."""
+
+    search_space: str = opt("builtin", "'builtin' or a JSON file of distributions per option")
+    num_samples: int = opt(8, "configurations tried per architecture")
+    scheduler: str = opt("asha", "'asha' (stop weak trials early on val accuracy) or 'fifo' (run all to the end)")
+    out: str = opt("", "preset file for the best configurations; default: <storage>/<name>/best-preset.json")
+
+    def __post_init__(self):
+        require(self.num_samples >= 1, "num_samples", f"must be at least 1 (got {self.num_samples})")
+        require(self.scheduler in ("asha", "fifo"), "scheduler", f"must be asha or fifo (got {self.scheduler!r})")
+
+
+def trial_configs(config: dict) -> tuple[ModelConfig, TrainConfig]:
+    """What a Tune trial trains, from its config: a search samples "model"/"train" for every arch; a run
+    resolves each arch's configs under "by_arch" (whose values win)."""
+    arch = config["arch"]
+    own = config.get("by_arch", {}).get(arch, {})
+    model = ModelConfig(arch=arch, **{**config.get("model", {}), **own.get("model", {})})
+    return model, TrainConfig(**{**config.get("train", {}), **own.get("train", {})})

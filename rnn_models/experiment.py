@@ -9,14 +9,14 @@ from ray import tune
 
 from rnn_models.cluster import connect
 from rnn_models.config import RunConfig
-from rnn_models.data.prepared import PreparedData, open_prepared
+from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.report import write_report
 from rnn_models.presets import Preset
 from rnn_models.resources import Plan, cluster_plan
 from rnn_models.storage import Storage
 from rnn_models.training.ingest import DataSpec
-from rnn_models.tuning import TrialSettings, default_name, finished_trials, run_experiment
+from rnn_models.tuning import TrialSettings, default_name, finished_trials, interrupted, run_experiment
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,16 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
 
 def fit(session: Session, param_space: dict | None, resume: bool, **tune_config) -> tune.ResultGrid:
     """Run (or resume) the experiment; on Ctrl-C or SIGTERM, say how to continue it."""
-    trainable_args = (DataSpec.from_prepared(session.data).in_memory(), session.settings)
+    data = DataSpec.from_prepared(session.data).in_memory()
     try:
-        return run_experiment(session.storage, session.name, trainable_args, param_space, resume, **tune_config)
+        return run_experiment(session.storage, session.name, data, session.settings, param_space, resume,
+                              **tune_config)
     except KeyboardInterrupt:
         log.warning("interrupted; continue this run with:\n  %s", resume_command(session.name))
         raise
 
 
-def trial_configs(preset: Preset, archs: list[str], model: dict | None, train: dict | None) -> dict:
+def resolve_trials(preset: Preset, archs: list[str], model: dict | None, train: dict | None) -> dict:
     """Each architecture's resolved model and training configs, as Tune records them."""
     by_arch = {}
     for arch in archs:
@@ -76,32 +77,46 @@ def trial_configs(preset: Preset, archs: list[str], model: dict | None, train: d
     return by_arch
 
 
-def train(run: RunConfig, preset: Preset | None = None, model: dict | None = None, train: dict | None = None,
+def train(run: RunConfig, preset: Preset | None = None, model: dict | None = None, training: dict | None = None,
           resume: bool = False, address: str | None = None) -> dict:
-    """Train every architecture of `run` (configs: `preset`, overridden by `model`/`train`) and report."""
+    """Train every architecture of `run` (configs: `preset`, overridden by `model`/`training`) and report."""
     preset = preset or Preset("defaults")
+    by_arch = resolve_trials(preset, run.arch_list, model, training)
     session = start(run, len(run.arch_list), address)
-    by_arch = trial_configs(preset, run.arch_list, model, train)
+    require_batches(session, by_arch)
     grid = fit(session, {"arch": tune.grid_search(run.arch_list), "by_arch": by_arch}, resume)
-    results, failed, unfinished = finished_trials(grid)
-    if unfinished and not failed:  # stopped by Ctrl-C or SIGTERM: Tune saved the state
-        log.warning("stopped before %s finished; continue this run with:\n  %s", ", ".join(unfinished),
-                    resume_command(session.name))
-        raise KeyboardInterrupt
+    stop_if_interrupted(grid, session.name)
+    results, failed = finished_trials(grid)
     if results:
-        report(session, results, {"preset": preset.as_dict(), "trials": by_arch})
-    if failed or unfinished:
-        raise UserError("some trials failed:\n  " + "\n  ".join(failed + [f"{a}: did not finish" for a in unfinished])
+        report(session, results, {"preset": preset.as_dict()})
+    if failed:
+        raise UserError("some trials failed:\n  " + "\n  ".join(failed)
                         + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}")
     return {"name": session.name, "path": session.storage.join(session.name), "results": results}
 
 
+def require_batches(session: Session, by_arch: dict) -> None:
+    """Every worker needs at least one full batch of the train split, or its epochs are empty."""
+    reviews, workers = session.data.count("train"), session.plan.workers
+    for arch, configs in by_arch.items():
+        batch_size = configs["train"]["batch_size"]
+        if reviews < batch_size * workers:
+            raise UserError(f"--batch-size {batch_size} x {workers} worker(s) is more than the {reviews} train "
+                            f"reviews ({arch}): lower --batch-size or --workers-per-trial")
+
+
+def stop_if_interrupted(grid, name: str) -> None:
+    if interrupted(grid):  # Ctrl-C or SIGTERM: Tune saved the state
+        log.warning("stopped before every trial finished; continue this run with:\n  %s", resume_command(name))
+        raise KeyboardInterrupt
+
+
 def report(session: Session, results: list[dict], config: dict) -> None:
-    """Write and print the run's report."""
+    """Write and print the run's report (each trial's configs as Tune recorded them: what it really ran)."""
     data = session.data
     context = {"config": {"run": asdict(session.run), **config, "plan": session.plan.as_dict()},
                "data": {"fingerprint": data.fingerprint, "path": str(data.root), "options": data.manifest["options"],
-                        "reviews": {s: data.count(s) for s in ("train", "val", "test")}}}
+                        "reviews": {s: data.count(s) for s in SPLITS}}}
     table = write_report(session.storage, session.name, results, context)
     print(table, flush=True)
     log.info("report written to %s (results.json, results.md, curves.png)", session.storage.join(session.name))

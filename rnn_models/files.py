@@ -11,8 +11,9 @@ from pathlib import Path
 from rnn_models.errors import UserError
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path, digest=None) -> str:
+    """The SHA-256 of a file; with `digest`, the file is added to that running digest instead."""
+    digest = digest or hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)

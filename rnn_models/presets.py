@@ -18,7 +18,7 @@ from rnn_models.config import ARCHS, ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.errors import UserError
 
 SECTIONS = {"prepare": PrepareConfig, "model": ModelConfig, "train": TrainConfig}
-PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`
+PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`: the tokenisation
 
 BUILTIN = {
     "seed": {
@@ -78,6 +78,8 @@ def load_preset(name_or_path: str) -> Preset:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--preset {path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("prepare", "model", "train", "archs")):
+        raise UserError(f"--preset {path}: expected a JSON object whose prepare, model, train and archs are objects")
     return _checked({"name": path.stem, **data}, str(path))
 
 
@@ -95,6 +97,8 @@ def _checked(data: dict, where: str) -> Preset:
     for arch, own in data.get("archs", {}).items():
         if arch not in ARCHS:
             raise UserError(f"{where}: unknown architecture {arch!r} in archs (known: {', '.join(ARCHS)})")
+        if not isinstance(own, dict) or not all(isinstance(v, dict) for v in own.values()):
+            raise UserError(f"{where}, archs.{arch}: expected {{\"model\": {{...}}, \"train\": {{...}}}}")
         for section in own:
             if section not in ("model", "train"):
                 raise UserError(f"{where}, archs.{arch}: unknown section {section!r} (model or train)")

@@ -3,8 +3,9 @@
 import io
 import json
 import math
+from dataclasses import asdict
 
-from rnn_models.config import ARCHS
+from rnn_models.config import ARCHS, trial_configs
 from rnn_models.storage import Storage
 
 RESULT_KEYS = ("test_accuracy", "val_accuracy", "best_epoch", "epochs", "train_seconds", "samples_per_second",
@@ -14,13 +15,17 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "best_epoch", "epochs", "train_s
 def write_report(storage: Storage, name: str, results: list[dict], context: dict) -> str:
     """Write the three report files for `results` (one per trial); returns the markdown table."""
     results = sorted(results, key=lambda r: (ARCHS.index(r["arch"]), -r["val_accuracy"]))
-    document = {"name": name, **context, "results": {_label(r, results): {k: r[k] for k in RESULT_KEYS}
-                                                      for r in results}}
+    document = {"name": name, **context, "results": {_label(r, results): _entry(r) for r in results}}
     table = results_table(results)
     storage.write(json.dumps(document, indent=2).encode() + b"\n", name, "results.json")
     storage.write(table.encode(), name, "results.md")
     storage.write(curves_png(results), name, "curves.png")
     return table
+
+
+def _entry(result: dict) -> dict:
+    model, training = trial_configs(result["config"])
+    return {**{k: result[k] for k in RESULT_KEYS}, "model": asdict(model), "train": asdict(training)}
 
 
 def _label(result: dict, results: list[dict]) -> str:

@@ -20,6 +20,7 @@ from rnn_models.errors import UserError
 DATA_CPUS = 1.0
 DRIVER_CPUS = 0.01
 MIN_CPUS_PER_WORKER = 0.2
+MIN_GPUS_PER_WORKER = 0.1  # at most ten trials share a GPU; more queue
 
 
 @dataclass(frozen=True)
@@ -47,26 +48,31 @@ def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, us
                    cpus_per_gpu: float | None = None) -> Plan:
     """Size `n_trials` trials for a cluster of `cpus` and `gpus`; `workers` = 0 means choose.
 
+    How many trials run at once is decided first; the others queue and reserve nothing meanwhile.
     `cpus_per_gpu` is the CPU:GPU ratio of the GPU nodes (workers get no more CPUs than sit beside their GPU).
     """
     if use_gpu == "yes" and gpus < 1e-9:
         raise UserError("--use-gpu yes, but the Ray cluster has no GPU; use --use-gpu auto or no, or add GPU nodes")
-    # CPUs for Train workers: all but Ray Data's and the trial drivers' (a read's file listing task
-    # needs one whole CPU, so the reserve must stay whole)
-    spare = cpus - DATA_CPUS - n_trials * DRIVER_CPUS
     if use_gpu != "no" and gpus > 0:
-        return _gpu_plan(n_trials, spare, gpus, workers, cpus_per_gpu or spare / gpus)
+        return _gpu_plan(n_trials, cpus, gpus, workers, cpus_per_gpu)
     workers = workers or 1
-    fits = math.floor(spare / MIN_CPUS_PER_WORKER + 1e-9) // workers  # trials that fit at once
+    smallest_trial = workers * MIN_CPUS_PER_WORKER + DRIVER_CPUS
+    fits = math.floor((cpus - DATA_CPUS) / smallest_trial + 1e-9)  # trials that fit at once
     if fits < 1:
-        need = workers * MIN_CPUS_PER_WORKER + DATA_CPUS + DRIVER_CPUS
-        raise UserError(f"--workers-per-trial {workers} needs at least {need:g} CPUs, the Ray cluster has {cpus:g}")
+        raise UserError(f"--workers-per-trial {workers} needs at least {smallest_trial + DATA_CPUS:g} CPUs, "
+                        f"the Ray cluster has {cpus:g}")
     concurrent = min(n_trials, fits)
-    cpus_per_worker = _floor(spare / (concurrent * workers))
+    cpus_per_worker = _floor(_spare(cpus, concurrent) / (concurrent * workers))
     return Plan(workers, cpus_per_worker, 0.0, concurrent, max(1, math.floor(cpus_per_worker)))
 
 
-def _gpu_plan(n_trials: int, spare_cpus: float, gpus: float, workers: int, cpus_per_gpu: float) -> Plan:
+def _spare(cpus: float, concurrent: int) -> float:
+    """CPUs left for Train workers: all but Ray Data's whole one (a read's file listing task needs a whole
+    CPU) and the drivers' of the trials running at once."""
+    return cpus - DATA_CPUS - concurrent * DRIVER_CPUS
+
+
+def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gpu: float | None) -> Plan:
     whole_gpus = math.floor(gpus + 1e-9)
     workers = workers or max(1, whole_gpus // n_trials)
     if workers > 1 and workers > whole_gpus:
@@ -74,11 +80,13 @@ def _gpu_plan(n_trials: int, spare_cpus: float, gpus: float, workers: int, cpus_
                         f"the Ray cluster has {gpus:g}")
     if whole_gpus >= n_trials * workers:  # a whole GPU per worker, all trials at once
         gpus_per_worker, concurrent = 1.0, n_trials
-    elif workers == 1:  # trials share the GPUs
-        gpus_per_worker, concurrent = _floor(gpus / n_trials), n_trials
+    elif workers == 1:  # trials share the GPUs, each at least MIN_GPUS_PER_WORKER; the rest queue
+        concurrent = min(n_trials, math.floor(gpus / MIN_GPUS_PER_WORKER + 1e-9))
+        gpus_per_worker = _floor(gpus / concurrent)
     else:
         gpus_per_worker, concurrent = 1.0, whole_gpus // workers
-    share = min(spare_cpus / (concurrent * workers), cpus_per_gpu * gpus_per_worker)
+    spare = _spare(cpus, concurrent)
+    share = min(spare / (concurrent * workers), (cpus_per_gpu or spare / gpus) * gpus_per_worker)
     cpus_per_worker = max(MIN_CPUS_PER_WORKER, _floor(share))
     return Plan(workers, cpus_per_worker, gpus_per_worker, concurrent, max(1, math.floor(cpus_per_worker)))
 

@@ -17,17 +17,17 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from rnn_models.config import ModelConfig, RunConfig, TrainConfig
+from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
-from rnn_models.experiment import fit, report, start, trial_configs
+from rnn_models.experiment import fit, report, resolve_trials, start, stop_if_interrupted
 from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
 from rnn_models.tuning import METRIC, finished_trials
 
 log = logging.getLogger(__name__)
 DISTRIBUTIONS = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
                  "randint": tune.randint}
-SECTIONS = {"model": {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"},
-            "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+OPTIONS = {"model": {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"},
+           "train": {f.name for f in dataclasses.fields(TrainConfig)}}
 BUILTIN = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64, 128]},
            "dropout": {"uniform": [0.0, 0.5]}, "embedding_size": {"choice": [32, 64, 128]}}
 
@@ -36,18 +36,30 @@ def load_search_space(spec: str) -> dict:
     """'builtin' or a JSON file; each key must be a model or training option with a known distribution."""
     if spec == "builtin":
         return BUILTIN
-    path = Path(spec)
     try:
-        space = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        space = json.loads(Path(spec).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"--search-space {spec}: not a readable JSON file ({e})") from e
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"--search-space {spec}: expected a JSON object of options, e.g. {json.dumps(BUILTIN)}")
     for name, distribution in space.items():
-        if not any(name in fields for fields in SECTIONS.values()):
+        if not any(name in fields for fields in OPTIONS.values()):
             raise UserError(f"--search-space {spec}: {name!r} is not a model or training option")
-        if not isinstance(distribution, dict) or len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
-            raise UserError(f"--search-space {spec}: {name} needs one of {', '.join(DISTRIBUTIONS)}, "
-                            f'e.g. {{"{name}": {{"choice": [1, 2]}}}}')
+        if not _well_formed(distribution):
+            raise UserError(f"--search-space {spec}: {name} needs one of {', '.join(DISTRIBUTIONS)} with its "
+                            f'arguments, e.g. {{"{name}": {{"choice": [1, 2]}}}} or {{"{name}": {{"uniform": [0, 1]}}}}')
     return space
+
+
+def _well_formed(distribution) -> bool:
+    """{"choice": [values...]} or {"uniform"|"loguniform"|"randint": [low, high]} with low < high."""
+    if not isinstance(distribution, dict) or len(distribution) != 1:
+        return False
+    (kind, args), = distribution.items()
+    if kind == "choice":
+        return isinstance(args, list) and len(args) > 0
+    numbers = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
+    return kind in DISTRIBUTIONS and numbers and args[0] < args[1] and (kind != "loguniform" or args[0] > 0)
 
 
 def _tune_space(space: dict) -> dict[str, dict]:
@@ -55,42 +67,44 @@ def _tune_space(space: dict) -> dict[str, dict]:
     sections = {"model": {}, "train": {}}
     for name, distribution in space.items():
         (kind, args), = distribution.items()
-        section = "model" if name in SECTIONS["model"] else "train"
+        section = "model" if name in OPTIONS["model"] else "train"
         sections[section][name] = DISTRIBUTIONS[kind](args) if kind == "choice" else DISTRIBUTIONS[kind](*args)
     return sections
 
 
-def search(run: RunConfig, preset: Preset, space: dict, num_samples: int, scheduler: str, model: dict | None,
-           train: dict | None, out: str | None = None, resume: bool = False, address: str | None = None) -> Path:
-    """Search `space` around `preset` (with `model`/`train` overrides); returns the written preset file."""
-    if num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1 (got {num_samples})")
-    session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
-    base = trial_configs(preset, run.arch_list, model, train)
+def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None, train: dict | None,
+           resume: bool = False, address: str | None = None) -> Path:
+    """Search `cfg.search_space` around `preset` (with `model`/`train` overrides); returns the preset file."""
+    space, num_samples, scheduler, out = load_search_space(cfg.search_space), cfg.num_samples, cfg.scheduler, cfg.out
+    if not out and "://" in run.storage and not run.storage.startswith("file://"):
+        raise UserError(f"--out is needed when --storage is remote ({run.storage}): the preset is a local file")
+    base = resolve_trials(preset, run.arch_list, model, train)
     for configs in base.values():  # the sampled values must win over the preset's
         for section in ("model", "train"):
             configs[section] = {k: v for k, v in configs[section].items() if k not in space}
+    session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
     epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
-    # ASHA judges each trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
+    # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
     schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
                   "fifo": FIFOScheduler()}
     param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
     grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler])
-    best = _best_per_arch(grid)
-    results, failed, _ = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
+    stop_if_interrupted(grid, session.name)
+    results, failed = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
     if failed:
         log.warning("%d trial(s) failed:\n  %s", len(failed), "\n  ".join(failed))
     if results:
         report(session, results, {"preset": preset.as_dict(), "search_space": space})
+    best = _best_per_arch(grid)
     found = Preset(name=f"{session.name}-best", about=f"best val accuracy per architecture in `rnn-models tune` run "
                    f"{session.name} ({num_samples} samples each, {scheduler})",
                    prepare={k: session.data.manifest["options"][k] for k in PREPARE_KEYS},
                    archs={arch: {"model": b["model"], "train": b["train"]} for arch, b in best.items()})
-    path = Path(out) if out else _local(session.storage.join(session.name, "best-preset.json"))
+    path = Path(out) if out else Path(session.storage.join(session.name, "best-preset.json").removeprefix("file://"))
     save_preset(found, path)
     for arch, b in best.items():
-        log.info("best %s: val accuracy %.4f with %s", arch, b[METRIC], {k: b[s][k] for s in ("model", "train")
-                                                                            for k in space if k in b[s]})
+        chosen = {k: b[section][k] for section in ("model", "train") for k in space if k in b[section]}
+        log.info("best %s: val accuracy %.4f with %s", arch, b[METRIC], chosen)
     log.info("best configurations written to %s (use: rnn-models train --preset %s)", path, path)
     return path
 
@@ -102,17 +116,11 @@ def _best_per_arch(grid: tune.ResultGrid) -> dict:
         frame = result.metrics_dataframe
         if result.config is None or frame is None or METRIC not in frame:
             continue
-        arch, score = result.config["arch"], frame[METRIC].max()
+        arch, score = result.config["arch"], float(frame[METRIC].max())
         if arch not in best or score > best[arch][METRIC]:
-            own = result.config["by_arch"][arch]
-            best[arch] = {METRIC: float(score), "model": {**own["model"], **result.config.get("model", {})},
-                          "train": {**own["train"], **result.config.get("train", {})}}
+            model, training = trial_configs(result.config)
+            best[arch] = {METRIC: score, "model": {k: v for k, v in dataclasses.asdict(model).items() if k != "arch"},
+                          "train": dataclasses.asdict(training)}
     if not best:
         raise UserError("the search finished no epoch of any trial; see the errors above")
     return best
-
-
-def _local(path: str) -> Path:
-    if "://" in path and not path.startswith("file://"):
-        raise UserError(f"--out is needed when --storage is remote ({path})")
-    return Path(path.removeprefix("file://"))

@@ -18,13 +18,13 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from rnn_models.config import ModelConfig, TrainConfig
+from rnn_models.config import ModelConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
 from rnn_models.models import count_parameters
 from rnn_models.resources import DRIVER_CPUS, Plan
 from rnn_models.storage import Storage
-from rnn_models.training.evaluation import test_checkpoint
 from rnn_models.training.checkpoint import load_checkpoint
+from rnn_models.training.evaluation import score_checkpoint
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.worker import train_loop_per_worker
 
@@ -42,22 +42,51 @@ class TrialSettings:
 
 
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
-    """One trial: train `config["arch"]` with a TorchTrainer, then test its best checkpoint."""
-    arch = config["arch"]
-    own = config.get("by_arch", {}).get(arch, {})  # a search samples "model"/"train"; a run resolves "by_arch"
-    model_cfg = ModelConfig(arch=arch, **{**config.get("model", {}), **own.get("model", {})})
-    train_cfg = TrainConfig(**{**config.get("train", {}), **own.get("train", {})})
+    """One trial: train one architecture with a TorchTrainer, then test its best checkpoint."""
+    model_cfg, train_cfg = trial_configs(config)
+    result = _trainer(model_cfg, train_cfg, data, settings).fit()
+    best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
+    with result.checkpoint.as_directory() as latest:
+        history = load_checkpoint(latest).meta["history"]
+    plan = settings.plan  # scored with a worker's resources (its GPU share included), not the driver's,
+    # outside the trial's placement group, which holds only the driver's sliver of CPU
+    score = ray.remote(_score).options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
+                                       scheduling_strategy="DEFAULT")
+    test, parameters = ray.get(score.remote(best, data, plan.torch_threads))
+    return {
+        "arch": model_cfg.arch, METRIC: best_metrics[METRIC], "best_epoch": best_metrics["epoch"],
+        "epochs": len(history), "test_accuracy": test.accuracy, "test_loss": test.mean_loss,
+        "test_reviews": test.count, "train_seconds": sum(h["epoch_seconds"] for h in history),
+        "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
+        "parameters": parameters, "checkpoint": _uri(best),
+        "history_json": json.dumps(history),  # a string: Tune's TensorBoard logger skips it, a list it warns on
+    }
+
+
+def _score(checkpoint: ray.train.Checkpoint, data: DataSpec, threads: int):
+    with checkpoint.as_directory() as directory:
+        loaded = load_checkpoint(directory)
+    return score_checkpoint(loaded, data, threads=threads), count_parameters(loaded.build_model())
+
+
+def _uri(checkpoint: ray.train.Checkpoint) -> str:
+    """Where a checkpoint lives, as a path or URI that `rnn-models evaluate/predict --checkpoint` takes."""
+    scheme = {"local": "", "gcs": "gs://"}.get(checkpoint.filesystem.type_name, f"{checkpoint.filesystem.type_name}://")
+    return scheme + checkpoint.path
+
+
+def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, settings: TrialSettings) -> TorchTrainer:
     plan = settings.plan
-    trainer = TorchTrainer(
+    gpus = {"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {}
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data.info,
                            "vocab": data.vocab, "train_reviews": data.counts["train"],
                            "torch_threads": plan.torch_threads},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=plan.workers, use_gpu=plan.gpus_per_worker > 0,
-            resources_per_worker={"CPU": plan.cpus_per_worker, **({"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {})}),
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=bool(gpus),
+                                               resources_per_worker={"CPU": plan.cpus_per_worker, **gpus}),
         run_config=ray.train.RunConfig(
-            name=f"{model_cfg.arch}-{tune.get_context().get_trial_id()}",
+            name=f"{model_cfg.arch}-{tune.get_context().get_trial_id()}",  # stable: a resumed trial finds it
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
@@ -66,21 +95,6 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
         datasets={"train": data.dataset("train"), "val": data.dataset("val")},
         dataset_config=ray.train.DataConfig(execution_options=_ordered()),
     )
-    result = trainer.fit()
-    best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
-    with result.checkpoint.as_directory() as latest:
-        history = load_checkpoint(latest).meta["history"]
-    with best.as_directory() as directory:
-        loaded = load_checkpoint(directory)
-    test = test_checkpoint(loaded, data, threads=plan.torch_threads)
-    return {
-        "arch": model_cfg.arch, METRIC: best_metrics[METRIC], "best_epoch": best_metrics["epoch"],
-        "epochs": len(history), "test_accuracy": test.accuracy, "test_loss": test.mean_loss,
-        "test_reviews": test.count, "train_seconds": sum(h["epoch_seconds"] for h in history),
-        "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
-        "parameters": count_parameters(loaded.build_model()), "checkpoint": best.path,
-        "history_json": json.dumps(history),  # a string: Tune's TensorBoard logger skips it, a list it warns on
-    }
 
 
 def _ordered():
@@ -91,17 +105,17 @@ def _ordered():
     return options
 
 
-def run_experiment(storage: Storage, name: str, trainable_args: tuple[DataSpec, TrialSettings],
-                   param_space: dict | None, resume: bool, **tune_config) -> tune.ResultGrid:
+def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, param_space: dict | None,
+                   resume: bool, **tune_config) -> tune.ResultGrid:
     """Start the experiment `<storage>/<name>` (or, with `resume`, continue it) and wait for every trial."""
-    data, settings = trainable_args
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings),
                                     {"CPU": DRIVER_CPUS})  # a trial's driver only waits on its TorchTrainer
     path = storage.join(name)
     if resume:
         if not tune.Tuner.can_restore(path):
             raise UserError(f"--resume: there is no run to resume at {path} (check --storage and --name)")
-        log.info("resuming %s: finished trials are kept, unfinished ones continue from their checkpoints", path)
+        log.info("resuming %s: finished trials are kept, unfinished ones continue from their checkpoints, "
+                 "with the options the run started with", path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True).fit()
     if storage.exists(name):
         raise UserError(f"--name {name}: {path} already exists; add --resume to continue it, or choose another --name")
@@ -114,20 +128,34 @@ def run_experiment(storage: Storage, name: str, trainable_args: tuple[DataSpec, 
     return tuner.fit()
 
 
-def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str], list[str]]:
-    """The final results of the trials that completed; a line per trial that failed; one per trial that
-    was stopped before it finished (an interrupted run)."""
-    results, failed, unfinished = [], [], []
+def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
+    """The final results of the trials that completed, and a line per trial that failed. Trials a scheduler
+    stopped early, or an interruption left unfinished, are in neither."""
+    results, failed = [], []
     for result in grid:
-        arch = (result.config or {}).get("arch", "?")
         if result.error is not None:
-            failed.append(f"{arch}: {result.error} ({result.path})")
-        elif "test_accuracy" not in (result.metrics or {}):
-            unfinished.append(arch)
-        else:
+            arch = (result.config or {}).get("arch", "?")
+            failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
+        elif "test_accuracy" in (result.metrics or {}):
             history = json.loads(result.metrics["history_json"])
             results.append({**result.metrics, "history": history, "config": result.config})
-    return results, failed, unfinished
+    return results, failed
+
+
+def interrupted(grid: tune.ResultGrid) -> bool:
+    """Whether Tune stopped (Ctrl-C, SIGTERM) before every trial ended; an error or an early stop ends one."""
+    return grid.num_terminated + grid.num_errors < len(grid)
+
+
+def _reason(error: Exception) -> str:
+    """A failed trial in one line: the user's mistake if one is inside Ray's wrappers, else the first line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return str(seen).splitlines()[-1]
+        seen = seen.__cause__ or seen.__context__
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def default_name(prefix: str = "train") -> str:

@@ -2,6 +2,7 @@
 
 import copy
 
+import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -21,7 +22,7 @@ def test_cluster_yaml_passes_the_launchers_validation(cluster):
 
 def test_the_validation_does_reject_a_broken_config(cluster):
     cluster["available_node_types"]["gpu_1"]["min_workers"] = "one"
-    with pytest.raises(Exception):
+    with pytest.raises(jsonschema.ValidationError, match="'one' is not of type 'integer'"):
         validate_config(prepare_config(cluster))
 
 

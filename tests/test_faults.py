@@ -61,7 +61,7 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
     killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
     killer.start()
     cfg = RunConfig(data=str(imdb_medium.root), archs="bilstm", storage=str(run_dir.parent), name=run_dir.name)
-    result = train(cfg, train={"epochs": 3, "lr": 1e-3})
+    result = train(cfg, training={"epochs": 3, "lr": 1e-3})
     killer.join(timeout=5)
     assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
     assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]

@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,15 +23,26 @@ def _ray(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
+def _wait_for_head(address: str, env: dict, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        if _ray("job", "list", "--address", address, timeout=60, env=env).returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the head at {address} did not come up in {timeout:.0f} s")
+
+
 def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
     ray_session.shutdown()  # the head below is the only Ray on the machine, as on a cluster
     port, dashboard = free_port(), free_port()
+    address, job = f"http://127.0.0.1:{dashboard}", f"rnn-models-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""}
-    started = _ray("start", "--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
-                   f"--dashboard-port={dashboard}", timeout=120, env=env)
-    assert started.returncode == 0, started.stderr
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
-        address, job = f"http://127.0.0.1:{dashboard}", f"rnn-models-test-{uuid.uuid4().hex[:8]}"
+        _wait_for_head(address, env, head)
         submitted = _ray(
             "job", "submit", "--address", address, "--submission-id", job, "--working-dir", ".",
             "--runtime-env-json", json.dumps(RUNTIME_ENV), "--",
@@ -42,5 +55,9 @@ def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
         assert "| lstm |" in _ray("job", "logs", "--address", address, job, timeout=60, env=env).stdout
         results = json.loads((tmp_path / "runs" / "job" / "results.json").read_text())["results"]
         assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == 200 for r in results.values())
-    finally:
-        _ray("stop", "--force", timeout=120, env=env)  # the head this test started, even when it failed
+    finally:  # stop the head this test started, and only it: its whole process group
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

@@ -60,7 +60,20 @@ def test_an_unknown_preset_name_exits_2(capsys):
     assert "--preset fast: neither a built-in preset (seed, seed-fixed, tuned) nor a file" in capsys.readouterr().err
 
 
-def test_each_tokenisation_gets_its_own_data_folder():
+def test_each_way_of_preparing_gets_its_own_data_folder():
     assert default_data_dir({"vocab_size": 1024, "max_len": 64}) == "data/prepared-k1024-t64"
     assert default_data_dir({"vocab_size": 20000, "max_len": 400, "strip_br": True, "max_reviews_per_split": 300}) \
         == "data/prepared-k20000-t400-nobr-n300"
+    assert default_data_dir({"vocab_size": 1024, "max_len": 64, "seed": 3, "val_size": 500}) \
+        == "data/prepared-k1024-t64-v500-s3"
+
+
+def test_train_all_prepares_the_default_source_only_without_source_or_data(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / "train_all.py"), "--data", str(tmp_path), "--epochs", "0"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2 and "--epochs must be at least 1" in done.stderr and "hf:" not in done.stderr

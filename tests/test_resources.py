@@ -6,7 +6,8 @@ from rnn_models.errors import UserError
 from rnn_models.resources import DATA_CPUS, DRIVER_CPUS, MIN_CPUS_PER_WORKER, plan_resources
 
 
-def _used_cpus(plan, n_trials):
+def _used_cpus(plan):
+    """CPUs the trials running at once hold: their workers and their drivers."""
     return plan.concurrent_trials * (plan.workers * plan.cpus_per_worker + DRIVER_CPUS)
 
 
@@ -14,19 +15,19 @@ def test_two_cpus_run_four_trials_at_once_and_leave_a_whole_cpu_for_ray_data():
     plan = plan_resources(4, cpus=2, gpus=0)
     assert (plan.workers, plan.concurrent_trials, plan.gpus_per_worker, plan.torch_threads) == (1, 4, 0, 1)
     assert plan.cpus_per_worker >= MIN_CPUS_PER_WORKER
-    assert 2 - _used_cpus(plan, 4) >= DATA_CPUS - 1e-9
+    assert 2 - _used_cpus(plan) >= DATA_CPUS - 1e-9
 
 
 def test_big_cpu_machine_gives_whole_threads():
     plan = plan_resources(4, cpus=16, gpus=0)
     assert plan.concurrent_trials == 4 and plan.torch_threads == 3
-    assert 16 - _used_cpus(plan, 4) >= DATA_CPUS - 1e-9
+    assert 16 - _used_cpus(plan) >= DATA_CPUS - 1e-9
 
 
 def test_two_workers_per_trial_on_two_cpus_queue_trials_instead_of_deadlocking():
     plan = plan_resources(4, cpus=2, gpus=0, workers=2)
     assert plan.workers == 2 and plan.concurrent_trials == 2
-    assert 2 - _used_cpus(plan, 4) >= DATA_CPUS - 1e-9
+    assert 2 - _used_cpus(plan) >= DATA_CPUS - 1e-9
 
 
 def test_one_gpu_is_shared_by_four_single_worker_trials():
@@ -59,3 +60,13 @@ def test_impossible_requests_fail_fast(kwargs, message):
 
 def test_use_gpu_no_ignores_gpus():
     assert plan_resources(4, cpus=16, gpus=4, use_gpu="no").gpus_per_worker == 0
+
+
+def test_many_trials_queue_instead_of_failing():
+    plan = plan_resources(100, cpus=2, gpus=0)  # e.g. `tune --num-samples 25` on two cores
+    assert plan.concurrent_trials == 4 and 2 - _used_cpus(plan) >= DATA_CPUS - 1e-9
+
+
+def test_a_gpu_is_shared_by_at_most_ten_trials():
+    plan = plan_resources(32, cpus=16, gpus=1)
+    assert plan.concurrent_trials == 10 and plan.gpus_per_worker == pytest.approx(0.1)

@@ -15,7 +15,7 @@ def run(imdb_sample, tmp_path_factory):
     """One real run of all four architectures, 2 epochs, shared by the tests of this module."""
     storage = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(storage), name="e2e")
-    return train(cfg, train={"epochs": 2, "lr": 1e-3}), storage / "e2e"
+    return train(cfg, training={"epochs": 2, "lr": 1e-3}), storage / "e2e"
 
 
 def test_every_architecture_is_trained_tested_and_reported(run):
@@ -53,14 +53,14 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
     result, folder = run
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="e2e")
     with pytest.raises(UserError, match="already exists; add --resume"):
-        train(cfg, train={"epochs": 1})
+        train(cfg, training={"epochs": 1})
 
 
 def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_sample, tmp_path):
     result, folder = run
     storage = f"file://{tmp_path}/uri"  # any URI pyarrow opens; file:// needs no cloud
     again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=storage, name="again"),
-                  train={"epochs": 2, "lr": 1e-3})["results"][0]
+                  training={"epochs": 2, "lr": 1e-3})["results"][0]
     assert json.loads((tmp_path / "uri" / "again" / "results.json").read_text())["results"]["lstm"]
     first = next(r for r in result["results"] if r["arch"] == "lstm")
     timing = {"epoch_seconds", "samples_per_second"}

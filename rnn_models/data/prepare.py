@@ -120,7 +120,8 @@ def _write_shards(reviews: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig
     """Encode every review and write `out/<split>/<split>-NNNNN.parquet`; returns each split's file list."""
     encoded = reviews.map_batches(_encode_block, batch_format="pyarrow", batch_size=None,
                                   fn_kwargs={"vocab": vocab, "max_len": cfg.max_len, "strip_br": cfg.strip_br})
-    encoded.write_parquet(str(out), partition_cols=["split"], filename_provider=_ShardNames(),
+    # local://: the write tasks run on this node, where the files are renamed and hashed next
+    encoded.write_parquet(f"local://{out}", partition_cols=["split"], filename_provider=_ShardNames(),
                           mode=ray.data.SaveMode.OVERWRITE)
     files = {}
     for name in SPLITS:

@@ -24,8 +24,9 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 
 from rnn_models.errors import UserError
+from rnn_models.files import sha256_file
 
-SPLITS = ("train", "test")
+SOURCE_SPLITS = ("train", "test")  # a source's own splits; prepare adds val
 FORMATS = ("hf:<dataset> (Hugging Face hub), a Hugging Face parquet directory (<config>/train-*.parquet, "
            "<config>/test-*.parquet), an aclImdb directory, aclImdb_v1.tar.gz, or a .csv file")
 ACLIMDB_FILE = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
@@ -87,9 +88,7 @@ def _hash_files(paths: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(str(path.relative_to(root)).encode())
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        sha256_file(path, digest)
     return digest.hexdigest()
 
 
@@ -110,7 +109,7 @@ def _from_parquet_dir(root: Path) -> RawReviews:
 def _parquet_layout(root: Path) -> dict[str, list[Path]]:
     """train/test parquet files of `root` or of one config directory below it (`plain_text` preferred)."""
     configs = [root] + sorted(d for d in root.iterdir() if d.is_dir())
-    found = [c for c in configs if all(sorted(c.glob(f"{s}-*.parquet")) for s in SPLITS)]
+    found = [c for c in configs if all(sorted(c.glob(f"{s}-*.parquet")) for s in SOURCE_SPLITS)]
     if not found:
         raise UserError(f"--source {root}: found neither train-*.parquet and test-*.parquet (Hugging Face "
                         f"layout) nor train/pos, train/neg, test/pos, test/neg (aclImdb). Expected {FORMATS}.")
@@ -119,12 +118,12 @@ def _parquet_layout(root: Path) -> dict[str, list[Path]]:
         names = ", ".join(c.name for c in found)
         raise UserError(f"--source {root}: several configurations ({names}); pass one of them as --source")
     config = (preferred or found)[0]
-    return {s: sorted(config.glob(f"{s}-*.parquet")) for s in SPLITS}
+    return {s: sorted(config.glob(f"{s}-*.parquet")) for s in SOURCE_SPLITS}
 
 
 def _find_aclimdb(path: Path) -> Path | None:
     for root in (path, path / "aclImdb"):
-        if all((root / s / p).is_dir() for s in SPLITS for p in ("pos", "neg")):
+        if all((root / s / p).is_dir() for s in SOURCE_SPLITS for p in ("pos", "neg")):
             return root
     return None
 
@@ -139,7 +138,7 @@ def _decode(data: bytes, name: str, decode_errors: list[str]) -> str:
 
 def _from_aclimdb_dir(root: Path) -> RawReviews:
     rows, paths, decode_errors = [], [], []
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         for label, folder in ((0, "neg"), (1, "pos")):
             for path in sorted((root / split / folder).glob("*.txt")):
                 rows.append((_decode(path.read_bytes(), str(path), decode_errors), label, split))
@@ -195,7 +194,7 @@ def _from_csv(path: Path) -> RawReviews:
 
 def _csv_split(split: pa.ChunkedArray, path: Path) -> pa.ChunkedArray:
     split = pc.utf8_lower(pc.utf8_trim_whitespace(split.cast(pa.string())))
-    known = pc.fill_null(pc.is_in(split, pa.array(SPLITS)), False)
+    known = pc.fill_null(pc.is_in(split, pa.array(SOURCE_SPLITS)), False)
     if not pc.all(known).as_py():
         row = _first(pc.invert(known))
         raise UserError(f"{path}, row {row + 1}: split {split[row].as_py()!r} is not 'train' or 'test'")
@@ -214,10 +213,10 @@ def _from_hub(name: str) -> RawReviews:
         splits = datasets.load_dataset(name)
     except Exception as e:  # datasets raises many types (connection, missing file, cache miss)
         raise UserError(f"--source hf:{name}: could not load it ({e}). Pass a local path with --source.") from e
-    tables = [checked(splits[s].data.table, f"hf:{name} ({s})", s) for s in SPLITS if s in splits]
-    if len(tables) != len(SPLITS):
+    tables = [checked(splits[s].data.table, f"hf:{name} ({s})", s) for s in SOURCE_SPLITS if s in splits]
+    if len(tables) != len(SOURCE_SPLITS):
         raise UserError(f"--source hf:{name}: needs train and test splits (found {', '.join(splits)})")
-    fingerprint = "".join(splits[s]._fingerprint for s in SPLITS)
+    fingerprint = "".join(splits[s]._fingerprint for s in SOURCE_SPLITS)
     return RawReviews(pa.concat_tables(tables), "hf-hub", hashlib.sha256(fingerprint.encode()).hexdigest())
 
 

@@ -1,6 +1,6 @@
 """The model registry: one name per architecture, one builder per name, one forward signature.
 
-Every model maps `ids` (B, T) int64 and `lengths` (B,), the count of real tokens at the start of
+Every model maps `ids` (B, T) (int64 or int32) and `lengths` (B,), the count of real tokens at the start of
 each row, to one logit per review (B,). A builder registered in `MODELS` (and named in
 `config.ARCHS`) is picked up by tests/test_models.py with no further change.
 """

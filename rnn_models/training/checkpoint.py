@@ -58,8 +58,12 @@ def load_checkpoint(directory: str | Path) -> Loaded:
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         meta = json.loads((directory / META_FILE).read_text())
         vocab = json.loads((directory / VOCAB_FILE).read_text())
+        ModelConfig(**meta["model"]), TrainConfig(**meta["train"])  # complete, and valid options
+        missing = {"epoch", "history", "data"} - set(meta) or {"vocab_size", "max_len", "vocab_sha256"} - set(meta["data"])
     except Exception as e:  # torch raises several types for damaged or unsafe files
         raise UserError(f"--checkpoint {directory}: unreadable ({e})") from e
+    if missing or "model" not in state:
+        raise UserError(f"--checkpoint {directory}: incomplete ({', '.join(sorted(missing)) or 'no model weights'})")
     return Loaded(state, meta, vocab)
 
 

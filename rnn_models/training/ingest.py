@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import ray
 import torch
 
-from rnn_models.data.prepared import PreparedData
+from rnn_models.data.prepared import SPLITS, PreparedData
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
 BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32}
@@ -31,11 +31,10 @@ class DataSpec:
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
-        splits = ("train", "val", "test")
         info = {"vocab_size": data.vocab_size, "max_len": data.max_len, "vocab_sha256": data.vocab_sha256,
                 "fingerprint": data.fingerprint, "strip_br": data.manifest["options"].get("strip_br", False)}
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        return cls({s: data.files(s) for s in splits}, {s: data.count(s) for s in splits}, data.vocab, info, node_id)
+        return cls({s: data.files(s) for s in SPLITS}, {s: data.count(s) for s in SPLITS}, data.vocab, info, node_id)
 
     def dataset(self, split: str) -> ray.data.Dataset:
         """One split: in the object store if `in_memory` put it there, else read from its parquet shards.

@@ -1,6 +1,6 @@
 """One epoch of training and one pass of evaluation: plain PyTorch over any iterable of batches.
 
-A batch is a dict of tensors: `ids` (B, T) int64, `length` (B,) int64, `label` (B,) float32. Ray stays
+A batch is a dict of tensors: `ids` (B, T) int32 or int64, `length` (B,), `label` (B,) float32. Ray stays
 out of this file, so the same loop runs in a Ray Train worker, in the benchmark's bare loop and in tests.
 Both functions return running sums (loss, correct, count), which add up across workers before dividing.
 """
@@ -17,25 +17,28 @@ LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entr
 
 @dataclass
 class Sums:
-    loss: float = 0.0
-    correct: int = 0
+    """Running loss, correct and count. Adding stays on the device (no host sync per batch); reading the
+    numbers syncs once."""
+
+    loss: float | torch.Tensor = 0.0
+    correct: int | torch.Tensor = 0
     count: int = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss += loss.item()
-        self.correct += ((logits > 0) == (labels > 0.5)).sum().item()
+        self.loss = self.loss + loss.detach().double()
+        self.correct = self.correct + ((logits > 0) == (labels > 0.5)).sum()
         self.count += labels.numel()
 
     def as_tensor(self, device) -> torch.Tensor:
-        return torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64, device=device)
+        return torch.tensor([float(self.loss), float(self.correct), self.count], dtype=torch.float64, device=device)
 
     @property
     def mean_loss(self) -> float:
-        return self.loss / self.count if self.count else math.nan
+        return float(self.loss) / self.count if self.count else math.nan
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.count if self.count else math.nan
+        return float(self.correct) / self.count if self.count else math.nan
 
 
 def autocast(device: torch.device):

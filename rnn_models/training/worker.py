@@ -14,7 +14,8 @@ import torch.distributed as dist
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
-from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
+from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
+                                              unwrap)
 from rnn_models.training.ingest import CHUNK_ROWS, torch_batches
 from rnn_models.training.loop import Sums, evaluate, train_epoch
 
@@ -48,29 +49,15 @@ def all_reduced(*sums: Sums, device) -> list[Sums]:
 def train_loop_per_worker(config: dict) -> None:
     model_cfg, cfg, data = ModelConfig(**config["model"]), TrainConfig(**config["train"]), config["data"]
     torch.set_num_threads(config["torch_threads"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     torch.backends.cudnn.benchmark = True  # fixed shapes (B, T): let cuDNN pick its fastest LSTM kernels
 
     model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
     model = ray.train.torch.prepare_model(model)  # [1] DDP (gloo on CPU, NCCL on GPU), on this worker's device
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = config["train_reviews"] // world // cfg.batch_size
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-    first_epoch, history = 1, []
-
-    checkpoint = ray.train.get_checkpoint()  # [2] resume after a restart of the worker group or of the run
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            loaded = load_checkpoint(directory)
-        require_compatible(loaded, model_cfg, data, "resume")
-        model_state = loaded.state
-        getattr(model, "module", model).load_state_dict(model_state["model"])
-        optimizer.load_state_dict(model_state["optimizer"])
-        if scheduler:
-            scheduler.load_state_dict(model_state["scheduler"])
-        first_epoch, history = loaded.meta["epoch"] + 1, loaded.meta["history"]
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size)
+    first_epoch, history = _restore(model, optimizer, scheduler, model_cfg, data)  # [2]
 
     train_shard = ray.train.get_dataset_shard("train")  # [3] this worker's share, streamed by Ray Data
     val_shard = ray.train.get_dataset_shard("val")
@@ -82,15 +69,35 @@ def train_loop_per_worker(config: dict) -> None:
         batches = torch_batches(train_shard, cfg.batch_size, device, seed, drop_last=True,
                                 chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
-        seconds = time.perf_counter() - started
+        seconds = _elapsed(started, device)
         val = evaluate(model, torch_batches(val_shard, 512, device), device)
         train, val = all_reduced(train, val, device=device)
-        metrics = {"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
-                   "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
-                   "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]}
-        history.append(metrics)
-        _report(metrics, rank, model, optimizer, scheduler, checkpoint_meta(epoch, model_cfg, cfg, data, history),
+        history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
+                        "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
+                        "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]})
+        _report(history[-1], rank, model, optimizer, scheduler, checkpoint_meta(epoch, model_cfg, cfg, data, history),
                 config["vocab"])
+
+
+def _restore(model, optimizer, scheduler, model_cfg: ModelConfig, data: dict) -> tuple[int, list[dict]]:
+    """Continue from the last checkpoint after a restart of the worker group or of the run: (epoch, history)."""
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 1, []
+    with checkpoint.as_directory() as directory:
+        loaded = load_checkpoint(directory)
+    require_compatible(loaded, model_cfg, data, "resume")
+    unwrap(model).load_state_dict(loaded.state["model"])
+    optimizer.load_state_dict(loaded.state["optimizer"])
+    if scheduler:
+        scheduler.load_state_dict(loaded.state["scheduler"])
+    return loaded.meta["epoch"] + 1, loaded.meta["history"]
+
+
+def _elapsed(started: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: wait for the epoch's last ones
+    return time.perf_counter() - started
 
 
 def _stopped_early(history: list[dict], patience: int) -> bool:

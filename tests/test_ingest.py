@@ -1,0 +1,52 @@
+"""Batches from Ray Data: full batches cut from chunks, a seeded shuffle, early stopping, resume commands."""
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+import torch
+
+from rnn_models.experiment import resume_command
+from rnn_models.training.ingest import torch_batches
+from rnn_models.training.worker import _stopped_early
+
+
+def _dataset(rows: int, blocks: int) -> ray.data.Dataset:
+    ids = np.repeat(np.arange(rows, dtype=np.int32)[:, None], 4, axis=1)  # row r holds id r
+    table = pa.table({"ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), 4),
+                      "length": pa.array(np.full(rows, 4, np.int32)), "label": pa.array(np.arange(rows) % 2, pa.int8())})
+    return ray.data.from_arrow([table.slice(i, rows // blocks) for i in range(0, rows, rows // blocks)])
+
+
+def _rows(batches) -> list[list[int]]:
+    return [b["ids"][:, 0].tolist() for b in batches]
+
+
+def test_batches_are_full_across_chunk_boundaries_and_keep_the_order(ray_session):
+    batches = list(torch_batches(_dataset(100, 4), 16, torch.device("cpu"), chunk_rows=30))
+    assert [len(b["label"]) for b in batches] == [16] * 6 + [4]  # leftovers carried into the next chunk
+    assert sum(_rows(batches), []) == list(range(100))
+    assert batches[0]["ids"].dtype == torch.int32 and batches[0]["label"].dtype == torch.float32
+    dropped = list(torch_batches(_dataset(100, 4), 16, torch.device("cpu"), drop_last=True, chunk_rows=30))
+    assert [len(b["label"]) for b in dropped] == [16] * 6
+
+
+def test_a_seed_shuffles_within_chunks_reproducibly(ray_session):
+    cpu = torch.device("cpu")
+    first, again = (_rows(torch_batches(_dataset(96, 2), 16, cpu, shuffle_seed=7, chunk_rows=48)) for _ in range(2))
+    other = _rows(torch_batches(_dataset(96, 2), 16, cpu, shuffle_seed=8, chunk_rows=48))
+    assert first == again and first != other
+    flat = sum(first, [])
+    assert flat != list(range(96)) and sorted(flat[:48]) == list(range(48))  # shuffled within its chunk
+
+
+def test_early_stopping_counts_epochs_since_the_best_val_accuracy():
+    history = [{"val_accuracy": a} for a in (0.6, 0.7, 0.69, 0.68)]
+    assert _stopped_early(history, patience=2) and not _stopped_early(history, patience=3)
+    assert not _stopped_early(history, patience=0) and not _stopped_early([], patience=1)
+
+
+def test_the_resume_command_repeats_the_run_with_its_name(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["jobs/train_all.py", "--source", "data dir", "--epochs", "3"])
+    assert resume_command("train-1") == "python jobs/train_all.py --source 'data dir' --epochs 3 --name train-1 --resume"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/rnn-models", "train", "--name", "x", "--resume"])
+    assert resume_command("x") == "rnn-models train --name x --resume"
