@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from ray import tune
 
 from rnn_models.cluster import connect
-from rnn_models.config import RunConfig
+from rnn_models.config import RunConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.report import write_report
@@ -99,7 +99,7 @@ def require_batches(session: Session, by_arch: dict) -> None:
     """Every worker needs at least one full batch of the train split, or its epochs are empty."""
     reviews, workers = session.data.count("train"), session.plan.workers
     for arch, configs in by_arch.items():
-        batch_size = configs["train"]["batch_size"]
+        batch_size = configs["train"].get("batch_size", TrainConfig().batch_size)  # a search may sample it
         if reviews < batch_size * workers:
             raise UserError(f"--batch-size {batch_size} x {workers} worker(s) is more than the {reviews} train "
                             f"reviews ({arch}): lower --batch-size or --workers-per-trial")

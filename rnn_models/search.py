@@ -19,7 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
-from rnn_models.experiment import fit, report, resolve_trials, start, stop_if_interrupted
+from rnn_models.experiment import fit, report, require_batches, resolve_trials, start, stop_if_interrupted
 from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
 from rnn_models.tuning import METRIC, finished_trials
 
@@ -83,6 +83,7 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
         for section in ("model", "train"):
             configs[section] = {k: v for k, v in configs[section].items() if k not in space}
     session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
+    require_batches(session, base)
     epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
     # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
     schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
