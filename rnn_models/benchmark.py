@@ -36,6 +36,7 @@ from rnn_models.data.text import normalise, normalise_reference
 from rnn_models.experiment import train
 from rnn_models.models import model_from_config
 from rnn_models.presets import load_preset
+from rnn_models.resources import cluster_plan
 from rnn_models.training.loop import evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer
 
@@ -126,10 +127,10 @@ def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, w
 
 
 def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2) -> dict:
-    """Epoch 2 (warm) samples/s of one Ray worker vs the bare loop, both one torch thread, as in a trial here."""
-    cfg, rows = TrainConfig(epochs=epochs), {}
+    """Epoch 2 (warm) samples/s of one Ray worker (one trial) vs the bare loop with as many torch threads."""
+    cfg, threads, rows = TrainConfig(epochs=epochs), cluster_plan(1).torch_threads, {"threads": threads}
     for arch in archs:
-        bare = bare_loop(data, ModelConfig(arch=arch), cfg, threads=1)["samples_per_second"]
+        bare = bare_loop(data, ModelConfig(arch=arch), cfg, threads)["samples_per_second"]
         ray_ = ray_worker(data, arch, cfg, work / "throughput")["samples_per_second"]
         rows[arch] = {"bare": bare, "ray": ray_, "ratio": ray_[-1] / bare[-1]}
     return rows
@@ -219,10 +220,11 @@ def report(results: dict) -> str:
         lines += [f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
                   f"same vocabulary everywhere: {t['same_vocabulary']}", ""]
     if "throughput" in results:
-        lines += ["## Training throughput, epoch 2 (samples/s, one torch thread)", "| arch | bare loop | Ray worker | ratio |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {a} | {r['bare'][-1]:,.0f} | {r['ray'][-1]:,.0f} | {r['ratio']:.2f} |"
-                  for a, r in results["throughput"].items()] + [""]
+        rows = dict(results["throughput"])
+        lines += [f"## Training throughput, epoch 2 (samples/s, {rows.pop('threads')} torch thread(s) each)",
+                  "| arch | bare loop | Ray worker | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {a} | {r['bare'][-1]:,.0f} | {r['ray'][-1]:,.0f} | {r['ratio']:.2f} |" for a, r in rows.items()]
+        lines.append("")
     if "scaling" in results:
         s = results["scaling"]
         lines += [f"## DDP scaling ({s['arch']}): 1 worker {s['one_worker']:,.0f} samples/s, 2 workers "
