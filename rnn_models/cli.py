@@ -15,7 +15,8 @@ from rnn_models.errors import UserError
 from rnn_models.data.prepared import SPLITS
 from rnn_models.presets import PREPARE_KEYS
 
-ADDRESS_HELP = "Ray cluster to join (default: $RAY_ADDRESS, or one `ray start` runs here; else start a local one)"
+ADDRESS_HELP = ("Ray cluster to join, or auto for the one `ray start` runs here "
+                "(default: $RAY_ADDRESS; else start a local one)")
 
 
 def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False) -> None:

@@ -14,8 +14,8 @@ LOCAL_OBJECT_STORE_BYTES = 2 * 1024**3
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS, or one `ray start` runs on this machine); with none,
-    start a local Ray instance.
+    """Join the cluster at `address` (or $RAY_ADDRESS; "auto" finds one `ray start` runs on this machine);
+    with none, start a local Ray instance, even if a `ray start` head runs here or left its address behind.
 
     A local instance binds its dashboard to 127.0.0.1 only: reach a remote one through an SSH tunnel or
     `ray dashboard cluster.yaml`, never an open port.
@@ -27,7 +27,8 @@ def connect(address: str | None = None) -> None:
     if address:
         context = ray.init(address=address)
     else:
-        context = ray.init(dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+        context = ray.init(address="local", dashboard_host="127.0.0.1",
+                           object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     resources = ray.cluster_resources()
     log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),
              resources.get("CPU", 0), resources.get("GPU", 0), context.dashboard_url or "off")

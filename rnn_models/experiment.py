@@ -26,7 +26,8 @@ def resume_command(name: str) -> str:
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     if "--name" not in argv:
         argv += ["--name", name]
-    program = f"python {sys.argv[0]}" if sys.argv[0].endswith(".py") else "rnn-models"
+    script = sys.argv[0]  # jobs/train_all.py, or the package (`rnn-models`, `python -m rnn_models`)
+    program = f"python {script}" if script.endswith(".py") and not script.endswith("__main__.py") else "rnn-models"
     return f"{program} {shlex.join(argv)} --resume"
 
 
@@ -85,7 +86,7 @@ def train(run: RunConfig, preset: Preset | None = None, model: dict | None = Non
     session = start(run, len(run.arch_list), address)
     require_batches(session, by_arch)
     grid = fit(session, {"arch": tune.grid_search(run.arch_list), "by_arch": by_arch}, resume)
-    stop_if_interrupted(grid, session.name)
+    stop_if_interrupted(session)
     results, failed = finished_trials(grid)
     if results:
         report(session, results, {"preset": preset.as_dict()})
@@ -105,9 +106,10 @@ def require_batches(session: Session, by_arch: dict) -> None:
                             f"reviews ({arch}): lower --batch-size or --workers-per-trial")
 
 
-def stop_if_interrupted(grid, name: str) -> None:
-    if interrupted(grid):  # Ctrl-C or SIGTERM: Tune saved the state
-        log.warning("stopped before every trial finished; continue this run with:\n  %s", resume_command(name))
+def stop_if_interrupted(session: Session) -> None:
+    if interrupted(session.storage.join(session.name)):  # Ctrl-C or SIGTERM: Tune saved the state
+        log.warning("stopped before every trial finished; continue this run with:\n  %s",
+                    resume_command(session.name))
         raise KeyboardInterrupt
 
 

@@ -90,7 +90,7 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
                   "fifo": FIFOScheduler()}
     param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
     grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler])
-    stop_if_interrupted(grid, session.name)
+    stop_if_interrupted(session)
     results, failed = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
     if failed:
         log.warning("%d trial(s) failed:\n  %s", len(failed), "\n  ".join(failed))

@@ -142,9 +142,11 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
     return results, failed
 
 
-def interrupted(grid: tune.ResultGrid) -> bool:
-    """Whether Tune stopped (Ctrl-C, SIGTERM) before every trial ended; an error or an early stop ends one."""
-    return grid.num_terminated + grid.num_errors < len(grid)
+def interrupted(experiment_path: str) -> bool:
+    """Whether Tune stopped (Ctrl-C, SIGTERM) before every trial ended. The experiment state it saves last,
+    before it stops the running trials, still lists them as running; an error or an early stop ends a trial."""
+    trials = tune.ExperimentAnalysis(experiment_path).trials
+    return any(trial.status not in ("TERMINATED", "ERROR") for trial in trials)
 
 
 def _reason(error: Exception) -> str:

@@ -32,8 +32,9 @@ def start_ray():
     if not ray.is_initialized():
         # Workers import test modules too (functions a test hands to Ray Train are pickled by reference);
         # the dashboard serves Ray's state API, which the fault tests use to find worker processes.
-        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=free_port(), log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
     return ray
 
 

@@ -95,10 +95,15 @@ def _finished(run: Path, arch: str) -> bool:
 
 
 def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_path):
-    """The epochs each process reported (Tune's timestamps tell them apart) show where it began."""
+    """The epochs each process reported (Tune's timestamps tell them apart) show where it began. The mlp
+    trial is short and the bilstm one long (a preset file sets their epochs), so each kill finds mlp
+    finished and bilstm mid-way."""
     ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
-    run_dir = tmp_path / "runs" / "driver-kill"
-    args = ["train", "--data", str(imdb_medium.root), "--archs", "mlp,bilstm", "--epochs", "5", "--lr", "1e-3",
+    run_dir, epochs = tmp_path / "runs" / "driver-kill", 10
+    preset = tmp_path / "preset.json"
+    preset.write_text(json.dumps({"name": "faults", "train": {"lr": 1e-3},
+                                  "archs": {"mlp": {"train": {"epochs": 2}}, "bilstm": {"train": {"epochs": epochs}}}}))
+    args = ["train", "--data", str(imdb_medium.root), "--archs", "mlp,bilstm", "--preset", str(preset),
             "--storage", str(run_dir.parent), "--name", run_dir.name]
 
     first = _start(args, tmp_path / "first.log")  # 1. SIGTERM once mlp is done and bilstm reported epoch 1
@@ -108,6 +113,7 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     assert f"--name {run_dir.name} --resume" in (tmp_path / "first.log").read_text()
     mlp_checkpoints = sorted(p.name for p in run_dir.glob("train/mlp-*/checkpoint_*"))
     done = max(checkpoint_epochs(run_dir, "bilstm"))  # epochs finished while Tune shut down count too
+    assert done < epochs - 1, f"bilstm reached epoch {done} before the SIGTERM took effect: nothing left to test"
 
     started = time.time()
     second = _start([*args, "--resume"], tmp_path / "second.log")  # 2. SIGKILL mid-run
@@ -121,14 +127,14 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     started = time.time()
     third = _start([*args, "--resume"], tmp_path / "third.log")  # 3. to the end
     assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
-    assert reported_epochs(run_dir, "bilstm", since=started) == list(range(done + 1, 6))
+    assert reported_epochs(run_dir, "bilstm", since=started) == list(range(done + 1, epochs + 1))
 
     results = json.loads((run_dir / "results.json").read_text())["results"]
-    assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == 5
+    assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == epochs
     assert sorted(p.name for p in run_dir.glob("train/mlp-*/checkpoint_*")) == mlp_checkpoints  # not retrained
     metas = [json.loads(m.read_text()) for m in run_dir.glob("train/bilstm-*/checkpoint_*/meta.json")]
     latest = max(metas, key=lambda m: m["epoch"])
-    assert [h["epoch"] for h in latest["history"]] == [1, 2, 3, 4, 5]  # each epoch once in the model's history
+    assert [h["epoch"] for h in latest["history"]] == list(range(1, epochs + 1))  # each epoch once in its history
 
 
 def test_an_interrupted_prepare_leaves_the_previous_output_intact(ray_session, imdb_path, tmp_path):
