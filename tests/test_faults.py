@@ -54,7 +54,8 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
     def kill_a_worker_during_epoch_2():
         wait_for(lambda: checkpoint_epochs(run_dir, "bilstm") == [1], 300, "the first checkpoint")
         time.sleep(0.5)  # into epoch 2, past the registration of epoch 1's checkpoint
-        worker = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])[0]
+        alive_workers = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+        worker = list_actors(address=ray_session.get_runtime_context().gcs_address, filters=alive_workers)[0]
         os.kill(worker.pid, signal.SIGKILL)
         killed.update(pid=worker.pid, at=time.monotonic(), checkpoints=checkpoint_epochs(run_dir, "bilstm"))
 

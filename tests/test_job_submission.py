@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -61,3 +62,12 @@ def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        _forget_head(port)
+
+
+def _forget_head(port: int) -> None:
+    """Remove the address `ray start` left in /tmp/ray/ray_current_cluster, as `ray stop` does: otherwise
+    a later `ray.init()` without an address would try to join the stopped head."""
+    address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if address_file.is_file() and address_file.read_text().strip().endswith(f":{port}"):
+        address_file.unlink()
