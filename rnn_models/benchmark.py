@@ -53,10 +53,25 @@ def tokenize(source: str, work: Path) -> dict:
         vocab[name] = python_prepare(cfg, work / f"tokenize-{name}", rule)
         seconds[name] = time.perf_counter() - started
     texts = load_reviews(source).table["text"]
-    mismatches = sum(a != normalise_reference(t) for a, t in zip(normalise(texts).to_pylist(), texts.to_pylist()))
-    return {"reviews": len(texts), "seconds": seconds, "reviews_per_second": {k: len(texts) / v for k, v in seconds.items()},
+    rule_seconds, tokens = _rule_alone(texts)
+    mismatches = sum(a != b for a, b in zip(tokens["pyarrow"], tokens["python_translate"]))
+    return {"reviews": len(texts), "seconds": seconds,
+            "reviews_per_second": {k: len(texts) / v for k, v in seconds.items()},
             "speedup": {k: v / seconds["ray"] for k, v in seconds.items() if k != "ray"},
-            "mismatches": mismatches, "same_vocabulary": all(v == vocab["ray"] for v in vocab.values())}
+            "rule_alone_seconds": rule_seconds, "mismatches": mismatches,
+            "same_vocabulary": all(v == vocab["ray"] for v in vocab.values())}
+
+
+def _rule_alone(texts: pa.ChunkedArray) -> tuple[dict, dict]:
+    """The rule without reading, counting or writing, in this one process: pyarrow's kernels vs plain Python."""
+    strings, seconds, tokens = texts.to_pylist(), {}, {}
+    for name, tokenise in (("pyarrow", lambda: normalise(texts).to_pylist()),
+                           ("python_translate", lambda: [normalise_reference(t) for t in strings]),
+                           ("python_per_character", lambda: [_per_character(t) for t in strings])):
+        started = time.perf_counter()
+        tokens[name] = tokenise()
+        seconds[name] = time.perf_counter() - started
+    return seconds, tokens
 
 
 def _per_character(text: str) -> list[str]:
@@ -84,7 +99,8 @@ def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> l
 def _tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
     table = pq.read_table(data.files(split))
     ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
-    return {"ids": torch.from_numpy(ids.copy()), "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
+    return {"ids": torch.from_numpy(ids.copy()),
+            "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
             "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
 
 
@@ -217,6 +233,9 @@ def report(results: dict) -> str:
         for key, seconds in t["seconds"].items():
             faster = f"{t['speedup'][key]:.1f}x" if key in t["speedup"] else ""
             lines.append(f"| {labels[key]} | {t['reviews_per_second'][key]:,.0f} | {seconds:.1f} | {faster} |")
+        rule = t["rule_alone_seconds"]
+        lines += ["the rule alone, one process: " + ", ".join(
+            f"{name} {t['reviews'] / seconds:,.0f} reviews/s" for name, seconds in rule.items())]
         lines += [f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
                   f"same vocabulary everywhere: {t['same_vocabulary']}", ""]
     if "throughput" in results:
