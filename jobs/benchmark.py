@@ -22,11 +22,13 @@ if __name__ == "__main__":
     parser.add_argument("--sections", default=",".join(benchmark.SECTIONS))
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--epochs", type=int, default=10, help="end_to_end epochs (the notebook's 10)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="throughput: torch threads of both loops (default: what the resource rule gives one trial)")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     try:
         results = benchmark.run(Path(__file__).with_name("train_all.py"), args.source, work, args.sections.split(","),
-                                args.archs.split(","), args.epochs)
+                                args.archs.split(","), args.epochs, args.threads)
     except UserError as e:
         sys.exit(f"error: {e}")
     print(benchmark.report(results), flush=True)

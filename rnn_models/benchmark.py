@@ -8,6 +8,8 @@ Sections (each a function returning a dict for benchmark.json):
 - end_to_end: `jobs/train_all.py` (its own process, all archs) vs the sum of the bare loops, with the
               job's peak memory (proportional set size of every process it started, Ray's included)
 - gpu:        samples/s per arch with cuDNN and bf16 autocast, where a GPU is present
+
+benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """
 
 import dataclasses
@@ -134,20 +136,23 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
     return result
 
 
-def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1) -> dict:
+def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1,
+               threads: int = 0) -> dict:
     """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
     run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
-                    name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}")
+                    name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}", torch_threads=threads)
     history = train(run, training=dataclasses.asdict(cfg))["results"][0]["history"]
     return {"samples_per_second": [h["samples_per_second"] for h in history]}
 
 
-def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2) -> dict:
-    """Epoch 2 (warm) samples/s of one Ray worker (one trial) vs the bare loop with as many torch threads."""
-    cfg, threads, rows = TrainConfig(epochs=epochs), cluster_plan(1).torch_threads, {"threads": threads}
+def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2, threads: int = 0) -> dict:
+    """Epoch 2 (warm) samples/s of one Ray worker (one trial) vs the bare loop with as many torch threads
+    (`threads`, or as many as the resource rule gives one trial)."""
+    threads = threads or cluster_plan(1).torch_threads
+    cfg, rows = TrainConfig(epochs=epochs), {"threads": threads}
     for arch in archs:
         bare = bare_loop(data, ModelConfig(arch=arch), cfg, threads)["samples_per_second"]
-        ray_ = ray_worker(data, arch, cfg, work / "throughput")["samples_per_second"]
+        ray_ = ray_worker(data, arch, cfg, work / "throughput", threads=threads)["samples_per_second"]
         rows[arch] = {"bare": bare, "ray": ray_, "ratio": ray_[-1] / bare[-1]}
     return rows
 
@@ -262,23 +267,30 @@ def report(results: dict) -> str:
 SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu")
 
 
-def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int) -> dict:
+def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int,
+        threads: int = 0) -> dict:
     """The chosen sections, end_to_end first: its job starts its own Ray, so nothing else runs meanwhile."""
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise UserError(f"--sections: unknown {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
-    data_dir, results = str(work / "prepared"), {}
+    data_dir, results, saved = str(work / "prepared"), {}, work / "benchmark.json"
+    kept = json.loads(saved.read_text()) if saved.is_file() else {}  # sections not rerun keep their figures
+
+    def record(section: str, value: dict) -> None:  # saved after each section: a later failure keeps it
+        results[section] = kept[section] = value
+        work.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(kept, indent=2) + "\n")
+
     if "end_to_end" in sections:
-        results["end_to_end"] = end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count())
+        record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))
     connect()
     data = prepare(PrepareConfig(source=source, out=data_dir))
     if "tokenize" in sections:
-        results["tokenize"] = tokenize(source, work)
+        record("tokenize", tokenize(source, work))
     if "throughput" in sections:
-        results["throughput"] = throughput(data, archs, work)
+        record("throughput", throughput(data, archs, work, threads=threads))
     if "scaling" in sections:
-        results["scaling"] = scaling(data, "lstm", work)
+        record("scaling", scaling(data, "lstm", work))
     if "gpu" in sections:
-        results["gpu"] = gpu(data, archs)
-    (work / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
+        record("gpu", gpu(data, archs))
     return results

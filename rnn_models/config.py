@@ -110,6 +110,7 @@ class RunConfig:
     storage: str = opt("runs", "where runs are kept: a local path or a URI (s3://..., gs://...); shared on multi-node clusters")
     name: str = opt("", "run name, a folder under --storage; default: train-<date>-<time>")
     max_failures: int = opt(3, "worker-group restarts allowed per trial, each resuming from the last checkpoint")
+    torch_threads: int = opt(0, "intra-op torch threads per worker; 0 = sized from the CPUs it holds")
 
     def __post_init__(self):
         unknown = [a for a in self.arch_list if a not in ARCHS]
@@ -119,6 +120,7 @@ class RunConfig:
         require(self.workers_per_trial >= 0, "workers_per_trial", f"must be 0 (auto) or more (got {self.workers_per_trial})")
         require(self.use_gpu in ("auto", "yes", "no"), "use_gpu", f"must be auto, yes or no (got {self.use_gpu!r})")
         require(self.max_failures >= 0, "max_failures", f"must be 0 or more (got {self.max_failures})")
+        require(self.torch_threads >= 0, "torch_threads", f"must be 0 (auto) or more (got {self.torch_threads})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
 
     @property

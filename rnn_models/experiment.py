@@ -3,7 +3,7 @@
 import logging
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
@@ -54,6 +54,8 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
     connect(address)
     name = run.name or default_name(prefix)
     plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
+    if run.torch_threads:
+        plan = replace(plan, torch_threads=run.torch_threads)
     log.info("run %s: %s", storage.join(name), plan.describe(n_trials))
     return Session(run, data, storage, name, plan)
 
