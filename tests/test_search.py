@@ -19,12 +19,13 @@ def test_a_tiny_search_writes_the_best_configuration_as_a_preset(ray_session, im
     assert preset.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the data it was tuned on
     trials = list((tmp_path / "runs" / "search").glob("run_trial_*"))
     assert len(trials) == 2
-    scores = {}
-    for trial in trials:  # the preset holds the trial with the best val accuracy at any epoch
+    scores = []  # (best val accuracy at any epoch, lr) per trial
+    for trial in trials:
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
         config = json.loads((trial / "params.json").read_text())
-        scores[max(r["val_accuracy"] for r in rows if "val_accuracy" in r)] = config["train"]["lr"]
-    assert train.lr == scores[max(scores)]
+        scores.append((max(r["val_accuracy"] for r in rows if "val_accuracy" in r), config["train"]["lr"]))
+    best = max(score for score, _ in scores)
+    assert train.lr in {lr for score, lr in scores if score == best}  # the best trial's (60 val reviews tie often)
 
 
 def test_a_bad_search_space_is_refused(tmp_path, capsys):
