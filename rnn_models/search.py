@@ -5,8 +5,9 @@ A search space maps option names (fields of ModelConfig or TrainConfig) to a dis
     {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64, 128]},
      "dropout": {"uniform": [0.0, 0.5]}, "embedding_size": {"choice": [32, 64, 128]}}
 
-Every architecture gets `--num-samples` configurations. The best of each (by val accuracy at any epoch)
-goes into a preset file that `rnn-models train --preset FILE` takes.
+Every architecture gets `--num-samples` configurations, drawn from `--seed` (the same seed draws the same
+ones). The best of each (by val accuracy at any epoch) goes into a preset file that `rnn-models train
+--preset FILE` takes.
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
@@ -89,7 +91,9 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
     schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
                   "fifo": FIFOScheduler()}
     param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
-    grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler])
+    sampler = BasicVariantGenerator(random_state=base[run.arch_list[0]]["train"]["seed"])
+    grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler],
+               search_alg=sampler)
     stop_if_interrupted(session)
     results, failed = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
     if failed:
