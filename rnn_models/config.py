@@ -4,7 +4,7 @@ Each field's `help` metadata is the CLI's help text; `__post_init__` validates, 
 that names the command-line option, so a bad value fails the same way from every entry point.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from rnn_models.errors import UserError
 
@@ -149,3 +149,8 @@ def trial_configs(config: dict) -> tuple[ModelConfig, TrainConfig]:
     own = config.get("by_arch", {}).get(arch, {})
     model = ModelConfig(arch=arch, **{**config.get("model", {}), **own.get("model", {})})
     return model, TrainConfig(**{**config.get("train", {}), **own.get("train", {})})
+
+
+def arch_configs(model: ModelConfig, train: TrainConfig) -> dict:
+    """One architecture's configs as "by_arch" and preset files hold them (the arch is their key)."""
+    return {"model": {k: v for k, v in asdict(model).items() if k != "arch"}, "train": asdict(train)}

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from ray import tune
 
 from rnn_models.cluster import connect
-from rnn_models.config import RunConfig, TrainConfig
+from rnn_models.config import RunConfig, TrainConfig, arch_configs
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.report import write_report
@@ -73,11 +73,7 @@ def fit(session: Session, param_space: dict | None, resume: bool, **tune_config)
 
 def resolve_trials(preset: Preset, archs: list[str], model: dict | None, train: dict | None) -> dict:
     """Each architecture's resolved model and training configs, as Tune records them."""
-    by_arch = {}
-    for arch in archs:
-        model_cfg, train_cfg = preset.resolve(arch, model, train)
-        by_arch[arch] = {"model": {k: v for k, v in asdict(model_cfg).items() if k != "arch"}, "train": asdict(train_cfg)}
-    return by_arch
+    return {arch: arch_configs(*preset.resolve(arch, model, train)) for arch in archs}
 
 
 def train(run: RunConfig, preset: Preset | None = None, model: dict | None = None, training: dict | None = None,

@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, trial_configs
+from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, arch_configs, trial_configs
 from rnn_models.errors import UserError
 from rnn_models.experiment import fit, report, require_batches, resolve_trials, start, stop_if_interrupted
 from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
@@ -123,9 +123,7 @@ def _best_per_arch(grid: tune.ResultGrid) -> dict:
             continue
         arch, score = result.config["arch"], float(frame[METRIC].max())
         if arch not in best or score > best[arch][METRIC]:
-            model, training = trial_configs(result.config)
-            best[arch] = {METRIC: score, "model": {k: v for k, v in dataclasses.asdict(model).items() if k != "arch"},
-                          "train": dataclasses.asdict(training)}
+            best[arch] = {METRIC: score, **arch_configs(*trial_configs(result.config))}
     if not best:
         raise UserError("the search finished no epoch of any trial; see the errors above")
     return best
