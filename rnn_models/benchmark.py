@@ -30,6 +30,7 @@ import torch
 from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.errors import UserError
+from rnn_models.files import write_json
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.data.sources import load_reviews
@@ -279,7 +280,7 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
     def record(section: str, value: dict) -> None:  # saved after each section: a later failure keeps it
         results[section] = kept[section] = value
         work.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(kept, indent=2) + "\n")
+        write_json(saved, kept)
 
     if "end_to_end" in sections:
         record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))

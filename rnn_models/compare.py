@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
+from rnn_models.files import write_json
 from rnn_models.report import interval, png, pyplot
 from rnn_models.storage import Storage
 
@@ -57,7 +58,7 @@ def compare(runs: list[str], out: str) -> str:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "comparison.md").write_text(table)
-    (folder / "comparison.json").write_text(json.dumps({"runs": runs, "results": rows}, indent=2) + "\n")
+    write_json(folder / "comparison.json", {"runs": runs, "results": rows})
     (folder / "comparison.png").write_bytes(_plot(rows, list(documents)))
     return table
 

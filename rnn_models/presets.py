@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rnn_models.config import ARCHS, ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.errors import UserError
+from rnn_models.files import write_json
 
 SECTIONS = {"prepare": PrepareConfig, "model": ModelConfig, "train": TrainConfig}
 PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`: the tokenisation
@@ -85,7 +86,7 @@ def load_preset(name_or_path: str) -> Preset:
 
 def save_preset(preset: Preset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(preset.as_dict(), indent=2) + "\n")
+    write_json(path, preset.as_dict())
 
 
 def _checked(data: dict, where: str) -> Preset:
