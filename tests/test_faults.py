@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from rnn_models.config import RunConfig, TrainConfig
 from rnn_models.data.prepared import open_prepared
 from rnn_models.experiment import train
 
 CLI = [sys.executable, "-m", "rnn_models"]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def checkpoint_epochs(run: Path, arch: str) -> list[int]:

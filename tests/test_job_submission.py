@@ -7,11 +7,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, wait_for
 
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = {"py_modules": ["rnn_models"]}  # as the README: workers on any node import the uploaded package
@@ -24,14 +23,9 @@ def _ray(*args: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def _wait_for_head(address: str, env: dict, head: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert head.poll() is None, "ray start --head exited"
-        if _ray("job", "list", "--address", address, timeout=60, env=env).returncode == 0:
-            return
-        time.sleep(1)
-    raise AssertionError(f"the head at {address} did not come up in {timeout:.0f} s")
+def _head_is_up(address: str, env: dict, head: subprocess.Popen) -> bool:
+    assert head.poll() is None, "ray start --head exited"
+    return _ray("job", "list", "--address", address, timeout=60, env=env).returncode == 0
 
 
 def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
@@ -43,7 +37,7 @@ def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
-        _wait_for_head(address, env, head)
+        wait_for(lambda: _head_is_up(address, env, head), 120, f"the head at {address} to come up", interval=1)
         submitted = _ray(
             "job", "submit", "--address", address, "--submission-id", job, "--working-dir", ".",
             "--runtime-env-json", json.dumps(RUNTIME_ENV), "--",

@@ -49,7 +49,8 @@ def all_reduced(*sums: Sums, device) -> list[Sums]:
 def train_loop_per_worker(config: dict) -> None:
     model_cfg, cfg, data = ModelConfig(**config["model"]), TrainConfig(**config["train"]), config["data"]
     torch.set_num_threads(config["torch_threads"])
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.backends.cudnn.benchmark = True  # fixed shapes (B, T): let cuDNN pick its fastest LSTM kernels
 
