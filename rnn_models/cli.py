@@ -14,6 +14,7 @@ from rnn_models import config as C
 from rnn_models.errors import UserError
 from rnn_models.data.prepared import SPLITS
 from rnn_models.presets import PREPARE_KEYS
+from rnn_models.storage import absolute
 
 ADDRESS_HELP = ("Ray cluster to join, or auto for the one `ray start` runs here "
                 "(default: $RAY_ADDRESS; else start a local one)")
@@ -53,7 +54,7 @@ def config_from(args: argparse.Namespace, cls, **overrides):
 def _prepare(args) -> None:
     from rnn_models.data.prepare import prepare
 
-    prepare(config_from(args, C.PrepareConfig), force=args.force, address=args.address)
+    prepare(config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")), force=args.force, address=args.address)
 
 
 def _summary(args) -> None:
@@ -73,7 +74,8 @@ def _run_setup(args):
     preset = load_preset(args.preset)
     model, train = given(args, C.ModelConfig), given(args, C.TrainConfig)
     prepare_values = {**preset.prepare, **given(args, C.PrepareConfig, skip=("source", "out"))}  # --seed too
-    run = config_from(args, C.RunConfig, data=args.data or default_data_dir(prepare_values))
+    run = config_from(args, C.RunConfig, data=absolute(args.data or default_data_dir(prepare_values), "--data"),
+                      storage=absolute(args.storage, "--storage"))
     for arch in run.arch_list:
         preset.resolve(arch, model, train)  # a bad value fails here, before any data or cluster work
     if args.source:
@@ -110,15 +112,16 @@ def _tune(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from rnn_models.cluster import connect
+    from rnn_models.cluster import alive_nodes, connect
     from rnn_models.data.prepared import open_prepared
     from rnn_models.training.evaluation import open_checkpoint, score_checkpoint
     from rnn_models.training.ingest import DataSpec
 
     loaded = open_checkpoint(args.checkpoint)
-    data = open_prepared(args.data)
+    data = open_prepared(absolute(args.data, "--data"))
     connect(args.address)
-    result = score_checkpoint(loaded, DataSpec.from_prepared(data), args.split)
+    spec = DataSpec.from_prepared(data).load(shared_disk=len(alive_nodes()) == 1, splits=(args.split,))
+    result = score_checkpoint(loaded, spec, args.split)
     print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
           f"loss {result.mean_loss:.4f} over {result.count} reviews")
 

@@ -1,11 +1,18 @@
-"""Connecting to Ray: an existing cluster when one is named, else a local one on loopback."""
+"""Connecting to Ray (an existing cluster when one is named, else a local one on loopback) and what the
+run needs of the cluster: storage every node reaches, and GPUs an autoscaler may still have to add."""
 
 import logging
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 import ray
+import yaml
+
+from rnn_models.errors import UserError
+from rnn_models.storage import Storage
 
 log = logging.getLogger(__name__)
 # A local instance's object store: IMDB's prepared splits are ~7-80 MB, and Ray's default (30 % of memory)
@@ -40,3 +47,68 @@ def _stop_like_ctrl_c(signum, frame):
     """SIGTERM (a scheduler, `kill`) stops like Ctrl-C: Ray Tune saves the run's state one last time
     (elsewhere Python raises KeyboardInterrupt), so that `--resume` continues it."""
     os.kill(os.getpid(), signal.SIGINT)
+
+
+# `ray up` leaves the cluster's config here on the head, where the job's driver runs; the autoscaler
+# launches its `available_node_types` on demand.
+AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
+GPU_POLL_SECONDS = 5
+
+
+def alive_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def autoscaled_node_types(config_path: str = AUTOSCALER_CONFIG) -> dict[str, dict]:
+    """The node types the autoscaler may still add (their `resources`), or {} where nothing autoscales."""
+    path = Path(config_path).expanduser()
+    if not path.is_file():
+        return {}
+    config = yaml.safe_load(path.read_text()) or {}
+    return {name: spec for name, spec in (config.get("available_node_types") or {}).items()
+            if spec.get("max_workers", config.get("max_workers", 0))}
+
+
+def require_shared_storage(storage: Storage, config_path: str = AUTOSCALER_CONFIG) -> None:
+    """Refuse a node-local `--storage` on a cluster of several nodes (or one that can add nodes): Train
+    workers on other nodes would write their checkpoints to their own disks, and a resumed run or a
+    restarted worker would not find them."""
+    nodes = len(alive_nodes())
+    if storage.is_local and (nodes > 1 or autoscaled_node_types(config_path)):
+        where = f"{nodes} nodes" if nodes > 1 else "an autoscaler that adds nodes"
+        raise UserError(f"--storage {storage.root}: a folder on this node's disk, but the Ray cluster has {where}, "
+                        "whose workers write checkpoints there too; give storage every node reaches: a bucket "
+                        "(--storage s3://BUCKET/runs, gs://…) or, for a folder every node mounts at the same path, "
+                        f"file://{storage.root}")
+
+
+def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, config_path: str = AUTOSCALER_CONFIG) -> None:
+    """With `--use-gpu auto|yes` on an autoscaling cluster with GPU node types but no GPU node up yet,
+    ask the autoscaler for `gpus` GPUs and wait (with progress, at most `timeout` s) until one joins,
+    instead of sizing the run from a snapshot that saw none and training on the head's CPUs."""
+    if use_gpu == "no" or ray.cluster_resources().get("GPU", 0) > 0:
+        return
+    gpu_types = [name for name, spec in autoscaled_node_types(config_path).items()
+                 if (spec.get("resources") or {}).get("GPU")]
+    if not gpu_types:
+        return  # auto: train on CPUs; yes: the plan says there is no GPU
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}] * gpus)
+    log.info("no GPU node is up: asked the autoscaler for %d GPU(s) (node types %s); waiting up to %d s",
+             gpus, ", ".join(gpu_types), timeout)
+    started, next_report = time.monotonic(), 30
+    try:
+        while ray.cluster_resources().get("GPU", 0) < 1:
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                raise UserError(f"--use-gpu {use_gpu}: no GPU node joined the cluster within --gpu-wait {timeout:g} s; "
+                                "see `ray status` (or `ray monitor cluster.yaml`) for why, raise --gpu-wait, or "
+                                "train on CPUs with --use-gpu no")
+            if waited >= next_report:
+                log.info("still waiting for a GPU node (%.0f s of %g)", waited, timeout)
+                next_report += 30
+            time.sleep(GPU_POLL_SECONDS)
+        log.info("%g GPU(s) up after %.0f s", ray.cluster_resources()["GPU"], time.monotonic() - started)
+    finally:
+        request_resources(bundles=[])  # the trials' own requests keep the nodes they use

@@ -31,7 +31,7 @@ class PrepareConfig:
     """How raw IMDB reviews become tokenized parquet shards (`rnn-models prepare`)."""
 
     source: str = opt(DEFAULT_SOURCE, "hf:<dataset>, a Hugging Face parquet directory, aclImdb directory or .tar.gz, or a CSV")
-    out: str = opt("data/prepared", "output directory for shards, vocab.json and manifest.json")
+    out: str = opt("data/prepared", "output directory or URI (s3://..., gs://...) for shards, vocab.json and manifest.json")
     vocab_size: int = opt(1024, "the K most frequent train tokens get ids 2..K+1 (0 = padding, 1 = out-of-vocabulary)")
     max_len: int = opt(64, "ids kept per review: longer reviews are truncated, shorter ones padded with 0 at the end")
     val_size: int = opt(2000, "reviews held out of train for validation (stratified, seeded)")
@@ -103,14 +103,16 @@ class TrainConfig:
 class RunConfig:
     """Where and how a training run executes: data, architectures, cluster resources, storage."""
 
-    data: str = opt("data/prepared", "prepared data directory (from `rnn-models prepare`)")
+    data: str = opt("data/prepared", "prepared data: a directory or a URI (from `rnn-models prepare`)")
     archs: str = opt(",".join(ARCHS), "comma-separated architectures, one Tune trial each")
     workers_per_trial: int = opt(0, "Ray Train workers (DDP ranks) per trial; 0 = sized from the cluster")
     use_gpu: str = opt("auto", "'auto' (use GPUs if the cluster has any), 'yes' or 'no'")
-    storage: str = opt("runs", "where runs are kept: a local path or a URI (s3://..., gs://...); shared on multi-node clusters")
+    storage: str = opt("runs", "where runs are kept: a local path, or on a multi-node cluster a URI every node "
+                       "reaches (s3://..., gs://..., or file:///path for a folder every node mounts)")
     name: str = opt("", "run name, a folder under --storage; default: train-<date>-<time>")
     max_failures: int = opt(3, "worker-group restarts allowed per trial, each resuming from the last checkpoint")
     torch_threads: int = opt(0, "intra-op torch threads per worker; 0 = sized from the CPUs it holds")
+    gpu_wait: int = opt(900, "seconds --use-gpu auto|yes waits for an autoscaling cluster to add a GPU node")
 
     def __post_init__(self):
         unknown = [a for a in self.arch_list if a not in ARCHS]
@@ -121,6 +123,7 @@ class RunConfig:
         require(self.use_gpu in ("auto", "yes", "no"), "use_gpu", f"must be auto, yes or no (got {self.use_gpu!r})")
         require(self.max_failures >= 0, "max_failures", f"must be 0 or more (got {self.max_failures})")
         require(self.torch_threads >= 0, "torch_threads", f"must be 0 (auto) or more (got {self.torch_threads})")
+        require(self.gpu_wait >= 0, "gpu_wait", f"must be 0 or more seconds (got {self.gpu_wait})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
 
     @property

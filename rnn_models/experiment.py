@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
-from rnn_models.cluster import connect
+from rnn_models.cluster import alive_nodes, connect, require_shared_storage, wait_for_gpus
 from rnn_models.config import RunConfig, TrainConfig, arch_configs
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
@@ -52,7 +52,9 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
     storage = Storage(run.storage)
     storage.check_writable()
     connect(address)
+    require_shared_storage(storage)
     name = run.name or default_name(prefix)
+    wait_for_gpus(n_trials * max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu)
     plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
     if run.torch_threads:
         plan = replace(plan, torch_threads=run.torch_threads)
@@ -62,7 +64,7 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
 
 def fit(session: Session, param_space: dict | None, resume: bool, **tune_config) -> tune.ResultGrid:
     """Run (or resume) the experiment; on Ctrl-C or SIGTERM, say how to continue it."""
-    data = DataSpec.from_prepared(session.data).in_memory()
+    data = DataSpec.from_prepared(session.data).load(shared_disk=len(alive_nodes()) == 1)
     try:
         return run_experiment(session.storage, session.name, data, session.settings, param_space, resume,
                               **tune_config)
@@ -115,7 +117,7 @@ def report(session: Session, results: list[dict], config: dict) -> None:
     """Write and print the run's report (each trial's configs as Tune recorded them: what it really ran)."""
     data = session.data
     context = {"config": {"run": asdict(session.run), **config, "plan": session.plan.as_dict()},
-               "data": {"fingerprint": data.fingerprint, "path": str(data.root), "options": data.manifest["options"],
+               "data": {"fingerprint": data.fingerprint, "path": data.root, "options": data.manifest["options"],
                         "reviews": {s: data.count(s) for s in SPLITS}}}
     table = write_report(session.storage, session.name, results, context)
     print(table, flush=True)

@@ -13,10 +13,15 @@ from rnn_models.errors import UserError
 
 def sha256_file(path: Path, digest=None) -> str:
     """The SHA-256 of a file; with `digest`, the file is added to that running digest instead."""
-    digest = digest or hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        return sha256_stream(f, digest)
+
+
+def sha256_stream(stream, digest=None) -> str:
+    """`sha256_file` of an open binary stream (a local file, or a pyarrow one of a bucket's)."""
+    digest = digest or hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

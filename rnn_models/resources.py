@@ -1,15 +1,19 @@
 """How many Train workers each trial gets, with how much CPU and GPU, computed from the cluster.
 
 The rule (README, "Resources"):
-- Ray Data keeps `DATA_CPUS` (one whole CPU) free for its read tasks: each read starts with a file
-  listing task that needs a whole CPU, and when Train workers hold the rest, ingest starves and the run
-  hangs without an error. A trial's driver reserves only `DRIVER_CPUS`; it just waits.
+- Ray Data keeps `DATA_CPUS` (one whole CPU) free for its tasks (streamed reads from a bucket start
+  with a file listing task that needs a whole CPU); when Train workers hold the rest, ingest starves and
+  the run hangs without an error. A trial's driver reserves no CPU (it just waits) but a sliver of the
+  head node (`DRIVER_RESOURCES`): drivers, and the Train controllers Ray puts beside them, must not
+  live on preemptible worker nodes.
+- No worker asks for more CPUs than the largest node has.
 - CPU only: one worker per trial by default (DDP ranks on one machine only split the same cores), the
   remaining CPUs divided evenly so every trial runs at once, each worker at least `MIN_CPUS_PER_WORKER`
   (more processes per core only thrash). Trials that do not fit queue.
 - GPUs: with at least one GPU per worker, each worker gets a whole GPU and trials spread over them; with
   fewer GPUs than trials, trials share them by fractional GPUs, one worker per trial (two DDP ranks of
-  one run must never share a GPU: NCCL refuses).
+  one run must never share a GPU: NCCL refuses). GPU workers leave `NODE_RESERVED_CPUS` of each GPU
+  node to Ray (Data tasks, test scoring) beside them.
 """
 
 import math
@@ -18,8 +22,9 @@ from dataclasses import asdict, dataclass
 from rnn_models.errors import UserError
 
 DATA_CPUS = 1.0
-DRIVER_CPUS = 0.01
-MIN_CPUS_PER_WORKER = 0.2
+DRIVER_RESOURCES = {"CPU": 0, "node:__internal_head__": 0.01}  # on the head (100 trials fit), no CPU
+NODE_RESERVED_CPUS = 1.0
+MIN_CPUS_PER_WORKER = 0.25  # four trials at once on 2 CPUs beside Ray Data; more would thrash
 MIN_GPUS_PER_WORKER = 0.1  # at most ten trials share a GPU; more queue
 
 
@@ -45,31 +50,27 @@ def _floor(x: float, step: float = 0.01) -> float:
 
 
 def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, use_gpu: str = "auto",
-                   cpus_per_gpu: float | None = None) -> Plan:
+                   cpus_per_gpu: float | None = None, largest_node_cpus: float | None = None) -> Plan:
     """Size `n_trials` trials for a cluster of `cpus` and `gpus`; `workers` = 0 means choose.
 
     How many trials run at once is decided first; the others queue and reserve nothing meanwhile.
-    `cpus_per_gpu` is the CPU:GPU ratio of the GPU nodes (workers get no more CPUs than sit beside their GPU).
+    `cpus_per_gpu` is the CPUs a GPU node leaves its workers per GPU (workers get no more CPUs than sit
+    beside their GPU); `largest_node_cpus` caps any worker's CPUs.
     """
     if use_gpu == "yes" and gpus < 1e-9:
         raise UserError("--use-gpu yes, but the Ray cluster has no GPU; use --use-gpu auto or no, or add GPU nodes")
     if use_gpu != "no" and gpus > 0:
         return _gpu_plan(n_trials, cpus, gpus, workers, cpus_per_gpu)
     workers = workers or 1
-    smallest_trial = workers * MIN_CPUS_PER_WORKER + DRIVER_CPUS
-    fits = math.floor((cpus - DATA_CPUS) / smallest_trial + 1e-9)  # trials that fit at once
+    smallest_trial = workers * MIN_CPUS_PER_WORKER
+    fits = math.floor((cpus - DATA_CPUS) / smallest_trial + 1e-9)  # trials that fit at once, beside Ray Data
     if fits < 1:
         raise UserError(f"--workers-per-trial {workers} needs at least {smallest_trial + DATA_CPUS:g} CPUs, "
                         f"the Ray cluster has {cpus:g}")
     concurrent = min(n_trials, fits)
-    cpus_per_worker = _floor(_spare(cpus, concurrent) / (concurrent * workers))
+    cpus_per_worker = _floor(min((cpus - DATA_CPUS) / (concurrent * workers), largest_node_cpus or cpus))
     return Plan(workers, cpus_per_worker, 0.0, concurrent, _threads(cpus_per_worker))
 
-
-def _spare(cpus: float, concurrent: int) -> float:
-    """CPUs left for Train workers: all but Ray Data's whole one (a read's file listing task needs a whole
-    CPU) and the drivers' of the trials running at once."""
-    return cpus - DATA_CPUS - concurrent * DRIVER_CPUS
 
 
 def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gpu: float | None) -> Plan:
@@ -85,7 +86,7 @@ def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gp
         gpus_per_worker = _floor(gpus / concurrent)
     else:
         gpus_per_worker, concurrent = 1.0, whole_gpus // workers
-    spare = _spare(cpus, concurrent)
+    spare = cpus - DATA_CPUS
     share = min(spare / (concurrent * workers), (cpus_per_gpu or spare / gpus) * gpus_per_worker)
     cpus_per_worker = max(MIN_CPUS_PER_WORKER, _floor(share))
     return Plan(workers, cpus_per_worker, gpus_per_worker, concurrent, _threads(cpus_per_worker))
@@ -102,6 +103,8 @@ def cluster_plan(n_trials: int, workers: int = 0, use_gpu: str = "auto") -> Plan
     import ray
 
     total = ray.cluster_resources()
-    gpu_nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("GPU")]
-    cpus_per_gpu = min((r.get("CPU", 0) / r["GPU"] for r in gpu_nodes), default=None)
-    return plan_resources(n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpus_per_gpu = min((max(MIN_CPUS_PER_WORKER, r.get("CPU", 0) - NODE_RESERVED_CPUS) / r["GPU"]
+                        for r in nodes if r.get("GPU")), default=None)
+    largest = max((r.get("CPU", 0) for r in nodes), default=None)
+    return plan_resources(n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu, largest)

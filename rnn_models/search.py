@@ -23,6 +23,7 @@ from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig,
 from rnn_models.errors import UserError
 from rnn_models.experiment import fit, report, require_batches, resolve_trials, start, stop_if_interrupted
 from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
+from rnn_models.storage import is_uri
 from rnn_models.tuning import METRIC, finished_trials
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
            resume: bool = False, address: str | None = None) -> Path:
     """Search `cfg.search_space` around `preset` (with `model`/`train` overrides); returns the preset file."""
     space, num_samples, scheduler, out = load_search_space(cfg.search_space), cfg.num_samples, cfg.scheduler, cfg.out
-    if not out and "://" in run.storage and not run.storage.startswith("file://"):
+    if not out and is_uri(run.storage) and not run.storage.startswith("file://"):
         raise UserError(f"--out is needed when --storage is remote ({run.storage}): the preset is a local file")
     base = resolve_trials(preset, run.arch_list, model, train)
     for configs in base.values():  # the sampled values must win over the preset's

@@ -21,7 +21,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from rnn_models.config import ModelConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
 from rnn_models.models import count_parameters
-from rnn_models.resources import DRIVER_CPUS, Plan
+from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
 from rnn_models.training.checkpoint import load_checkpoint
 from rnn_models.training.evaluation import score_checkpoint
@@ -108,8 +108,9 @@ def _ordered():
 def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, param_space: dict | None,
                    resume: bool, **tune_config) -> tune.ResultGrid:
     """Start the experiment `<storage>/<name>` (or, with `resume`, continue it) and wait for every trial."""
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings),
-                                    {"CPU": DRIVER_CPUS})  # a trial's driver only waits on its TorchTrainer
+    # A trial's driver only waits on its TorchTrainer, on the head: it and the Train controller that Ray
+    # places beside it survive the loss of a (preemptible) worker node.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings), DRIVER_RESOURCES)
     path = storage.join(name)
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -123,8 +124,10 @@ def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialS
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", max_concurrent_trials=settings.plan.concurrent_trials,
                                     **tune_config),
+        # One failure budget: Train restarts a trial's worker group up to --max-failures times, each from
+        # the last checkpoint; a trial that still fails has used it up, and Tune does not retry it again.
         run_config=tune.RunConfig(name=name, storage_path=storage.root,
-                                  failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
+                                  failure_config=tune.FailureConfig(max_failures=0)))
     return tuner.fit()
 
 

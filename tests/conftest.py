@@ -36,6 +36,16 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def fails(capsys, *argv) -> str:
+    """Run the CLI with `argv`, expecting a user error: exit 2, one paragraph on stderr, no traceback."""
+    from rnn_models.cli import main
+
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
 def start_ray():
     """A real local Ray instance (2 CPUs, no dashboard), started once and shared by the tests that need
     one; a test that needs the machine to itself may shut it down, and the next one starts it again."""

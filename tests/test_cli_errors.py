@@ -2,15 +2,9 @@
 
 import pytest
 
+from conftest import fails
 from rnn_models.cli import main
 from rnn_models.errors import UserError
-
-
-def _fails(capsys, *argv) -> str:
-    assert main(list(argv)) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize("option, message", [
@@ -24,7 +18,7 @@ def _fails(capsys, *argv) -> str:
     (["--use-gpu", "maybe"], "--use-gpu must be auto, yes or no (got 'maybe')"),
 ])
 def test_bad_training_options(capsys, option, message):
-    assert message in _fails(capsys, "train", "--data", "unused", *option)
+    assert message in fails(capsys, "train", "--data", "unused", *option)
 
 
 def test_debug_shows_the_traceback():
@@ -33,17 +27,17 @@ def test_debug_shows_the_traceback():
 
 
 def test_data_that_was_never_prepared(capsys, tmp_path):
-    assert "not a prepared data directory (no manifest.json)" in _fails(capsys, "train", "--data", str(tmp_path))
+    assert "not a prepared data directory (no manifest.json)" in fails(capsys, "train", "--data", str(tmp_path))
 
 
 def test_more_workers_than_the_cluster_can_ever_provide(ray_session, imdb_sample, capsys, tmp_path):
-    err = _fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", str(tmp_path),
+    err = fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", str(tmp_path),
                  "--workers-per-trial", "16")
     assert "--workers-per-trial 16 needs at least" in err and "the Ray cluster has 2" in err
 
 
 def test_a_storage_path_that_is_not_writable(ray_session, imdb_sample, capsys):
-    err = _fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", "/etc/hostname/runs")
+    err = fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", "/etc/hostname/runs")
     assert "--storage /etc/hostname/runs: cannot write there" in err
 
 
@@ -54,7 +48,7 @@ def test_a_tampered_prepared_directory_is_refused(ray_session, imdb_sample, caps
     shutil.copytree(imdb_sample.root, copy)
     shard = sorted((copy / "train").glob("*.parquet"))[0]
     shard.write_bytes(shard.read_bytes() + b"extra")
-    assert "does not match manifest.json" in _fails(capsys, "train", "--data", str(copy), "--storage", str(tmp_path))
+    assert "does not match manifest.json" in fails(capsys, "train", "--data", str(copy), "--storage", str(tmp_path))
 
 
 def test_a_checkpoint_evaluated_on_another_vocabulary(ray_session, imdb_sample, imdb_medium, capsys, tmp_path):
@@ -68,5 +62,5 @@ def test_a_checkpoint_evaluated_on_another_vocabulary(ray_session, imdb_sample, 
     model = model_from_config(ModelConfig(arch="mlp"), info["vocab_size"], info["max_len"])
     save_checkpoint(tmp_path, model=model, optimizer=make_optimizer(model, TrainConfig()), scheduler=None,
                     meta=checkpoint_meta(1, ModelConfig(arch="mlp"), TrainConfig(), info, []), vocab=imdb_sample.vocab)
-    err = _fails(capsys, "evaluate", "--checkpoint", str(tmp_path), "--data", str(imdb_medium.root))
+    err = fails(capsys, "evaluate", "--checkpoint", str(tmp_path), "--data", str(imdb_medium.root))
     assert "the checkpoint was made for another configuration" in err and "data max_len: checkpoint 64, now 128" in err

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,12 +23,12 @@ SMALL = dict(vocab_size=8, max_len=6, val_size=2, num_shards=2)
 
 
 def _shards(root, split) -> pa.Table:
-    return pq.read_table(root / split).combine_chunks()
+    return pq.read_table(Path(root) / split).combine_chunks()
 
 
 def _snapshot(root) -> dict:
     return {**{s: _shards(root, s).to_pydict() for s in ("train", "val", "test")},
-            "vocab": json.loads((root / "vocab.json").read_text())}
+            "vocab": json.loads((Path(root) / "vocab.json").read_text())}
 
 
 def test_shard_schema_manifest_and_file_list(ray_session, tmp_path):
@@ -105,12 +106,12 @@ def test_a_tampered_directory_is_refused_and_rebuilt(ray_session, tmp_path):
     source = corpus.write_hf_parquet(tmp_path / "hf")
     cfg = PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL)
     data = prepare(cfg)
-    shard = data.root / next(iter(data.manifest["splits"]["val"]["files"]))
+    shard = Path(data.root) / next(iter(data.manifest["splits"]["val"]["files"]))
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(UserError, match="does not match manifest.json"):
         open_prepared(cfg.out)
     assert prepare(cfg).fingerprint == data.fingerprint  # not reused: rebuilt, and valid again
-    next((data.root / "test").glob("*.parquet")).unlink()
+    next((Path(data.root) / "test").glob("*.parquet")).unlink()
     with pytest.raises(UserError, match="listed in manifest.json but missing"):
         open_prepared(cfg.out)
 

@@ -3,17 +3,17 @@
 import pytest
 
 from rnn_models.errors import UserError
-from rnn_models.resources import DATA_CPUS, DRIVER_CPUS, MIN_CPUS_PER_WORKER, plan_resources
+from rnn_models.resources import DATA_CPUS, MIN_CPUS_PER_WORKER, plan_resources
 
 
 def _used_cpus(plan):
-    """CPUs the trials running at once hold: their workers and their drivers."""
-    return plan.concurrent_trials * (plan.workers * plan.cpus_per_worker + DRIVER_CPUS)
+    """CPUs the trials running at once hold (their drivers hold none)."""
+    return plan.concurrent_trials * plan.workers * plan.cpus_per_worker
 
 
 def test_one_trial_on_two_cpus_trains_with_one_thread():
     plan = plan_resources(1, cpus=2, gpus=0)
-    assert (plan.cpus_per_worker, plan.torch_threads) == (0.99, 1)  # the other CPU is Ray Data's
+    assert (plan.cpus_per_worker, plan.torch_threads) == (1.0, 1)  # the other CPU is Ray Data's
 
 
 def test_two_cpus_run_four_trials_at_once_and_leave_a_whole_cpu_for_ray_data():
@@ -46,6 +46,11 @@ def test_trials_spread_over_gpus_and_workers_never_share_one():
     assert plan.cpus_per_worker <= 8
     plan = plan_resources(4, cpus=64, gpus=4, workers=2, cpus_per_gpu=12)
     assert (plan.gpus_per_worker, plan.concurrent_trials) == (1.0, 2)
+
+
+def test_no_worker_asks_for_more_cpus_than_the_largest_node_has():
+    plan = plan_resources(1, cpus=2 * 8, gpus=0, largest_node_cpus=8)  # two 8-CPU nodes, one trial
+    assert plan.cpus_per_worker == 8 and plan.torch_threads == 8
 
 
 def test_cpus_per_worker_stay_beside_their_gpu():

@@ -4,14 +4,17 @@
       1. normalise, count tokens and lengths per block (Ray tasks; summed on the driver) → vocabulary
       2. normalise and encode each block → write_parquet, one shard per block → vocab.json, manifest.json
 
-Everything is written to a temporary directory that replaces `--out` only once complete.
+Everything is written to a temporary directory that replaces `--out` only once complete (or, for a URI
+`--out` such as `s3://…`, is uploaded there, manifest last).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from ray.data.datasource import FilenameProvider
 
 from rnn_models.cluster import connect
 from rnn_models.config import PrepareConfig
@@ -31,12 +33,13 @@ from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
 from rnn_models.errors import UserError
 from rnn_models.files import atomic_directory, sha256_file, write_json
+from rnn_models.storage import Storage, is_uri
 
 log = logging.getLogger(__name__)
 
 
 def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None) -> PreparedData:
-    """Prepare `cfg.source` into `cfg.out`, or reuse `cfg.out` if it already holds exactly that.
+    """Prepare `cfg.source` into `cfg.out` (a path or URI), or reuse `cfg.out` if it already holds exactly that.
 
     Ray (the cluster at `address`, see `connect`) is only started when there is work to do.
     """
@@ -50,7 +53,7 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None)
     splits = split_reviews(raw.table, cfg)
     connect(address)
     reviews = ray.data.from_arrow(_blocks(splits, cfg.num_shards))  # one block per future shard
-    with atomic_directory(Path(cfg.out)) as tmp:
+    with _output(cfg.out) as tmp:
         log.info("normalising and counting %d reviews", reviews.count())
         summaries = _collect(reviews.map_batches(_summarise_block, batch_format="pyarrow", batch_size=None,
                                                  fn_kwargs={"strip_br": cfg.strip_br}))
@@ -64,6 +67,35 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None)
         write_json(tmp / "manifest.json", manifest)
     log.info("%s", summary(manifest))
     return open_prepared(cfg.out)
+
+
+@contextlib.contextmanager
+def _output(out: str):
+    """A local folder to build in, which then becomes `out`: renamed into place when `out` is a local path,
+    uploaded when it is a URI (every node reads a bucket; the shards are built here, on the driver)."""
+    if not is_uri(out):
+        with atomic_directory(Path(out)) as tmp:
+            yield tmp
+        return
+    folder = Storage(out, option="--out")
+    folder.check_writable()  # before the work, not after it
+    with tempfile.TemporaryDirectory(prefix="rnn-models-prepare-") as tmp:
+        yield Path(tmp)
+        _publish(Path(tmp), folder)
+
+
+def _publish(built: Path, folder: Storage) -> None:
+    """Upload a built folder. The old manifest goes first and the new one last: a reader never sees a
+    manifest beside shards it does not describe (an interrupted upload leaves no manifest: prepare again)."""
+    folder.delete("manifest.json")
+    for name in folder.files(".parquet"):
+        if name.split("/")[0] in SPLITS:
+            folder.delete(name)
+    for path in sorted(built.rglob("*")):
+        if path.is_file() and path.name != "manifest.json":
+            folder.upload(path, *path.relative_to(built).parts)
+    folder.upload(built / "manifest.json", "manifest.json")
+    log.info("uploaded to %s", folder.root)
 
 
 def _holds(out: str, fingerprint: str) -> bool:
@@ -85,7 +117,8 @@ def _blocks(splits: dict[str, pa.Table], num_shards: int) -> list[pa.Table]:
     for name, table in splits.items():
         bounds = np.linspace(0, table.num_rows, max(1, min(num_shards, table.num_rows)) + 1).astype(int)
         table = table.append_column("split", pa.array([name] * table.num_rows, pa.string()))
-        blocks += [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+        for a, b in zip(bounds[:-1], bounds[1:]):  # `block` numbers them, to write them back in this order
+            blocks.append(table.slice(a, b - a).append_column("block", pa.array([len(blocks)] * (b - a), pa.int32())))
     return blocks
 
 
@@ -98,8 +131,12 @@ def _summarise_block(block: pa.Table, strip_br: bool) -> pa.Table:
                      "counts": one_list(counts.field("counts")), "lengths": one_list(pc.list_value_length(tokens))})
 
 
+def _tables(dataset: ray.data.Dataset) -> list[pa.Table]:
+    return ray.get(dataset.to_arrow_refs())
+
+
 def _collect(dataset: ray.data.Dataset) -> pa.Table:
-    return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    return pa.concat_tables(_tables(dataset))
 
 
 def _token_counts(summaries: pa.Table, split: str) -> pa.Table:
@@ -117,32 +154,26 @@ def count_vocabulary(summaries: pa.Table, size: int) -> pa.Array:
 
 
 def _write_shards(reviews: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig, out: Path) -> dict[str, dict]:
-    """Encode every review and write `out/<split>/<split>-NNNNN.parquet`; returns each split's file list."""
+    """Encode every review (Ray tasks, anywhere) and write `out/<split>/<split>-NNNNN.parquet` here, on the
+    driver: no task opens a path of this node's disk, so any node may encode. Returns each split's files."""
     encoded = reviews.map_batches(_encode_block, batch_format="pyarrow", batch_size=None,
                                   fn_kwargs={"vocab": vocab, "max_len": cfg.max_len, "strip_br": cfg.strip_br})
-    # local://: the write tasks run on this node, where the files are renamed and hashed next
-    encoded.write_parquet(f"local://{out}", partition_cols=["split"], filename_provider=_ShardNames(),
-                          mode=ray.data.SaveMode.OVERWRITE)
-    files = {}
-    for name in SPLITS:
-        folder = out / name
-        (out / f"split={name}").rename(folder)  # Hive-style partition folder to plain split name
-        for path in folder.glob("*.parquet"):
-            path.rename(folder / f"{name}-{path.name}")
-        files[name] = {f"{name}/{p.name}": {"rows": pq.ParquetFile(p).metadata.num_rows, "sha256": sha256_file(p)}
-                       for p in sorted(folder.glob("*.parquet"))}
+    blocks = sorted((t for t in _tables(encoded) if t.num_rows), key=lambda t: t["block"][0].as_py())
+    files = {name: {} for name in SPLITS}
+    for block in blocks:  # in the order _blocks cut them: the same source gives the same shards
+        split = block["split"][0].as_py()
+        name = f"{split}/{split}-{len(files[split]):05d}.parquet"
+        (out / split).mkdir(exist_ok=True)
+        pq.write_table(block.drop_columns(["split", "block"]), out / name)
+        files[split][name] = {"rows": block.num_rows, "sha256": sha256_file(out / name)}
     return files
 
 
 def _encode_block(block: pa.Table, vocab: pa.Array, max_len: int, strip_br: bool) -> pa.Table:
     columns = encode(normalise(block["text"], strip_br), vocab, max_len)
     ids = pa.FixedSizeListArray.from_arrays(pa.array(columns["ids"].ravel()), max_len)
-    return pa.table({"ids": ids, "length": columns["length"], "label": block["label"], "split": block["split"]})
-
-
-class _ShardNames(FilenameProvider):
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"{task_index:05d}.parquet"
+    return pa.table({"ids": ids, "length": columns["length"], "label": block["label"], "split": block["split"],
+                     "block": block["block"]})
 
 
 def _split_stats(table: pa.Table, summaries: pa.Table, vocab: pa.Array, split: str, max_len: int) -> dict:

@@ -1,17 +1,20 @@
-"""A prepared data directory: `train/`, `val/`, `test/` parquet shards, `vocab.json`, `manifest.json`.
+"""A prepared data folder: `train/`, `val/`, `test/` parquet shards, `vocab.json`, `manifest.json`.
 
 Shard columns: `ids` (fixed-size list<int32>[max_len], 0 = padding at the end, 1 = out-of-vocabulary),
 `length` (int32, ids that are not padding), `label` (int8, 0 = negative, 1 = positive). The manifest lists
-every file with its row count and SHA-256, so a tampered or half-copied directory is refused, not trained on.
+every file with its row count and SHA-256, so a tampered or half-copied folder is refused, not trained on.
+The folder is a local path or a URI (`s3://…`, `gs://…`): see `storage.py`.
 """
 
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+
+import pyarrow
 
 from rnn_models.errors import UserError
-from rnn_models.files import sha256_file
+from rnn_models.files import sha256_stream
+from rnn_models.storage import Storage
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1  # bump when the shard layout or the tokeniser changes: old fingerprints stop matching
@@ -19,8 +22,12 @@ FORMAT_VERSION = 1  # bump when the shard layout or the tokeniser changes: old f
 
 @dataclass(frozen=True)
 class PreparedData:
-    root: Path
+    folder: Storage
     manifest: dict
+
+    @property
+    def root(self) -> str:
+        return self.folder.root
 
     @property
     def max_len(self) -> int:
@@ -40,31 +47,38 @@ class PreparedData:
 
     @cached_property
     def vocab(self) -> list[str]:
-        return json.loads((self.root / "vocab.json").read_text())
+        return json.loads(self.folder.read("vocab.json"))
+
+    def names(self, split: str) -> list[str]:
+        """The split's shards, relative to the folder."""
+        return list(self.manifest["splits"][split]["files"])
 
     def files(self, split: str) -> list[str]:
-        return [str(self.root / name) for name in self.manifest["splits"][split]["files"]]
+        """The split's shards as paths or URIs."""
+        return [self.folder.join(name) for name in self.names(split)]
 
     def count(self, split: str) -> int:
         return self.manifest["splits"][split]["reviews"]
 
 
-def open_prepared(root: str | Path, verify: bool = True) -> PreparedData:
-    """The prepared data at `root`, checked against its manifest (file list, row counts, hashes)."""
-    root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"--data {root}: not a prepared data directory (no manifest.json). "
-                        "Create one with: rnn-models prepare --source SRC --out DIR")
+def open_prepared(root: str, verify: bool = True) -> PreparedData:
+    """The prepared data at `root` (path or URI), checked against its manifest (file list, hashes)."""
+    folder = Storage(str(root), option="--data")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        if not folder.is_file("manifest.json"):
+            raise UserError(f"--data {root}: not a prepared data directory (no manifest.json). "
+                            "Create one with: rnn-models prepare --source SRC --out DIR")
+        manifest = json.loads(folder.read("manifest.json"))
         version = manifest["format"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{manifest_path}: unreadable manifest ({e}); prepare the data again with --force") from e
+        raise UserError(f"{folder.join('manifest.json')}: unreadable manifest ({e}); prepare the data again "
+                        "with --force") from e
+    except (OSError, pyarrow.ArrowException) as e:  # an unreachable bucket, missing credentials
+        raise UserError(f"--data {root}: cannot be read ({e})") from e
     if version != FORMAT_VERSION:
-        raise UserError(f"{manifest_path}: format {version}, this version reads {FORMAT_VERSION}; "
+        raise UserError(f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
                         "prepare the data again with --force")
-    data = PreparedData(root, manifest)
+    data = PreparedData(folder, manifest)
     if verify:
         _verify(data)
     return data
@@ -75,14 +89,14 @@ def _verify(data: PreparedData) -> None:
     for split in SPLITS:
         expected.update({name: f["sha256"] for name, f in data.manifest["splits"][split]["files"].items()})
     for name, sha256 in expected.items():
-        path = data.root / name
-        if not path.is_file():
+        if not data.folder.is_file(name):
             raise UserError(f"{data.root}: {name} is listed in manifest.json but missing; "
-                            "the directory is incomplete, prepare it again with --force")
-        if sha256_file(path) != sha256:
-            raise UserError(f"{data.root}: {name} does not match manifest.json (changed after it was written); "
-                            "prepare the data again with --force")
-    extra = {str(p.relative_to(data.root)) for p in data.root.glob("*/*.parquet")} - set(expected)
+                            "the folder is incomplete, prepare it again with --force")
+        with data.folder.open(name) as stream:
+            if sha256_stream(stream) != sha256:
+                raise UserError(f"{data.root}: {name} does not match manifest.json (changed after it was "
+                                "written); prepare the data again with --force")
+    extra = {name for name in data.folder.files(".parquet") if name.count("/") == 1} - set(expected)
     if extra:
         raise UserError(f"{data.root}: shard(s) not in manifest.json: {', '.join(sorted(extra))}; "
                         "prepare the data again with --force")

@@ -1,13 +1,22 @@
-"""Feeding prepared shards to training: Ray Data datasets on the driver, torch batches on the workers."""
+"""Feeding prepared shards to training: Ray Data datasets on the driver, torch batches on the workers.
+
+The driver reads the shards itself and hands the tables to Ray (`DataSpec.load`): the object store carries
+them to workers on any node, and nothing but the driver opens the prepared folder.
+"""
 
 import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
 import ray
 import torch
 
 from rnn_models.data.prepared import SPLITS, PreparedData
+from rnn_models.errors import UserError
+from rnn_models.storage import is_uri
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
 BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32}
@@ -22,51 +31,66 @@ log = logging.getLogger(__name__)
 class DataSpec:
     """What a trial needs of the prepared data; small enough to ship to every trial."""
 
-    files: dict[str, list[str]]
+    root: str  # the prepared folder: a path on the driver's node, or a URI
+    files: dict[str, list[str]]  # split -> shard paths or URIs
     counts: dict[str, int]
     vocab: list[str]
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
-    node_id: str | None  # the node holding the files; read tasks run there
+    local: bool  # the shards sit on this node's disk: only this process may open them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
         info = {"vocab_size": data.vocab_size, "max_len": data.max_len, "vocab_sha256": data.vocab_sha256,
                 "fingerprint": data.fingerprint, "strip_br": data.manifest["options"].get("strip_br", False)}
-        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        return cls({s: data.files(s) for s in SPLITS}, {s: data.count(s) for s in SPLITS}, data.vocab, info, node_id)
+        return cls(data.root, {s: data.files(s) for s in SPLITS}, {s: data.count(s) for s in SPLITS}, data.vocab, info,
+                   data.folder.is_local)
 
     def dataset(self, split: str) -> ray.data.Dataset:
-        """One split: in the object store if `in_memory` put it there, else read from its parquet shards.
-
-        The files sit on the driver's disk, so read tasks are pinned to that node; the blocks travel to
-        workers on any node through the object store.
-        """
+        """One split: from the object store if `load` put it there, else streamed from a bucket's shards."""
         if split in self.datasets:
             return self.datasets[split]
-        on_node = {"ray.io/node-id": self.node_id} if self.node_id else None
-        return ray.data.read_parquet(self.files[split], num_cpus=READ_CPUS, label_selector=on_node)
+        return ray.data.read_parquet(self.files[split], num_cpus=READ_CPUS)
 
+    def load(self, shared_disk: bool = True, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
+        """Read every split here, on the driver, into Ray's object store, if they are small next to it.
 
-    def in_memory(self) -> "DataSpec":
-        """Read every split once into Ray's object store, if they are small next to it.
-
-        Every trial then streams its epochs from memory instead of re-reading parquet each epoch; on two
-        cores with four trials, the re-reading (a file-listing task and read tasks per epoch and trial,
-        queueing for the one CPU Ray Data has) cost ~25 s per epoch. Larger data streams from the files.
+        Every trial then streams its epochs from memory on whatever node its workers run (re-reading parquet
+        each epoch cost ~25 s per epoch with four trials on two cores), and no Ray task or actor ever opens
+        a path of this node's disk: on a cluster, other nodes cannot see it. Splits too big for that stream
+        from their shards, which only works where every node reads them: a bucket, or one node
+        (`shared_disk`, a single-node cluster).
         """
         row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
-        needed = row_bytes * sum(self.counts.values())
-        capacity = ray.cluster_resources().get("object_store_memory", 0)
-        if needed > IN_MEMORY_SHARE * capacity:
-            log.info("streaming the splits from parquet (%.0f MB, object store %.0f MB)", needed / 1e6, capacity / 1e6)
-            return self
-        context = ray.data.DataContext.get_current()
-        previous, context.execution_options.preserve_order = context.execution_options.preserve_order, True
-        try:  # blocks in file order, not in the order the reads finish: reruns see the same data order
-            return dataclasses.replace(self, datasets={s: self.dataset(s).materialize() for s in self.files})
-        finally:
-            context.execution_options.preserve_order = previous
+        needed = row_bytes * sum(self.counts[s] for s in splits)
+        capacity = _local_object_store_bytes()
+        if needed <= IN_MEMORY_SHARE * capacity:
+            log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
+            return dataclasses.replace(self, datasets={s: ray.data.from_arrow(_read(self.files[s])) for s in splits})
+        if self.local and not shared_disk:
+            raise UserError(f"--data {self.root}: {needed / 1e6:.0f} MB of prepared "
+                            f"data, more than a quarter of this node's object store ({capacity / 1e6:.0f} MB), and "
+                            "the other nodes cannot read this node's disk; prepare it into a bucket instead "
+                            "(rnn-models prepare --out s3://BUCKET/prepared …) and train with --data on that URI")
+        log.info("streaming the splits from parquet (%.0f MB, object store %.0f MB)", needed / 1e6, capacity / 1e6)
+        return self
+
+
+def _read(files: list[str]) -> list[pa.Table]:
+    """The shards as tables, in file order (so reruns see the same data order), read by this process."""
+    tables = []
+    for path in files:
+        filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (None, path)
+        tables.append(pq.read_table(inner, filesystem=filesystem))
+    return tables
+
+
+def _local_object_store_bytes() -> float:
+    """The object store of this process's node, where the tables it puts are kept."""
+    here = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
+    return (node or {}).get("Resources", {}).get("object_store_memory", 0) or ray.cluster_resources().get(
+        "object_store_memory", 0)
 
 
 def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = None, drop_last: bool = False,

@@ -1,0 +1,119 @@
+"""The AWS pieces `cluster.yaml` names but Ray's launcher does not create the way this project needs them.
+
+- `rnn-models-head`: the head's role and instance profile. Its autoscaler launches and terminates the GPU
+  workers (EC2), hands them their role (`iam:PassRole` on the workers' role only), and its trial drivers
+  write to the bucket.
+- `rnn-models-worker`: the workers' role and instance profile: the bucket, nothing else.
+- `rnn-models-ssh-only`: the security group of every node: SSH from one address range, and all traffic
+  between members of the group. Ray's own group would open SSH to 0.0.0.0/0, and adding a port-22 rule
+  through `provider.security_group.IpPermissions` duplicates Ray's rule (`InvalidPermission.Duplicate`).
+
+`set_up` is idempotent: rerun it to update the policies. It only adds security group rules, never removes
+any: after narrowing --ssh-cidr, revoke the old rule (`aws ec2 revoke-security-group-ingress`).
+"""
+
+import json
+from dataclasses import dataclass
+
+import boto3
+import botocore.exceptions
+
+HEAD = "rnn-models-head"
+WORKER = "rnn-models-worker"
+SECURITY_GROUP = "rnn-models-ssh-only"
+
+# Lets EC2 instances assume the role (what an instance profile needs).
+EC2_TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+@dataclass(frozen=True)
+class ClusterAws:
+    security_group_id: str  # every node_config's SecurityGroupIds
+    head_profile: str  # the head node type's IamInstanceProfile Name
+    worker_profile: str  # every worker node type's IamInstanceProfile Name
+    head_role_arn: str
+    worker_role_arn: str
+
+    def describe(self) -> str:
+        """What to put into cluster.yaml."""
+        return (f"# every node_config:\nSecurityGroupIds: [{self.security_group_id}]\n"
+                f"# the head node type's node_config:\nIamInstanceProfile: {{Name: {self.head_profile}}}\n"
+                f"# each GPU worker node type's node_config:\nIamInstanceProfile: {{Name: {self.worker_profile}}}")
+
+
+def storage_policy(bucket: str) -> dict:
+    """Read and write `s3://bucket` (Tune state, checkpoints, results), no other bucket."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+
+
+def launch_policy(worker_role_arn: str) -> dict:
+    """What the head's autoscaler calls (ray/autoscaler/_private/aws/node_provider.py) to start and stop workers."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:RunInstances", "ec2:CreateTags", "ec2:TerminateInstances", "ec2:DescribeInstances",
+            "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeImages",
+            "ec2:DescribeKeyPairs"]},
+        # Workers get their own profile: the head may hand them that role and no other (not its own).
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": worker_role_arn,
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        # ImageId "resolve:ssm:/aws/service/..." makes RunInstances read that public parameter as the caller.
+        {"Effect": "Allow", "Action": "ssm:GetParameters", "Resource": "arn:aws:ssm:*::parameter/aws/service/*"},
+        # The first spot launch of an account creates EC2's spot service-linked role.
+        {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
+         "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}}]}
+
+
+def set_up(region: str, bucket: str, ssh_cidr: str, vpc_id: str | None = None) -> ClusterAws:
+    """Create (or update) both roles with their instance profiles and the SSH-only group in `vpc_id`
+    (default: the region's default VPC, whose subnets give instances the public IPs `ray up` needs)."""
+    iam, ec2 = boto3.client("iam", region_name=region), boto3.client("ec2", region_name=region)
+    worker_arn = _role_with_profile(iam, WORKER, {"storage": storage_policy(bucket)})
+    head_arn = _role_with_profile(iam, HEAD, {"storage": storage_policy(bucket), "launch": launch_policy(worker_arn)})
+    group_id = _ssh_only_group(ec2, vpc_id or _default_vpc(ec2), ssh_cidr)
+    return ClusterAws(group_id, HEAD, WORKER, head_arn, worker_arn)
+
+
+def _role_with_profile(iam, name: str, policies: dict[str, dict]) -> str:
+    """A role of that name with exactly these inline policies (overwritten), in a profile of the same name."""
+    try:
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EC2_TRUST))["Role"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    for policy_name, document in policies.items():
+        iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document))
+    try:
+        iam.create_instance_profile(InstanceProfileName=name)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    if not iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]:
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return arn
+
+
+def _default_vpc(ec2) -> str:
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise ValueError("this region has no default VPC: pass --vpc-id (its subnets must map public IPs)")
+    return vpcs[0]["VpcId"]
+
+
+def _ssh_only_group(ec2, vpc_id: str, ssh_cidr: str) -> str:
+    found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]},
+                                                  {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
+    group_id = found[0]["GroupId"] if found else ec2.create_security_group(
+        GroupName=SECURITY_GROUP, VpcId=vpc_id,
+        Description="rnn-models Ray nodes: SSH from one range, all traffic within the group")["GroupId"]
+    rules = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": ssh_cidr}]},
+             # Ray's GCS, raylets, object managers and workers use many ports between nodes.
+             {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id}]}]
+    for rule in rules:  # one at a time: a rule already there fails only its own call
+        try:
+            ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule])
+        except botocore.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] != "InvalidPermission.Duplicate":
+                raise
+    return group_id
