@@ -6,6 +6,7 @@ overrides the preset's value, so their options default to "not given" rather tha
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import sys
 import types
@@ -18,6 +19,7 @@ from rnn_models.storage import absolute
 
 ADDRESS_HELP = ("Ray cluster to join, or auto for the one `ray start` runs here "
                 "(default: $RAY_ADDRESS; else start a local one)")
+VERBOSE_HELP = "also show Ray's own logs: its processes' output, Tune's status table, Ray Data's progress"
 
 
 def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False) -> None:
@@ -74,6 +76,7 @@ def _run_setup(args):
     preset = load_preset(args.preset)
     model, train = given(args, C.ModelConfig), given(args, C.TrainConfig)
     prepare_values = {**preset.prepare, **given(args, C.PrepareConfig, skip=("source", "out"))}  # --seed too
+    C.PrepareConfig(**prepare_values)  # checked even when --data makes them unused
     run = config_from(args, C.RunConfig, data=absolute(args.data or default_data_dir(prepare_values), "--data"),
                       storage=absolute(args.storage, "--storage"))
     for arch in run.arch_list:
@@ -112,7 +115,7 @@ def _tune(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from rnn_models.cluster import alive_nodes, connect
+    from rnn_models.cluster import connect, one_node
     from rnn_models.data.prepared import open_prepared
     from rnn_models.training.evaluation import open_checkpoint, score_checkpoint
     from rnn_models.training.ingest import DataSpec
@@ -120,21 +123,32 @@ def _evaluate(args) -> None:
     loaded = open_checkpoint(args.checkpoint)
     data = open_prepared(absolute(args.data, "--data"))
     connect(args.address)
-    spec = DataSpec.from_prepared(data).load(shared_disk=len(alive_nodes()) == 1, splits=(args.split,))
+    spec = DataSpec.from_prepared(data).load(shared_disk=one_node(), splits=(args.split,))
     result = score_checkpoint(loaded, spec, args.split)
     print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
           f"loss {result.mean_loss:.4f} over {result.count} reviews")
 
 
 def _predict(args) -> None:
-    from rnn_models.predict import Predictor, read_reviews
+    from rnn_models.predict import Predictor, batches, review_batches
 
-    texts = list(args.texts) + (read_reviews(args.file) if args.file else [])
-    if not texts:
+    if not args.texts and not args.file:
         raise UserError("predict: give review texts as arguments or --file FILE")
-    for text, probability in zip(texts, Predictor.load(args.checkpoint).probabilities(texts)):
-        preview = " ".join(text.split())
-        print(f"{probability:.4f}\t{preview[:100] + ('…' if len(preview) > 100 else '')}")
+    reviews = itertools.chain(batches(args.texts), review_batches(args.file) if args.file else [])
+    predictor = Predictor.load(args.checkpoint)
+    count, unknown = 0, []  # reviews scored; numbers of those without a single known token
+    for batch in reviews:
+        for text, probability, known in zip(batch, *predictor.score(batch)):
+            count += 1
+            unknown += [] if known else [count]
+            preview = " ".join(text.split())
+            print(f"{probability:.4f}\t{preview[:100] + ('…' if len(preview) > 100 else '')}")
+    if not count:
+        raise UserError(f"--file {args.file}: no reviews in it")
+    if unknown:
+        numbers = ", ".join(map(str, unknown[:10])) + (", …" if len(unknown) > 10 else "")
+        print(f"warning: {len(unknown)} review(s) had no token of the checkpoint's vocabulary (review {numbers}); "
+              "their scores are the model's answer to an empty review", file=sys.stderr)
 
 
 def _compare(args) -> None:
@@ -157,10 +171,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(p, C.PrepareConfig, only=("val_size", "max_reviews_per_split"))
     p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
     p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is a `UserError`: one paragraph like every other, not the whole usage."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnn-models", description=__doc__)
+    parser = Parser(prog="rnn-models", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     commands = parser.add_subparsers(dest="command", required=True)
     _data_commands(commands)
@@ -174,6 +196,7 @@ def _data_commands(commands) -> None:
     add_options(p, C.PrepareConfig)
     p.add_argument("--force", action="store_true", help="rebuild even if --out already holds this data")
     p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser("summary", help="print the layers, shapes and parameters of architectures")
@@ -205,6 +228,7 @@ def _checkpoint_commands(commands) -> None:
     p.add_argument("--data", required=True, help="prepared data directory made with the same vocabulary")
     p.add_argument("--split", default="test", choices=SPLITS, help="(default: %(default)s)")
     p.add_argument("--address", help=ADDRESS_HELP)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("predict", help="probability that each review is positive")
@@ -215,12 +239,16 @@ def _checkpoint_commands(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
+        args = build_parser().parse_args(argv)
+        from rnn_models.cluster import show_ray_logs
+
+        show_ray_logs(getattr(args, "verbose", False))
         args.run(args)
     except UserError as e:
-        if args.debug:
+        if "--debug" in itertools.takewhile(lambda a: a.startswith("-"), argv):  # an option before the command
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,34 @@ log = logging.getLogger(__name__)
 LOCAL_OBJECT_STORE_BYTES = 2 * 1024**3
 
 
+_show_ray_logs = False
+
+
+def show_ray_logs(verbose: bool) -> None:
+    """Ray's own output (its processes' logs, Tune's status table, Data's progress bars, its INFO lines)
+    only with `--verbose`; without it the run prints the project's progress lines, warnings and errors."""
+    global _show_ray_logs
+    _show_ray_logs = verbose
+    if verbose:
+        return
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # inherited by the processes Ray starts
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter: silent at verbose=0, the newer one
+    # still prints its experiment box
+    import ray.data  # noqa: F401  (its import sets its loggers' levels: set them after it)
+
+    for name in ("ray", "ray.data", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def verbose() -> bool:
+    return _show_ray_logs
+
+
+def _ray_output() -> dict:
+    """`ray.init`'s options for what reaches this console: everything with --verbose, else warnings."""
+    return {"log_to_driver": _show_ray_logs, "logging_level": logging.INFO if _show_ray_logs else logging.WARNING}
+
+
 def connect(address: str | None = None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS; "auto" finds one `ray start` runs on this machine);
     with none, start a local Ray instance, even if a `ray start` head runs here or left its address behind.
@@ -32,10 +60,10 @@ def connect(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     # No resource arguments when joining: the cluster owns them (ray.init refuses them then).
     if address:
-        context = ray.init(address=address)
+        context = ray.init(address=address, **_ray_output())
     else:
-        context = ray.init(address="local", dashboard_host="127.0.0.1",
-                           object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+        context = ray.init(address="local", dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                           **_ray_output())
     resources = ray.cluster_resources()
     log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),
              resources.get("CPU", 0), resources.get("GPU", 0), context.dashboard_url or "off")
@@ -57,6 +85,11 @@ GPU_POLL_SECONDS = 5
 
 def alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def one_node(config_path: str = AUTOSCALER_CONFIG) -> bool:
+    """Whether every Ray process runs on this node, now and later: one node alive and none to be added."""
+    return len(alive_nodes()) == 1 and not autoscaled_node_types(config_path)
 
 
 def autoscaled_node_types(config_path: str = AUTOSCALER_CONFIG) -> dict[str, dict]:

@@ -4,7 +4,8 @@ Each field's `help` metadata is the CLI's help text; `__post_init__` validates, 
 that names the command-line option, so a bad value fails the same way from every entry point.
 """
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from rnn_models.errors import UserError
 
@@ -21,9 +22,31 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class OptionError(UserError):
+    """A bad value of one option. `key` and `problem` let a file name the value by its key path instead."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{option_name(key)} {problem}")
+        self.key, self.problem = key, problem
+
+
 def require(ok: bool, name: str, message: str) -> None:
     if not ok:
-        raise UserError(f"{option_name(name)} {message}")
+        raise OptionError(name, message)
+
+
+SEEDS = 2**32  # numpy's RandomState (Tune's sampler) takes seeds in [0, 2**32)
+
+
+def require_seed(seed: int) -> None:
+    require(0 <= seed < SEEDS, "seed", f"must be in [0, {SEEDS - 1}] (got {seed})")
+
+
+def require_finite(config) -> None:
+    """Every float option finite: `--lr inf` or a JSON NaN would pass the range checks and ruin a run."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        require(not isinstance(value, float) or math.isfinite(value), f.name, f"must be a finite number (got {value})")
 
 
 @dataclass(frozen=True)
@@ -42,10 +65,12 @@ class PrepareConfig:
     num_shards: int = opt(8, "parquet files per split (at most), so Ray Data reads in parallel")
 
     def __post_init__(self):
+        require_finite(self)
         require(self.vocab_size >= 1, "vocab_size", f"must be at least 1 (got {self.vocab_size})")
         require(self.max_len >= 1, "max_len", f"must be at least 1 (got {self.max_len})")
         require(self.val_size >= 1, "val_size", f"must be at least 1 (got {self.val_size})")
         require(0 < self.test_size < 1, "test_size", f"must be between 0 and 1 (got {self.test_size})")
+        require_seed(self.seed)
         require(self.num_shards >= 1, "num_shards", f"must be at least 1 (got {self.num_shards})")
         if self.max_reviews_per_split is not None:
             require(self.max_reviews_per_split >= 2, "max_reviews_per_split",
@@ -65,6 +90,7 @@ class ModelConfig:
     seed_faithful: bool = opt(False, "lstm/handrolled_bilstm: the notebook's readout (last padded step, no mask)")
 
     def __post_init__(self):
+        require_finite(self)
         require(self.arch in ARCHS, "arch", f"must be one of {', '.join(ARCHS)} (got {self.arch!r})")
         require(self.embedding_size >= 1, "embedding_size", f"must be at least 1 (got {self.embedding_size})")
         require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
@@ -88,6 +114,7 @@ class TrainConfig:
     shuffle_buffer: int = opt(4096, "reviews shuffled together on each worker, in a new order every epoch; 0 = no shuffle")
 
     def __post_init__(self):
+        require_finite(self)
         require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")
         require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
         require(self.lr > 0, "lr", f"must be positive (got {self.lr})")
@@ -96,6 +123,7 @@ class TrainConfig:
                 f"must be 'constant' or 'cosine' (got {self.lr_schedule!r})")
         require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more (got {self.grad_clip})")
         require(self.patience >= 0, "patience", f"must be 0 or more (got {self.patience})")
+        require_seed(self.seed)
         require(self.shuffle_buffer >= 0, "shuffle_buffer", f"must be 0 or more (got {self.shuffle_buffer})")
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
-from rnn_models.cluster import alive_nodes, connect, require_shared_storage, wait_for_gpus
+from rnn_models.cluster import connect, one_node, require_shared_storage, wait_for_gpus
 from rnn_models.config import RunConfig, TrainConfig, arch_configs
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
@@ -64,7 +64,7 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
 
 def fit(session: Session, param_space: dict | None, resume: bool, **tune_config) -> tune.ResultGrid:
     """Run (or resume) the experiment; on Ctrl-C or SIGTERM, say how to continue it."""
-    data = DataSpec.from_prepared(session.data).load(shared_disk=len(alive_nodes()) == 1)
+    data = DataSpec.from_prepared(session.data).load(shared_disk=one_node())
     try:
         return run_experiment(session.storage, session.name, data, session.settings, param_space, resume,
                               **tune_config)

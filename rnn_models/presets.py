@@ -17,6 +17,7 @@ from pathlib import Path
 from rnn_models.config import ARCHS, ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
+from rnn_models.validation import key_path, typed
 
 SECTIONS = {"prepare": PrepareConfig, "model": ModelConfig, "train": TrainConfig}
 PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`: the tokenisation
@@ -69,18 +70,19 @@ class Preset:
 
 
 def load_preset(name_or_path: str) -> Preset:
-    """A built-in preset by name, or a preset JSON file; unknown keys are refused, naming the file."""
+    """A built-in preset by name, or a preset JSON file; bad keys, types and values are refused, naming the
+    file and the key path (`train.lr: expected a number, got "fast"`)."""
     if name_or_path in BUILTIN:
         return _checked({"name": name_or_path, **BUILTIN[name_or_path]}, f"preset {name_or_path}")
     path = Path(name_or_path)
     if not path.is_file():
         raise UserError(f"--preset {name_or_path}: neither a built-in preset ({', '.join(BUILTIN)}) nor a file")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"--preset {path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("prepare", "model", "train", "archs")):
-        raise UserError(f"--preset {path}: expected a JSON object whose prepare, model, train and archs are objects")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--preset {path}: not a readable JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise UserError(f"--preset {path}: expected a JSON object such as {{\"train\": {{\"lr\": 0.001}}}}")
     return _checked({"name": path.stem, **data}, str(path))
 
 
@@ -89,30 +91,28 @@ def save_preset(preset: Preset, path: Path) -> None:
     write_json(path, preset.as_dict())
 
 
+@dataclass(frozen=True)
+class ArchValues:
+    """What `archs.<arch>` of a preset may hold."""
+
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
 def _checked(data: dict, where: str) -> Preset:
-    unknown = set(data) - {f.name for f in dataclasses.fields(Preset)}
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    """The preset `data`, every key, type and value checked against the config dataclasses."""
+    preset = typed(Preset, data, where)
     for section, cls in SECTIONS.items():
-        _check_keys(data.get(section, {}), cls, f"{where}, {section}")
-    for arch, own in data.get("archs", {}).items():
+        typed(cls, getattr(preset, section), where, section, keys=_keys(cls))
+    for arch, own in preset.archs.items():
         if arch not in ARCHS:
-            raise UserError(f"{where}: unknown architecture {arch!r} in archs (known: {', '.join(ARCHS)})")
-        if not isinstance(own, dict) or not all(isinstance(v, dict) for v in own.values()):
-            raise UserError(f"{where}, archs.{arch}: expected {{\"model\": {{...}}, \"train\": {{...}}}}")
-        for section in own:
-            if section not in ("model", "train"):
-                raise UserError(f"{where}, archs.{arch}: unknown section {section!r} (model or train)")
-            _check_keys(own[section], SECTIONS[section], f"{where}, archs.{arch}.{section}")
-    preset = Preset(**data)
-    for arch in ARCHS:
-        preset.resolve(arch)  # every value validated now, with the option it belongs to
-    PrepareConfig(**preset.prepare)
+            raise UserError(f"{where}: {key_path('archs', arch)}: unknown architecture (known: {', '.join(ARCHS)})")
+        own = typed(ArchValues, own, where, f"archs.{arch}")
+        typed(ModelConfig, own.model, where, f"archs.{arch}.model", keys=_keys(ModelConfig))
+        typed(TrainConfig, own.train, where, f"archs.{arch}.train", keys=_keys(TrainConfig))
     return preset
 
 
-def _check_keys(values: dict, cls, where: str) -> None:
-    allowed = PREPARE_KEYS if cls is PrepareConfig else [f.name for f in dataclasses.fields(cls) if f.name != "arch"]
-    unknown = set(values) - set(allowed)
-    if unknown:
-        raise UserError(f"{where}: unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(allowed)})")
+def _keys(cls) -> tuple[str, ...]:
+    """What a preset may set of `cls`: of `prepare`, only the tokenisation; of `model`, all but the arch."""
+    return PREPARE_KEYS if cls is PrepareConfig else tuple(f.name for f in dataclasses.fields(cls) if f.name != "arch")

@@ -13,6 +13,7 @@ ones). The best of each (by val accuracy at any epoch) goes into a preset file t
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 from ray import tune
@@ -25,6 +26,7 @@ from rnn_models.experiment import fit, report, require_batches, resolve_trials, 
 from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
 from rnn_models.storage import is_uri
 from rnn_models.tuning import METRIC, finished_trials
+from rnn_models.validation import key_path, typed_value
 
 log = logging.getLogger(__name__)
 DISTRIBUTIONS = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
@@ -36,33 +38,53 @@ BUILTIN = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64
 
 
 def load_search_space(spec: str) -> dict:
-    """'builtin' or a JSON file; each key must be a model or training option with a known distribution."""
+    """'builtin' or a JSON file; each key must be a model or training option with a known distribution whose
+    arguments have the option's type and range."""
     if spec == "builtin":
         return BUILTIN
+    where = f"--search-space {spec}"
     try:
-        space = json.loads(Path(spec).read_text())
+        space = json.loads(Path(spec).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"--search-space {spec}: not a readable JSON file ({e})") from e
+        raise UserError(f"{where}: not a readable JSON file ({e})") from e
     if not isinstance(space, dict) or not space:
-        raise UserError(f"--search-space {spec}: expected a JSON object of options, e.g. {json.dumps(BUILTIN)}")
+        raise UserError(f"{where}: expected a JSON object of options, e.g. {json.dumps(BUILTIN)}")
     for name, distribution in space.items():
-        if not any(name in fields for fields in OPTIONS.values()):
-            raise UserError(f"--search-space {spec}: {name!r} is not a model or training option")
-        if not _well_formed(distribution):
-            raise UserError(f"--search-space {spec}: {name} needs one of {', '.join(DISTRIBUTIONS)} with its "
-                            f'arguments, e.g. {{"{name}": {{"choice": [1, 2]}}}} or {{"{name}": {{"uniform": [0, 1]}}}}')
+        _check_distribution(name, distribution, f"{where}: {key_path('', name)}")
     return space
 
 
-def _well_formed(distribution) -> bool:
-    """{"choice": [values...]} or {"uniform"|"loguniform"|"randint": [low, high]} with low < high."""
-    if not isinstance(distribution, dict) or len(distribution) != 1:
-        return False
+def _check_distribution(name: str, distribution, where: str) -> None:
+    """{"choice": [values...]} or {"uniform"|"loguniform"|"randint": [low, high]}, every value one the
+    option may take (the high end is exclusive, as Tune draws it)."""
+    cls = ModelConfig if name in OPTIONS["model"] else TrainConfig if name in OPTIONS["train"] else None
+    if cls is None:
+        options = ", ".join(sorted(OPTIONS["model"] | OPTIONS["train"]))
+        raise UserError(f"{where}: not a model or training option (options: {options})")
+    if not isinstance(distribution, dict) or len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
+        raise UserError(f"{where}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. "
+                        f'{{"{name}": {{"choice": [1, 2]}}}} or {{"{name}": {{"uniform": [0, 1]}}}}')
     (kind, args), = distribution.items()
+    where, kind_of = key_path(where, kind), next(f.type for f in dataclasses.fields(cls) if f.name == name)
     if kind == "choice":
-        return isinstance(args, list) and len(args) > 0
-    numbers = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
-    return kind in DISTRIBUTIONS and numbers and args[0] < args[1] and (kind != "loguniform" or args[0] > 0)
+        if not isinstance(args, list) or not args:
+            raise UserError(f"{where}: expected a non-empty list of values")
+        for i, value in enumerate(args):
+            typed_value(cls, name, value, f"{where}[{i}]")
+        return
+    if kind_of is not float and (kind_of is not int or kind != "randint"):
+        raise UserError(f"{where}: {name} takes {kind_of.__name__} values; use "
+                        f"{'randint or choice' if kind_of is int else 'choice'}")
+    if not isinstance(args, list) or len(args) != 2:
+        raise UserError(f"{where}: expected [low, high], got {json.dumps(args)[:60]}")
+    low = typed_value(cls, name, args[0], f"{where}[0]")
+    high = typed_value(cls, name, args[1], f"{where}[1]", ranged=False)
+    if kind == "randint" and not all(type(a) is int for a in args):  # a float option may take randint's integers
+        raise UserError(f"{where}: expected two integers [low, high], got {json.dumps(args)}")
+    if not low < high or (kind == "loguniform" and low <= 0):
+        raise UserError(f"{where}: expected low < high{' and low > 0' if kind == 'loguniform' else ''} (got {args})")
+    largest = high - 1 if kind == "randint" else math.nextafter(high, low)  # the most Tune can draw
+    typed_value(cls, name, largest, f"{where}[1] (high is exclusive: draws up to {largest})")
 
 
 def _tune_space(space: dict) -> dict[str, dict]:

@@ -18,6 +18,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from rnn_models.cluster import verbose
 from rnn_models.config import ModelConfig, TrainConfig, trial_configs
 from rnn_models.errors import UserError
 from rnn_models.models import count_parameters
@@ -97,12 +98,38 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
     )
 
 
-def _ordered():
-    """Ray Data's default ingest options, with blocks kept in order: with the seeded shuffle buffer, the
-    same seed then gives the same batches, so a rerun reproduces its metrics."""
-    options = ray.train.DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return options
+def _ordered() -> ray.data.ExecutionOptions:
+    """Ray Data's ingest options with blocks kept in order: with the seeded shuffle buffer, the same seed
+    then gives the same batches, so a rerun reproduces its metrics."""
+    return ray.data.ExecutionOptions(preserve_order=True)
+
+
+class ProgressLines(tune.Callback):
+    """One line per architecture and epoch as the results arrive, one when a trial ends (Tune's status
+    table only with --verbose). `by_trial`: name trials by id too (a search runs several per arch)."""
+
+    def __init__(self, by_trial: bool = False):
+        self.by_trial = by_trial
+
+    def _name(self, trial) -> str:
+        arch = trial.config.get("arch", "?")
+        return f"{arch} {trial.trial_id}" if self.by_trial else arch
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" in result:
+            epochs = trial_configs(trial.config)[1].epochs
+            log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
+                     self._name(trial), result["epoch"], epochs, result["train_accuracy"], result["val_accuracy"],
+                     result["epoch_seconds"], result["samples_per_second"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        if "test_accuracy" in result:
+            log.info("%s finished: test accuracy %.4f (checkpoint of epoch %d)", self._name(trial),
+                     result["test_accuracy"], result["best_epoch"])
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        log.warning("%s failed; details in %s", self._name(trial), trial.path)
 
 
 def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, param_space: dict | None,
@@ -126,7 +153,8 @@ def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialS
                                     **tune_config),
         # One failure budget: Train restarts a trial's worker group up to --max-failures times, each from
         # the last checkpoint; a trial that still fails has used it up, and Tune does not retry it again.
-        run_config=tune.RunConfig(name=name, storage_path=storage.root,
+        run_config=tune.RunConfig(name=name, storage_path=storage.root, verbose=1 if verbose() else 0,
+                                  callbacks=[ProgressLines(by_trial="num_samples" in tune_config)],
                                   failure_config=tune.FailureConfig(max_failures=0)))
     return tuner.fit()
 

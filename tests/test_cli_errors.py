@@ -16,9 +16,17 @@ from rnn_models.errors import UserError
     (["--lr", "-0.001"], "--lr must be positive (got -0.001)"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1) (got 1.5)"),
     (["--use-gpu", "maybe"], "--use-gpu must be auto, yes or no (got 'maybe')"),
+    (["--lr", "inf"], "--lr must be a finite number (got inf)"),
+    (["--seed", "-1"], "--seed must be in [0, 4294967295] (got -1)"),
+    (["--max-len", "0"], "--max-len must be at least 1 (got 0)"),  # refused even though --data makes it unused
+    (["--epochs", "ten"], "rnn-models train: argument --epochs: invalid int value: 'ten' (see rnn-models train --help)"),
 ])
 def test_bad_training_options(capsys, option, message):
     assert message in fails(capsys, "train", "--data", "unused", *option)
+
+
+def test_a_command_line_mistake_is_one_line_not_the_usage(capsys):
+    assert fails(capsys, "trian").count("\n") == 1
 
 
 def test_debug_shows_the_traceback():

@@ -4,9 +4,12 @@ dies completely when killed, and is replaced by a fresh one."""
 import os
 import time
 
+import pytest
 import ray
 
 from cluster_harness import MotoS3, TwoNodeCluster, group_pids, session_pids
+
+pytestmark = pytest.mark.slow  # a Ray cluster of its own: a minute or more
 
 
 def test_two_node_cluster_hides_head_dirs_reaches_s3_and_survives_node_loss(tmp_path):

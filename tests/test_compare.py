@@ -1,6 +1,9 @@
 """compare: several runs' results.json side by side, with confidence intervals."""
 
 import json
+import math
+
+import pytest
 
 from rnn_models.cli import main
 from rnn_models.report import interval
@@ -15,7 +18,9 @@ def _run(folder, preset, accuracies):
 
 
 def test_interval_is_the_normal_approximation():
-    assert abs(interval(0.8, 25000) - 1.96 * (0.8 * 0.2 / 25000) ** 0.5) < 1e-12
+    assert interval(0.8, 25000) == pytest.approx(0.00496, abs=1e-5)  # 1.96 x 0.00253, worked out by hand
+    assert interval(0.5, 100) == pytest.approx(0.098)  # 1.96 x 0.05
+    assert math.isnan(interval(0.5, 0))
 
 
 def test_runs_side_by_side(tmp_path, capsys):

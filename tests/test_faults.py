@@ -17,6 +17,8 @@ from rnn_models.config import RunConfig, TrainConfig
 from rnn_models.data.prepared import open_prepared
 from rnn_models.experiment import train
 
+pytestmark = pytest.mark.slow  # minutes: real training through Ray
+
 CLI = [sys.executable, "-m", "rnn_models"]
 
 

@@ -10,7 +10,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, free_port, wait_for
+
+pytestmark = pytest.mark.slow  # a Ray cluster of its own: a minute or more
 
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = {"py_modules": ["rnn_models"]}  # as the README: workers on any node import the uploaded package
@@ -47,7 +51,9 @@ def test_ray_job_submit_runs_the_main_job(ray_session, imdb_path, tmp_path):
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         status = _ray("job", "status", "--address", address, job, timeout=60, env=env)
         assert f"Job '{job}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
-        assert "| lstm |" in _ray("job", "logs", "--address", address, job, timeout=60, env=env).stdout
+        logs = _ray("job", "logs", "--address", address, job, timeout=60, env=env).stdout
+        assert "| lstm |" in logs and "lstm epoch 1/1: train accuracy" in logs  # a progress line per epoch
+        assert "deprecat" not in logs.lower() and len(logs.splitlines()) <= 150, logs  # Ray's logs: --verbose
         results = json.loads((tmp_path / "runs" / "job" / "results.json").read_text())["results"]
         assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == 200 for r in results.values())
     finally:  # stop the head this test started, and only it: its whole process group

@@ -76,3 +76,29 @@ def test_review_files_in_every_format(tmp_path):
 def test_nothing_to_predict(checkpoint, capsys):
     assert main(["predict", "--checkpoint", str(checkpoint)]) == 2
     assert "give review texts" in capsys.readouterr().err
+
+
+def test_a_review_without_a_known_token_is_scored_and_flagged(checkpoint, capsys):
+    assert main(["predict", "--checkpoint", str(checkpoint), "", "Great plot", "zzz qqq!"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3
+    assert "warning: 2 review(s) had no token of the checkpoint's vocabulary (review 1, 3)" in err
+
+
+def test_review_files_are_read_in_batches(tmp_path):
+    from rnn_models.predict import BATCH, review_batches
+
+    (tmp_path / "many.txt").write_text("".join(f"review {i}\n\n" for i in range(2 * BATCH + 3)))
+    sizes = [len(batch) for batch in review_batches(str(tmp_path / "many.txt"))]
+    assert sizes == [BATCH, BATCH, 3]
+    (tmp_path / "ids.csv").write_text("review\n12\n\n7\n")  # numbers are reviews too
+    assert read_reviews(str(tmp_path / "ids.csv")) == ["12", "7"]
+    pq.write_table(pa.table({"review": [1, 2]}), tmp_path / "ints.parquet")
+    with pytest.raises(UserError, match="column review has type int64, expected strings"):
+        read_reviews(str(tmp_path / "ints.parquet"))
+
+
+def test_an_empty_review_file(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--file", str(tmp_path / "empty.txt")]) == 2
+    assert "empty.txt: no reviews in it" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from rnn_models.cli import main
 from rnn_models.presets import load_preset
 
@@ -17,6 +19,7 @@ def _trials(run: Path) -> list[tuple[float, float]]:
     return sorted(trials, key=lambda t: t[1])
 
 
+@pytest.mark.slow
 def test_a_tiny_search_writes_the_best_configuration_as_a_preset(ray_session, imdb_sample, tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"loguniform": [1e-3, 1e-2]}, "hidden_size": {"choice": [16, 32]}}))
@@ -42,4 +45,4 @@ def test_a_bad_search_space_is_refused(tmp_path, capsys):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"momentum": {"uniform": [0, 1]}}))
     assert main(["tune", "--search-space", str(space)]) == 2
-    assert "'momentum' is not a model or training option" in capsys.readouterr().err
+    assert f"--search-space {space}: momentum: not a model or training option" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def test_labels_outside_0_and_1_name_the_row(tmp_path):
     root = corpus.write_hf_parquet(tmp_path)
     path = root / "plain_text" / "train-00000-of-00001.parquet"
     pq.write_table(pa.table({"text": ["a", "b", "c"], "label": [0, 1, 2]}), path)
-    assert f"{path}, row 2: label 2 is not 0 (negative) or 1 (positive)" in _error(root)
+    assert f"{path}, row index 2: label 2 is not 0 (negative) or 1 (positive)" in _error(root)
 
 
 def test_corrupt_parquet(tmp_path):
@@ -97,7 +97,25 @@ def test_corrupt_parquet(tmp_path):
 def test_csv_with_an_unknown_sentiment(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("review,sentiment\ngood film,positive\nmeh,neutral\n")
-    assert f"{path}, row 2: sentiment 'neutral' is not 'positive' or 'negative'" in _error(path)
+    assert f"{path}, line 3: sentiment 'neutral' is not 'positive' or 'negative'" in _error(path)
+
+
+def test_csv_errors_give_the_line_an_editor_shows(tmp_path):
+    path = tmp_path / "bad.csv"  # a quoted review over two lines and a blank line before the bad row
+    path.write_text('review,sentiment\n"good\nfilm",positive\n\nmeh,neutral\n')
+    assert f"{path}, line 5: sentiment 'neutral'" in _error(path)
+
+
+def test_a_csv_with_a_header_and_no_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("review,sentiment\n")
+    assert _error(path) == f"{path}: no reviews in it (only a header: review, sentiment)"
+
+
+def test_a_review_of_10_mb_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("review,sentiment\n" + "word " * 2_100_000 + ",positive\nshort,negative\n")
+    assert len(load_reviews(str(path)).table["text"][0].as_py()) > 10_000_000
 
 
 def test_csv_with_unknown_columns(tmp_path):

@@ -9,6 +9,8 @@ from rnn_models.config import ARCHS, RunConfig, TrainConfig
 from rnn_models.errors import UserError
 from rnn_models.experiment import train
 
+pytestmark = pytest.mark.slow  # minutes: real training through Ray
+
 
 @pytest.fixture(scope="module")
 def run(imdb_sample, tmp_path_factory):

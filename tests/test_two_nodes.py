@@ -14,6 +14,8 @@ import ray
 from cluster_harness import MotoS3, TwoNodeCluster
 from conftest import wait_for
 
+pytestmark = pytest.mark.slow  # minutes: real training through Ray
+
 CLI = [sys.executable, "-m", "rnn_models"]
 REVIEWS = 2500  # per source split: epochs of a few seconds, long enough to lose a node in one
 

@@ -15,6 +15,7 @@ import pyarrow
 from rnn_models.errors import UserError
 from rnn_models.files import sha256_stream
 from rnn_models.storage import Storage
+from rnn_models.validation import Manifest, document
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1  # bump when the shard layout or the tokeniser changes: old fingerprints stop matching
@@ -70,11 +71,12 @@ def open_prepared(root: str, verify: bool = True) -> PreparedData:
                             "Create one with: rnn-models prepare --source SRC --out DIR")
         manifest = json.loads(folder.read("manifest.json"))
         version = manifest["format"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{folder.join('manifest.json')}: unreadable manifest ({e}); prepare the data again "
                         "with --force") from e
     except (OSError, pyarrow.ArrowException) as e:  # an unreachable bucket, missing credentials
         raise UserError(f"--data {root}: cannot be read ({e})") from e
+    document(Manifest, manifest, folder.join("manifest.json"), hint="; prepare the data again with --force")
     if version != FORMAT_VERSION:
         raise UserError(f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
                         "prepare the data again with --force")

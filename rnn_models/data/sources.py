@@ -23,12 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
 
-from rnn_models.errors import UserError
+from rnn_models.errors import UserError, reason
 from rnn_models.files import sha256_file
 
 SOURCE_SPLITS = ("train", "test")  # a source's own splits; prepare adds val
 FORMATS = ("hf:<dataset> (Hugging Face hub), a Hugging Face parquet directory (<config>/train-*.parquet, "
            "<config>/test-*.parquet), an aclImdb directory, aclImdb_v1.tar.gz, or a .csv file")
+CSV_BLOCK = 64 << 20  # bytes pyarrow parses at once: a review (a CSV row) may be up to this long
 ACLIMDB_FILE = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
 
 
@@ -42,6 +43,13 @@ class RawReviews:
 
 def load_reviews(source: str) -> RawReviews:
     """Read every review of `source` (see the module docstring for what it may be)."""
+    raw = _read(source)
+    if raw.table.num_rows == 0:
+        raise UserError(f"--source {source}: no reviews in it")
+    return raw
+
+
+def _read(source: str) -> RawReviews:
     if source.startswith("hf:"):
         return _from_hub(source[3:])
     path = Path(source).expanduser()
@@ -59,8 +67,13 @@ def load_reviews(source: str) -> RawReviews:
     raise UserError(f"--source {source}: unsupported file. Expected {FORMATS}.")
 
 
-def checked(table: pa.Table, where: str, split: str | None) -> pa.Table:
-    """`table` reduced to text and label, with both checked; `where` names the file in errors."""
+def _row_index(row: int) -> str:
+    return f"row index {row}"  # parquet and the hub have no lines; pyarrow and pandas count rows from 0
+
+
+def checked(table: pa.Table, where: str, split: str | None, at=_row_index) -> pa.Table:
+    """`table` reduced to text and label, with both checked; `where` names the file in errors, `at(row)`
+    the row."""
     missing = {"text", "label"} - set(table.column_names)
     if missing:
         raise UserError(f"{where}: missing column(s) {', '.join(sorted(missing))} "
@@ -68,20 +81,22 @@ def checked(table: pa.Table, where: str, split: str | None) -> pa.Table:
     text, label = table["text"], table["label"]
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         raise UserError(f"{where}: column text has type {text.type}, expected strings")
-    if text.null_count:
-        raise UserError(f"{where}, row {_first(pc.is_null(text))}: text is missing")
+    if (row := _first_false(pc.is_valid(text))) is not None:
+        raise UserError(f"{where}, {at(row)}: text is missing")
     if not pa.types.is_integer(label.type):
         raise UserError(f"{where}: column label has type {label.type}, expected integers 0 and 1")
-    valid = pc.fill_null(pc.is_in(label, pa.array([0, 1], label.type)), False)
-    if not pc.all(valid).as_py():
-        row = _first(pc.invert(valid))
-        raise UserError(f"{where}, row {row}: label {label[row].as_py()} is not 0 (negative) or 1 (positive)")
+    if (row := _first_false(pc.is_in(label, pa.array([0, 1], label.type)))) is not None:
+        value = label[row].as_py()
+        raise UserError(f"{where}, {at(row)}: " + ("label is missing" if value is None else
+                                                    f"label {value} is not 0 (negative) or 1 (positive)"))
     split_column = pa.array([split] * len(table), pa.string())
     return pa.table({"text": text.cast(pa.string()), "label": label.cast(pa.int8()), "split": split_column})
 
 
-def _first(mask) -> int:
-    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+def _first_false(mask) -> int | None:
+    """The first row where `mask` is false or null, or None."""
+    bad = np.flatnonzero(~pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+    return int(bad[0]) if len(bad) else None
 
 
 def _hash_files(paths: list[Path], root: Path) -> str:
@@ -100,7 +115,7 @@ def _from_parquet_dir(root: Path) -> RawReviews:
             try:
                 table = pq.read_table(path)
             except (pa.ArrowException, OSError) as e:
-                raise UserError(f"{path}: not a readable parquet file ({e})") from e
+                raise UserError(f"{path}: not a readable parquet file ({reason(e)})") from e
             tables.append(checked(table, str(path), split))
     all_paths = [p for paths in files.values() for p in paths]
     return RawReviews(pa.concat_tables(tables), "hf-parquet", _hash_files(all_paths, root))
@@ -158,7 +173,7 @@ def _from_tarball(path: Path) -> RawReviews:
                     split, folder = match.groups()
                     rows.append((_decode(data, member.name, decode_errors), int(folder == "pos"), split))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise UserError(f"{path}: not a readable .tar.gz archive ({e})") from e
+        raise UserError(f"{path}: not a readable .tar.gz archive ({reason(e)})") from e
     if not rows:
         raise UserError(f"{path}: no reviews found (expected members like aclImdb/train/pos/0_9.txt)")
     return RawReviews(_rows_to_table(rows), "aclimdb-tarball", _hash_files([path], path.parent), decode_errors)
@@ -171,34 +186,48 @@ def _rows_to_table(rows: list[tuple[str, int, str]]) -> pa.Table:
 
 
 def _from_csv(path: Path) -> RawReviews:
+    strings = {c: pa.string() for c in ("review", "text", "sentiment", "split")}  # whatever the cells hold
     try:
-        table = pyarrow.csv.read_csv(path)
+        table = pyarrow.csv.read_csv(path, read_options=pyarrow.csv.ReadOptions(block_size=CSV_BLOCK),
+                                     convert_options=pyarrow.csv.ConvertOptions(column_types=strings))
     except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path}: not a readable CSV file ({e})") from e
-    columns, original = set(table.column_names), table
+        raise UserError(f"{path}: not a readable CSV file ({reason(e)})") from e
+    if table.num_rows == 0:
+        raise UserError(f"{path}: no reviews in it (only a header: {', '.join(table.column_names)})")
+    columns, original, at = set(table.column_names), table, lambda row: f"line {_csv_line(path, row)}"
     if {"review", "sentiment"} <= columns:
-        sentiment = pc.utf8_lower(pc.utf8_trim_whitespace(table["sentiment"].cast(pa.string())))
-        known = pc.fill_null(pc.is_in(sentiment, pa.array(["negative", "positive"])), False)
-        if not pc.all(known).as_py():
-            row = _first(pc.invert(known))
-            raise UserError(f"{path}, row {row + 1}: sentiment {table['sentiment'][row].as_py()!r} is not "
+        sentiment = pc.utf8_lower(pc.utf8_trim_whitespace(table["sentiment"]))
+        if (row := _first_false(pc.is_in(sentiment, pa.array(["negative", "positive"])))) is not None:
+            raise UserError(f"{path}, {at(row)}: sentiment {table['sentiment'][row].as_py()!r} is not "
                             "'positive' or 'negative'")
         table = pa.table({"text": table["review"], "label": pc.equal(sentiment, "positive").cast(pa.int8())})
     elif not {"text", "label"} <= columns:
         raise UserError(f"{path}: expected columns review,sentiment or text,label (found {', '.join(table.column_names)})")
-    reviews = checked(table, str(path), None)
+    reviews = checked(table, str(path), None, at)
     if "split" in columns:
-        reviews = reviews.set_column(2, "split", _csv_split(original["split"], path))
+        reviews = reviews.set_column(2, "split", _csv_split(original["split"], path, at))
     return RawReviews(reviews, "csv", _hash_files([path], path.parent))
 
 
-def _csv_split(split: pa.ChunkedArray, path: Path) -> pa.ChunkedArray:
-    split = pc.utf8_lower(pc.utf8_trim_whitespace(split.cast(pa.string())))
-    known = pc.fill_null(pc.is_in(split, pa.array(SOURCE_SPLITS)), False)
-    if not pc.all(known).as_py():
-        row = _first(pc.invert(known))
-        raise UserError(f"{path}, row {row + 1}: split {split[row].as_py()!r} is not 'train' or 'test'")
+def _csv_split(split: pa.ChunkedArray, path: Path, at) -> pa.ChunkedArray:
+    split = pc.utf8_lower(pc.utf8_trim_whitespace(split))
+    if (row := _first_false(pc.is_in(split, pa.array(SOURCE_SPLITS)))) is not None:
+        raise UserError(f"{path}, {at(row)}: split {split[row].as_py()!r} is not 'train' or 'test'")
     return split
+
+
+def _csv_line(path: Path, row: int) -> int:
+    """The line of `path` where data row `row` starts, the header being line 1, as an editor counts: a
+    quoted review may span lines, and blank lines (which pyarrow skips) count too. Only run for an error."""
+    record, quoted, number = -1, False, 0  # record -1: the header
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not quoted and line.strip(b"\r\n"):
+                if record == row:
+                    return number
+                record += 1
+            quoted ^= line.count(b'"') % 2 == 1  # an odd number of quotes opens or closes a quoted field
+    return number
 
 
 def _from_hub(name: str) -> RawReviews:
@@ -212,7 +241,7 @@ def _from_hub(name: str) -> RawReviews:
     try:
         splits = datasets.load_dataset(name)
     except Exception as e:  # datasets raises many types (connection, missing file, cache miss)
-        raise UserError(f"--source hf:{name}: could not load it ({e}). Pass a local path with --source.") from e
+        raise UserError(f"--source hf:{name}: could not load it ({reason(e)}). Pass a local path with --source.") from e
     tables = [checked(splits[s].data.table, f"hf:{name} ({s})", s) for s in SOURCE_SPLITS if s in splits]
     if len(tables) != len(SOURCE_SPLITS):
         raise UserError(f"--source hf:{name}: needs train and test splits (found {', '.join(splits)})")

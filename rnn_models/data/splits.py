@@ -26,7 +26,7 @@ def split_reviews(reviews: pa.Table, cfg: PrepareConfig) -> dict[str, pa.Table]:
     rng = np.random.default_rng(cfg.seed)
     reviews = reviews.take(pc.sort_indices(reviews, [("split", "ascending"), ("text", "ascending"),
                                                      ("label", "ascending")]))
-    splits = _source_splits(reviews, cfg.test_size, rng)
+    splits = _source_splits(reviews, cfg, rng)
     if cfg.max_reviews_per_split is not None:
         splits = {name: _sample(table, cfg.max_reviews_per_split, rng) for name, table in splits.items()}
     train = splits["train"]
@@ -44,17 +44,20 @@ def _labels(table: pa.Table) -> np.ndarray:
     return table["label"].to_numpy()
 
 
-def _source_splits(reviews: pa.Table, test_size: float, rng: np.random.Generator) -> dict[str, pa.Table]:
-    unsplit = pc.is_null(reviews["split"])
-    if pc.any(unsplit).as_py():  # a CSV without a split column: draw the test split
+def _source_splits(reviews: pa.Table, cfg: PrepareConfig, rng: np.random.Generator) -> dict[str, pa.Table]:
+    if reviews.num_rows == 0:
+        raise UserError(f"--source {cfg.source}: no reviews in it")
+    drawn = pc.any(pc.is_null(reviews["split"])).as_py()
+    if drawn:  # a CSV without a split column: draw the test split
         is_test = np.zeros(reviews.num_rows, dtype=bool)
-        is_test[stratified_sample(_labels(reviews), round(test_size * reviews.num_rows), rng)] = True
+        is_test[stratified_sample(_labels(reviews), round(cfg.test_size * reviews.num_rows), rng)] = True
         reviews = reviews.set_column(2, "split", pa.array(np.where(is_test, "test", "train")))
     splits = {}
     for name in ("train", "test"):
         table = reviews.filter(pc.equal(reviews["split"], name)).drop_columns(["split"])
         if table.num_rows < 2:
-            raise UserError(f"the source's {name} split has {table.num_rows} review(s); at least 2 are needed")
+            raise UserError(f"--source {cfg.source}: its {name} split has {table.num_rows} review(s); at least 2 "
+                            "are needed" + (f" (--test-size {cfg.test_size} of {reviews.num_rows})" if drawn else ""))
         splits[name] = table
     return splits
 

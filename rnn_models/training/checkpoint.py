@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnn_models.config import ModelConfig, TrainConfig
-from rnn_models.errors import UserError
+from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
+from rnn_models.errors import UserError, reason
 from rnn_models.models import model_from_config
+from rnn_models.validation import CheckpointMeta, document, typed
 
 MODEL_FILE, META_FILE, VOCAB_FILE = "model.pt", "meta.json", "vocab.json"
 
@@ -49,22 +50,47 @@ class Loaded:
 
 
 def load_checkpoint(directory: str | Path) -> Loaded:
-    """Read a checkpoint directory; tensors only (no pickled code runs: weights_only=True)."""
+    """Read a checkpoint directory; tensors only (no pickled code runs: weights_only=True). meta.json is
+    checked key by key against the config dataclasses, and the weights against the model it describes."""
     directory = Path(directory)
     missing = [f for f in (MODEL_FILE, META_FILE, VOCAB_FILE) if not (directory / f).is_file()]
     if missing:
         raise UserError(f"--checkpoint {directory}: not a checkpoint of this tool (missing {', '.join(missing)})")
     try:
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-        meta = json.loads((directory / META_FILE).read_text())
-        vocab = json.loads((directory / VOCAB_FILE).read_text())
-        ModelConfig(**meta["model"]), TrainConfig(**meta["train"])  # complete, and valid options
-        missing = {"epoch", "history", "data"} - set(meta) or {"vocab_size", "max_len", "vocab_sha256"} - set(meta["data"])
     except Exception as e:  # torch raises several types for damaged or unsafe files
-        raise UserError(f"--checkpoint {directory}: unreadable ({e})") from e
-    if missing or "model" not in state:
-        raise UserError(f"--checkpoint {directory}: incomplete ({', '.join(sorted(missing)) or 'no model weights'})")
-    return Loaded(state, meta, vocab)
+        raise UserError(f"--checkpoint {directory / MODEL_FILE}: unreadable ({reason(e)})") from e
+    meta, vocab = _read_json(directory / META_FILE), _read_json(directory / VOCAB_FILE)
+    _check_meta(meta, vocab, f"--checkpoint {directory / META_FILE}")
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"--checkpoint {directory}: incomplete (no model weights in {MODEL_FILE})")
+    loaded = Loaded(state, meta, vocab)
+    try:
+        loaded.build_model()
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:  # load_state_dict: missing or misshapen tensors
+        raise UserError(f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} "
+                        f"({reason(e)})") from e
+    return loaded
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--checkpoint {path}: not a readable JSON file ({reason(e)})") from e
+
+
+def _check_meta(meta, vocab, where: str) -> None:
+    """Types, ranges and unknown keys of meta.json's model and train; what readers use of the rest."""
+    document(CheckpointMeta, meta, where)
+    typed(ModelConfig, meta["model"], where, "model")
+    typed(TrainConfig, meta["train"], where, "train")
+    data = meta["data"]
+    typed(PrepareConfig, {k: data[k] for k in ("vocab_size", "max_len")}, where, "data")
+    # More tokens than the embedding has rows would index past it.
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab) or len(vocab) > data["vocab_size"]:
+        raise UserError(f"{where}: data.vocab_size is {data['vocab_size']}, but {VOCAB_FILE} is not a list of at "
+                        "most that many tokens")
 
 
 def checkpoint_meta(epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict, history: list[dict]) -> dict:
