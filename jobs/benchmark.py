@@ -2,6 +2,7 @@
 
     python jobs/benchmark.py --source ../shared/data/imdb                       # every section (~30 min here)
     python jobs/benchmark.py --source ../shared/data/imdb --sections tokenize,throughput
+    python jobs/benchmark.py --source ../shared/data/imdb --sections gpu      # the GPU check, < 8 min on one GPU
     ray job submit --working-dir . -- python jobs/benchmark.py --source /abs/path --work /abs/bench
 
 Sections: end_to_end (runs jobs/train_all.py in its own process), tokenize, throughput, scaling, gpu.

@@ -7,7 +7,8 @@ Sections (each a function returning a dict for benchmark.json):
 - scaling:    one vs two DDP workers for one arch
 - end_to_end: `jobs/train_all.py` (its own process, all archs) vs the sum of the bare loops, with the
               job's peak memory (proportional set size of every process it started, Ray's included)
-- gpu:        samples/s per arch with cuDNN and bf16 autocast, where a GPU is present
+- gpu:        the GPU path: each arch's epoch loop bare and in one Ray worker, `train_all --preset seed`, and the
+              best preset's test accuracies (`benchmark_gpu.py`); skipped, saying so, without a GPU
 
 benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """
@@ -209,24 +210,6 @@ def _session_pss(session: int) -> int:
     return total
 
 
-def gpu(data: PreparedData, archs: list[str]) -> dict:
-    if not torch.cuda.is_available():
-        return {"skipped": "no GPU on this machine"}
-    device, rows = torch.device("cuda"), {}
-    torch.backends.cudnn.benchmark = True
-    train_set = {k: v.to(device) for k, v in _tensors(data, "train").items()}
-    for arch in archs:
-        model = model_from_config(ModelConfig(arch=arch), data.vocab_size, data.max_len, seed=0).to(device)
-        optimizer = make_optimizer(model, TrainConfig())
-        train_epoch(model, _slices(train_set, 64, drop_last=True), optimizer, device)  # warm-up
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        sums = train_epoch(model, _slices(train_set, 64, drop_last=True), optimizer, device)
-        torch.cuda.synchronize()
-        rows[arch] = {"samples_per_second": sums.count / (time.perf_counter() - started)}
-    return {"device": torch.cuda.get_device_name(), "archs": rows}
-
-
 def report(results: dict) -> str:
     """The benchmark's table, from what `results` holds."""
     lines = []
@@ -259,9 +242,9 @@ def report(results: dict) -> str:
         lines += ["## End to end", f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
                   f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)", ""]
     if "gpu" in results:
-        g = results["gpu"]
-        lines += ["## GPU", g.get("skipped") or ", ".join(f"{a}: {r['samples_per_second']:,.0f} samples/s"
-                                                          for a, r in g["archs"].items()), ""]
+        from rnn_models import benchmark_gpu  # imported here: it builds on this module's loaders
+
+        lines += benchmark_gpu.report_lines(results["gpu"])
     return "\n".join(lines)
 
 
@@ -270,7 +253,10 @@ SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu")
 
 def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int,
         threads: int = 0) -> dict:
-    """The chosen sections, end_to_end first: its job starts its own Ray, so nothing else runs meanwhile."""
+    """The chosen sections, the jobs that start their own Ray first (end_to_end, gpu's train_all), so that
+    nothing else runs meanwhile."""
+    from rnn_models import benchmark_gpu  # imported here: it builds on this module's loaders
+
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise UserError(f"--sections: unknown {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
@@ -282,8 +268,17 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
         work.mkdir(parents=True, exist_ok=True)
         write_json(saved, kept)
 
+    if "gpu" in sections and not torch.cuda.is_available():
+        print(benchmark_gpu.NO_GPU, flush=True)
+        record("gpu", {"skipped": benchmark_gpu.NO_GPU})
+        sections = [s for s in sections if s != "gpu"]
     if "end_to_end" in sections:
         record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))
+    if "gpu" in sections:  # its train_all job starts its own Ray too
+        gpu_started = time.perf_counter()
+        seed_run = benchmark_gpu.train_all_seed(train_all, source, data_dir, work, archs)
+    if not set(sections) - {"end_to_end"}:
+        return results
     connect()
     data = prepare(PrepareConfig(source=source, out=data_dir))
     if "tokenize" in sections:
@@ -293,5 +288,5 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
     if "scaling" in sections:
         record("scaling", scaling(data, "lstm", work))
     if "gpu" in sections:
-        record("gpu", gpu(data, archs))
+        record("gpu", benchmark_gpu.gpu(source, work, archs, data, seed_run, gpu_started))
     return results

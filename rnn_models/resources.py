@@ -83,7 +83,9 @@ def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gp
         gpus_per_worker, concurrent = 1.0, n_trials
     elif workers == 1:  # trials share the GPUs, each at least MIN_GPUS_PER_WORKER; the rest queue
         concurrent = min(n_trials, math.floor(gpus / MIN_GPUS_PER_WORKER + 1e-9))
-        gpus_per_worker = _floor(gpus / concurrent)
+        # a share must fit on one GPU: 4 trials on 3 GPUs get 0.5 each (all run), not 0.75 (three fit)
+        sharing = math.ceil(concurrent / whole_gpus) if whole_gpus else None
+        gpus_per_worker = _floor(1 / sharing) if sharing else _floor(gpus / concurrent)
     else:
         gpus_per_worker, concurrent = 1.0, whole_gpus // workers
     spare = cpus - DATA_CPUS

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import ray.data
 import torch
 
@@ -37,6 +38,15 @@ def test_a_seed_shuffles_within_chunks_reproducibly(ray_session):
     assert first == again and first != other
     flat = sum(first, [])
     assert flat != list(range(96)) and sorted(flat[:48]) == list(range(48))  # shuffled within its chunk
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_batches_are_the_cpu_ones_copied_from_pinned_memory(ray_session):
+    cpu = list(torch_batches(_dataset(100, 4), 16, torch.device("cpu"), shuffle_seed=3, chunk_rows=30))
+    gpu = list(torch_batches(_dataset(100, 4), 16, torch.device("cuda"), shuffle_seed=3, chunk_rows=30))
+    assert len(cpu) == len(gpu) == 7
+    for a, b in zip(cpu, gpu):
+        assert all(b[k].is_cuda and torch.equal(a[k], b[k].cpu()) for k in a)
 
 
 def test_early_stopping_counts_epochs_since_the_best_val_accuracy():

@@ -140,6 +140,30 @@ def test_bilstm_reads_the_same_final_states_as_packing():
         assert (model.features(ids, lengths) - torch.cat([h_n[0], h_n[1]], dim=-1)).abs().max() <= 1e-10
 
 
+TWO_FORMS = [("bilstm", {}), ("handrolled_bilstm", {"merge": "sum"}), ("handrolled_bilstm", {"merge": "concat"}),
+             ("handrolled_bilstm", {"num_layers": 2})]
+
+
+@pytest.mark.parametrize("case", TWO_FORMS, ids=case_id)
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_packed_and_unpacked_forms_give_the_same_logits_and_gradients(case, seed):
+    """CUDA reads packed sequences, the CPU unpacked ones (the default here): both forced, in float32."""
+    arch, options = case
+    model = build_model(arch, K, T, seed=0, **SMALL, **options)
+    lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(seed)).tolist()
+    ids, lengths = batch(seed, lengths)
+    forms = {}
+    for pack in (None, True, False):
+        model.pack = pack
+        model.zero_grad()
+        logits = model(ids, lengths)
+        logits.sum().backward()
+        forms[pack] = [logits.detach(), *(p.grad.clone() for p in model.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(forms[None], forms[False]))  # on the CPU: unpacked
+    for (name, _), packed, unpacked in zip([("logits", None), *model.named_parameters()], forms[True], forms[False]):
+        assert (packed - unpacked).abs().max() <= 1e-5, name
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_empty_and_full_length_reviews(case):
     arch, options = case

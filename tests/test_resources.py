@@ -40,6 +40,11 @@ def test_one_gpu_is_shared_by_four_single_worker_trials():
     assert (plan.workers, plan.gpus_per_worker, plan.concurrent_trials) == (1, 0.25, 4)
 
 
+def test_trials_sharing_several_gpus_get_shares_that_fit_on_one():
+    plan = plan_resources(4, cpus=32, gpus=3)
+    assert (plan.gpus_per_worker, plan.concurrent_trials) == (0.5, 4)  # 2 + 1 + 1 trials on the three GPUs
+
+
 def test_trials_spread_over_gpus_and_workers_never_share_one():
     plan = plan_resources(4, cpus=64, gpus=8, cpus_per_gpu=8)
     assert (plan.workers, plan.gpus_per_worker, plan.concurrent_trials) == (2, 1.0, 4)

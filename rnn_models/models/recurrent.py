@@ -6,11 +6,16 @@ padding never changes a logit. `seed_faithful=True` reproduces the notebook's re
 padded step, padding fed through the LSTMs), so a report can measure what that choice costs.
 
 Padding (id 0) is always at the end of a row; `lengths` counts the real tokens before it.
+
+Every LSTM runs in float32, inside an autocast region too (`LSTM`; the whole policy in
+training/precision.py). The BiLSTMs read their reviews in one of two equal forms, chosen per device:
+packed sequences on CUDA (cuDNN's variable-length path: no doubled batch, no `nonzero`, one small copy of
+the lengths to the host), unpacked reads on the CPU, where packing costs per time step (measured 2.5-7x slower).
 """
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from rnn_models.models.mlp import DenseHead
 
@@ -24,15 +29,37 @@ def clamp_lengths(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return lengths.to(device=ids.device, dtype=torch.long).clamp(0, ids.shape[1])
 
 
-def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> nn.LSTM:
+class LSTM(nn.LSTM):
+    """nn.LSTM that runs in its parameters' dtype (float32) even inside an autocast region.
+
+    CUDA autocast runs cuDNN LSTMs in float16 whatever dtype it was asked for (the `_cudnn_rnn` wrapper in
+    aten/src/ATen/cudnn/AutocastRNN.cpp casts inputs, states and weights to half), which would need a
+    GradScaler; CPU autocast runs oneDNN LSTMs in its lower dtype. Same parameters, same state_dict keys.
+    """
+
+    def forward(self, input, hx=None):
+        device = (input.data if isinstance(input, PackedSequence) else input).device.type
+        if not torch.is_autocast_enabled(device):
+            return super().forward(input, hx)
+        with torch.autocast(device, enabled=False):
+            return super().forward(input.to(self.weight_ih_l0.dtype), hx)
+
+
+def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> LSTM:
     # nn.LSTM's dropout acts only between layers (and warns if set with one layer)
-    return nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
-                   dropout=dropout if num_layers > 1 else 0.0, **kwargs)
+    return LSTM(input_size, hidden_size, num_layers, batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0, **kwargs)
+
+
+def use_packing(x: torch.Tensor, pack: bool | None) -> bool:
+    """`pack` if set (tests force each form), else on CUDA: packed sequences there, unpacked reads on the CPU."""
+    return x.is_cuda if pack is None else pack
 
 
 def packed_final_states(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Run `lstm` over each review's real tokens only; return h_n (L·D, B, H) in batch order."""
-    # packing needs every length ≥ 1 (and on the CPU); callers zero the empty reviews afterwards
+    # packing needs every length ≥ 1, on the CPU (lengths on CUDA cost one host sync); callers zero the empty
+    # reviews afterwards
     packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     _, (h_n, _) = lstm(packed)  # enforce_sorted=False already restores the batch order of h_n
     return h_n
@@ -104,6 +131,8 @@ class BiLSTMClassifier(nn.Module):
     there is no notebook readout to reproduce.
     """
 
+    pack: bool | None = None  # None: packed sequences on CUDA, the right-aligned second read elsewhere
+
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.0):
         super().__init__()
@@ -115,7 +144,8 @@ class BiLSTMClassifier(nn.Module):
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
-        if self.lstm.num_layers > 1:  # upper layers mix both directions: only packing keeps padding out
+        # With num_layers > 1 the upper layers mix both directions: only packing keeps padding out of them.
+        if self.lstm.num_layers > 1 or use_packing(x, self.pack):
             h_n = packed_final_states(self.lstm, x, lengths)  # (2L, B, H), layer-major, forward first
             return zero_empty(torch.cat([h_n[-2], h_n[-1]], dim=-1), lengths)  # (B, 2H)
         # The fused module reads each row both ways, so padding at the end would reach the backward direction
@@ -146,6 +176,8 @@ class HandrolledBiLSTM(nn.Module):
     merged and read at t = T-1, where the backward LSTM has seen nothing but padding.
     """
 
+    pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere (the correct form)
+
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.0, merge: str = "sum", seed_faithful: bool = False):
         super().__init__()
@@ -164,9 +196,15 @@ class HandrolledBiLSTM(nn.Module):
             fwd, _ = self.forward_lstm(x)  # (B, T, H)
             bwd, _ = self.backward_lstm(x.flip(1))  # (B, T, H), padding first
             return merge_directions(fwd, bwd.flip(1), self.merge)[:, -1]  # (B, H or 2H) at t = T-1
+        backwards = reverse_within_length(x, lengths)  # (B, T, E) each review back to front, padding at the end
+        if use_packing(x, self.pack):  # each LSTM's final state is its state after the row's last real step
+            on_host = lengths.cpu()  # one host copy for both packs
+            last = packed_final_states(self.forward_lstm, x, on_host)[-1]  # (B, H) top layer, last real token
+            first = packed_final_states(self.backward_lstm, backwards, on_host)[-1]  # (B, H) after the first
+            return zero_empty(merge_directions(last, first, self.merge), lengths)  # (B, H or 2H)
         # outputs at t < len depend only on real tokens, so no packing is needed for invariance
         fwd, _ = self.forward_lstm(x)  # (B, T, H)
-        bwd, _ = self.backward_lstm(reverse_within_length(x, lengths))  # (B, T, H) in reversed order
+        bwd, _ = self.backward_lstm(backwards)  # (B, T, H) in reversed order
         bwd = reverse_within_length(bwd, lengths)  # (B, T, H) back in reading order
         last = take_step(fwd, (lengths - 1).clamp(min=0))  # (B, H) forward at the last real token
         first = bwd[:, 0]  # (B, H) backward after reading the whole review, back to front

@@ -3,14 +3,16 @@
 A batch is a dict of tensors: `ids` (B, T) int32 or int64, `length` (B,), `label` (B,) float32. Ray stays
 out of this file, so the same loop runs in a Ray Train worker, in the benchmark's bare loop and in tests.
 Both functions return running sums (loss, correct, count), which add up across workers before dividing.
+Forward passes run under the device's precision policy (precision.py).
 """
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from rnn_models.training.precision import precision_for
 
 LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
 
@@ -41,21 +43,14 @@ class Sums:
         return float(self.correct) / self.count if self.count else math.nan
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on GPUs that support it (cuDNN LSTMs run in bf16); float32 everywhere else."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device,
                 grad_clip: float = 0.0, scheduler=None) -> Sums:
     """One pass over `batches`, one optimizer step per batch."""
     model.train()
-    sums = Sums()
+    sums, precision = Sums(), precision_for(device)
     for batch in batches:
         ids, lengths, labels = batch["ids"], batch["length"], batch["label"]
-        with autocast(device):
+        with precision.autocast():
             logits = model(ids, lengths)  # (B,)
             loss = LOSS(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -73,9 +68,9 @@ def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, dev
 def evaluate(model: nn.Module, batches, device: torch.device) -> Sums:
     """Loss and accuracy over every review in `batches` (no review dropped)."""
     model.eval()
-    sums = Sums()
+    sums, precision = Sums(), precision_for(device)
     for batch in batches:
-        with autocast(device):
+        with precision.autocast():
             logits = model(batch["ids"], batch["length"])
             loss = LOSS(logits.float(), batch["label"])
         sums.add(loss, logits, batch["label"])

@@ -52,7 +52,8 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    torch.backends.cudnn.benchmark = True  # fixed shapes (B, T): let cuDNN pick its fastest LSTM kernels
+    # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
+    # search), and these models have no convolution. Precision: training/precision.py, per device.
 
     model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
     model = ray.train.torch.prepare_model(model)  # [1] DDP (gloo on CPU, NCCL on GPU), on this worker's device
