@@ -117,7 +117,8 @@ def _tune(args) -> None:
 def _evaluate(args) -> None:
     from rnn_models.cluster import connect, one_node
     from rnn_models.data.prepared import open_prepared
-    from rnn_models.training.evaluation import open_checkpoint, score_checkpoint
+    from rnn_models.training.checkpoint import open_checkpoint
+    from rnn_models.training.evaluation import score_checkpoint
     from rnn_models.training.ingest import DataSpec
 
     loaded = open_checkpoint(args.checkpoint)

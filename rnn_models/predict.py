@@ -17,9 +17,10 @@ import torch
 from rnn_models.data.text import encode, normalise
 from rnn_models.errors import UserError, reason
 from rnn_models.training.checkpoint import Loaded
-from rnn_models.training.evaluation import open_checkpoint
+from rnn_models.training.checkpoint import open_checkpoint
+from rnn_models.training.loop import EVAL_BATCH
 
-BATCH = 512  # reviews scored at once
+BATCH = EVAL_BATCH  # reviews scored at once
 CSV_BLOCK = 64 << 20  # bytes pyarrow parses at once: a CSV row (one review) may be up to this long
 COLUMNS = ("review", "text")
 

@@ -106,6 +106,11 @@ class Storage:
         pyarrow.fs.copy_files(str(local), final, source_filesystem=pyarrow.fs.LocalFileSystem(),
                               destination_filesystem=self.fs)
 
+    def download(self, local: Path, *parts: str) -> None:
+        """Copy the file `parts` to the local path `local`."""
+        pyarrow.fs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+
     def delete(self, *parts: str) -> None:
         if self.is_file(*parts):
             self.fs.delete_file(self.path(*parts))

@@ -1,4 +1,4 @@
-"""DDP on a real local Ray: two gloo workers train on disjoint data and end with identical weights."""
+"""DDP on a real local Ray: two gloo workers train on disjoint data, end with identical weights and report\nthe same metrics, summed over both."""
 
 import numpy as np
 import pyarrow as pa
@@ -10,8 +10,8 @@ import torch
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.ingest import torch_batches
-from rnn_models.training.loop import train_epoch
-from rnn_models.training.worker import make_optimizer
+from rnn_models.training.loop import Sums, train_epoch
+from rnn_models.training.worker import all_reduced, make_optimizer
 
 ROWS, MAX_LEN = 128, 8
 
@@ -42,7 +42,10 @@ def _probe(config):
     train_epoch(model, recorded(torch_batches(shard, 16, device, drop_last=True)), optimizer, device)
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     rank = ray.train.get_context().get_world_rank()
-    torch.save({"weights": weights, "seen": seen}, f"{config['out']}/rank{rank}.pt")
+    mine = Sums(loss=1.5 * (rank + 1), correct=rank + 2, count=10 * (rank + 1))  # rank 0: 1.5, 2, 10; rank 1: 3, 3, 20
+    total, = all_reduced(mine, device=device)
+    torch.save({"weights": weights, "seen": seen, "total": (total.loss, total.correct, total.count)},
+               f"{config['out']}/rank{rank}.pt")
     ray.train.report({"steps": len(seen) // 16})
 
 
@@ -58,6 +61,7 @@ def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tm
     assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 64  # equal shares: 4 steps each
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(ROWS))
     assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])  # gradients were all-reduced
+    assert ranks[0]["total"] == ranks[1]["total"] == (4.5, 5, 30)  # metrics summed over both ranks
     start = torch.cat([p.flatten() for p in model_from_config(ModelConfig(arch="lstm", hidden_size=16), 300, MAX_LEN,
                                                               seed=1).parameters()])
     assert not torch.allclose(ranks[0]["weights"], start)  # and training did move them

@@ -54,6 +54,22 @@ def test_positive_reviews_score_above_negative_ones(checkpoint):
     assert min(scores[:2]) > 0.5 > max(scores[2:])
 
 
+def test_a_checkpoint_uri_gives_the_same_scores_and_needs_no_ray(checkpoint):
+    import subprocess
+    import sys
+
+    texts = ["What a GREAT movie", "boring, boring movie"]
+    assert Predictor.load(f"file://{checkpoint}").probabilities(texts) == Predictor.load(str(checkpoint)).probabilities(texts)
+    imported = subprocess.run([sys.executable, "-c", "import sys, rnn_models.predict; print(sorted(m for m in "
+                               "sys.modules if m == 'ray' or m.startswith('ray.')))"], capture_output=True, text=True)
+    assert imported.stdout.strip() == "[]", imported.stderr[-2000:]
+
+
+def test_a_checkpoint_uri_without_a_checkpoint_names_the_uri(tmp_path):
+    with pytest.raises(UserError, match=f"--checkpoint file://{tmp_path}: not a checkpoint of this tool"):
+        Predictor.load(f"file://{tmp_path}")
+
+
 def test_cli_scores_arguments_and_files(checkpoint, tmp_path, capsys):
     (tmp_path / "reviews.txt").write_text("A wonderful movie\n\nAn awful movie\n")
     assert main(["predict", "--checkpoint", str(checkpoint), "Great plot", "--file", str(tmp_path / "reviews.txt")]) == 0

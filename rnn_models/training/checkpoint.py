@@ -3,15 +3,18 @@ fingerprint, metric history) and `vocab.json`, so that a checkpoint alone can ev
 """
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow
 import torch
 from torch import nn
 
 from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.errors import UserError, reason
 from rnn_models.models import model_from_config
+from rnn_models.storage import Storage, is_uri
 from rnn_models.validation import CheckpointMeta, document, typed
 
 MODEL_FILE, META_FILE, VOCAB_FILE = "model.pt", "meta.json", "vocab.json"
@@ -71,6 +74,26 @@ def load_checkpoint(directory: str | Path) -> Loaded:
         raise UserError(f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} "
                         f"({reason(e)})") from e
     return loaded
+
+
+def open_checkpoint(path: str) -> Loaded:
+    """A checkpoint from a local directory or a URI (s3://, gs://, file://): its three files, no Ray needed."""
+    if not is_uri(path):
+        if not Path(path).is_dir():
+            raise UserError(f"--checkpoint {path}: no such directory")
+        return load_checkpoint(path)
+    folder = Storage(path, option="--checkpoint")
+    with tempfile.TemporaryDirectory(prefix="rnn-models-checkpoint-") as local:
+        try:
+            for name in (MODEL_FILE, META_FILE, VOCAB_FILE):
+                if folder.is_file(name):  # a missing one is named by load_checkpoint
+                    folder.download(Path(local) / name, name)
+        except (OSError, pyarrow.ArrowException) as e:  # an unreachable bucket, missing credentials
+            raise UserError(f"--checkpoint {path}: cannot be read ({reason(e)})") from e
+        try:
+            return load_checkpoint(local)
+        except UserError as e:  # say where the checkpoint is, not where it was copied to
+            raise UserError(str(e).replace(local, folder.root)) from e
 
 
 def _read_json(path: Path):

@@ -15,6 +15,7 @@ from torch import nn
 from rnn_models.training.precision import precision_for
 
 LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
+EVAL_BATCH = 512  # reviews per step when only scoring: no gradients to hold, so more than a training batch
 
 
 @dataclass

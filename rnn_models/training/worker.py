@@ -17,7 +17,7 @@ from rnn_models.models import model_from_config
 from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
                                               unwrap)
 from rnn_models.training.ingest import CHUNK_ROWS, torch_batches
-from rnn_models.training.loop import Sums, evaluate, train_epoch
+from rnn_models.training.loop import EVAL_BATCH, Sums, evaluate, train_epoch
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -72,7 +72,7 @@ def train_loop_per_worker(config: dict) -> None:
                                 chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
         seconds = _elapsed(started, device)
-        val = evaluate(model, torch_batches(val_shard, 512, device), device)
+        val = evaluate(model, torch_batches(val_shard, EVAL_BATCH, device), device)
         train, val = all_reduced(train, val, device=device)
         history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
                         "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
