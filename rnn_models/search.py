@@ -1,4 +1,5 @@
-"""`rnn-models tune`: a Ray Tune search per architecture; ASHA stops weak configurations early.
+"""`rnn-models tune`: a Ray Tune search per architecture; ASHA stops weak configurations early, each judged
+against the other configurations of its own architecture.
 
 A search space maps option names (fields of ModelConfig or TrainConfig) to a distribution:
 
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import pickle
 from pathlib import Path
 
 from ray import tune
@@ -87,6 +89,62 @@ def _check_distribution(name: str, distribution, where: str) -> None:
     typed_value(cls, name, largest, f"{where}[1] (high is exclusive: draws up to {largest})")
 
 
+def _with_largest_batch(base: dict, space: dict) -> dict:
+    """`base` with the largest batch size the space can draw, if it searches one: what the batch check needs."""
+    if "batch_size" not in space:
+        return base
+    (kind, args), = space["batch_size"].items()
+    largest = max(args) if kind == "choice" else args[1] - 1  # randint: the high end is exclusive
+    return {arch: {**c, "train": {**c["train"], "batch_size": largest}} for arch, c in base.items()}
+
+
+class PerArchASHA(FIFOScheduler):
+    """ASHA within each architecture: one ASHAScheduler per arch, so that a trial is stopped early only for
+    scoring below the other trials of its own architecture (one shared ASHA stops every MLP trial once the
+    LSTMs score higher, and the best MLP configuration it reports is then an accident of its rungs)."""
+
+    def __init__(self, **asha):
+        super().__init__()
+        self._asha, self._by_arch, self._search = asha, {}, {}
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        self._metric, self._search = metric, {"metric": metric, "mode": mode, **spec}
+        return all(s.set_search_properties(metric, mode, **spec) for s in self._by_arch.values())
+
+    def _of(self, trial) -> ASHAScheduler:
+        arch = trial.config["arch"]
+        if arch not in self._by_arch:
+            self._by_arch[arch] = ASHAScheduler(**self._asha)
+            self._by_arch[arch].set_search_properties(**self._search)
+        return self._by_arch[arch]
+
+    def on_trial_add(self, tune_controller, trial):
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "\n".join(f"{arch}: {s.debug_string()}" for arch, s in self._by_arch.items())
+
+    def save(self, checkpoint_path: str):
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str):
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
 def _tune_space(space: dict) -> dict[str, dict]:
     """{"model": {...}, "train": {...}} of Tune distributions."""
     sections = {"model": {}, "train": {}}
@@ -108,10 +166,10 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
         for section in ("model", "train"):
             configs[section] = {k: v for k, v in configs[section].items() if k not in space}
     session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
-    require_batches(session, base)
+    require_batches(session, _with_largest_batch(base, space))
     epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
     # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
-    schedulers = {"asha": ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
+    schedulers = {"asha": PerArchASHA(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
                   "fifo": FIFOScheduler()}
     param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
     sampler = BasicVariantGenerator(random_state=base[run.arch_list[0]]["train"]["seed"])

@@ -46,3 +46,38 @@ def test_a_bad_search_space_is_refused(tmp_path, capsys):
     space.write_text(json.dumps({"momentum": {"uniform": [0, 1]}}))
     assert main(["tune", "--search-space", str(space)]) == 2
     assert f"--search-space {space}: momentum: not a model or training option" in capsys.readouterr().err
+
+
+def test_asha_judges_each_trial_against_its_own_architecture_only():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from rnn_models.search import PerArchASHA
+
+    def first_rung(scheduler):
+        """Two LSTM trials, then two MLP trials scoring lower, at epoch 1: what the scheduler says to each."""
+        scheduler.set_search_properties("val_accuracy", "max")
+        trials = [SimpleNamespace(trial_id=f"{arch}-{i}", config={"arch": arch}) for arch in ("lstm", "mlp")
+                  for i in range(2)]
+        for trial in trials:
+            scheduler.on_trial_add(None, trial)
+        scores = [0.80, 0.82, 0.62, 0.60]
+        return [scheduler.on_trial_result(None, t, {"training_iteration": 1, "val_accuracy": v})
+                for t, v in zip(trials, scores)]
+
+    asha = dict(time_attr="training_iteration", max_t=10, grace_period=1, reduction_factor=2)
+    assert first_rung(ASHAScheduler(**asha))[2] == TrialScheduler.STOP  # one ASHA: the MLP loses to the LSTMs
+    per_arch = first_rung(PerArchASHA(**asha))
+    assert per_arch[:3] == [TrialScheduler.CONTINUE] * 3  # the best MLP goes on, judged among MLPs
+    assert per_arch[3] == TrialScheduler.STOP  # the weaker MLP does not
+
+
+def test_the_batch_check_sees_the_largest_batch_size_a_search_can_draw():
+    from rnn_models.search import _with_largest_batch
+
+    base = {"mlp": {"model": {}, "train": {"lr": 0.001}}}
+    assert _with_largest_batch(base, {"lr": {"loguniform": [1e-4, 1e-2]}}) is base
+    assert _with_largest_batch(base, {"batch_size": {"choice": [32, 512, 64]}})["mlp"]["train"]["batch_size"] == 512
+    assert _with_largest_batch(base, {"batch_size": {"randint": [16, 129]}})["mlp"]["train"] == {"lr": 0.001,
+                                                                                               "batch_size": 128}
