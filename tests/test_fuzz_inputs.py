@@ -127,6 +127,15 @@ def wrong_type(kind):
     return JSON.filter(lambda v: not fits(v, kind))
 
 
+def refused_json(capsys, content, command: str, option: str, name: str, names) -> None:
+    """`command OPTION <a file of content>` is refused, the message naming what `names(path)` lists."""
+    with folder() as root:
+        path = root / name
+        json_file(path, content)
+        refused(capsys, root, [command, option, str(path), "--data", str(root / "data"),
+                               "--storage", str(root / "runs")], *names(path))
+
+
 def json_file(path: Path, content) -> None:
     """`content` as JSON, or as raw bytes (not JSON, or not UTF-8)."""
     path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
@@ -337,12 +346,8 @@ def bad_preset(draw, defect):
 @given(data=st.data())
 def test_bad_preset_files(defect, capsys, data):
     content, key = data.draw(bad_preset(defect))
-    with folder() as root:
-        path = root / "preset.json"
-        json_file(path, content)
-        names = [str(path)] + ([f"{key}:"] if key else [])
-        refused(capsys, root, ["train", "--preset", str(path), "--data", str(root / "data"),
-                               "--storage", str(root / "runs")], *names)
+    refused_json(capsys, content, "train", "--preset", "preset.json",
+                 lambda path: [str(path)] + ([f"{key}:"] if key else []))
     TRIED["preset file"] += 1
 
 
@@ -419,12 +424,8 @@ def bad_search_space(draw, defect):
 @given(data=st.data())
 def test_bad_search_spaces(defect, capsys, data):
     content, key = data.draw(bad_search_space(defect))
-    with folder() as root:
-        path = root / "space.json"
-        json_file(path, content)
-        names = [f"--search-space {path}"] + ([f"{key}"] if key else [])
-        refused(capsys, root, ["tune", "--search-space", str(path), "--data", str(root / "data"),
-                               "--storage", str(root / "runs")], *names)
+    refused_json(capsys, content, "tune", "--search-space", "space.json",
+                 lambda path: [f"--search-space {path}"] + ([key] if key else []))
     TRIED["search-space file"] += 1
 
 
