@@ -41,7 +41,7 @@ from rnn_models.experiment import train
 from rnn_models.models import model_from_config
 from rnn_models.presets import load_preset
 from rnn_models.resources import cluster_plan
-from rnn_models.training.loop import evaluate, train_epoch
+from rnn_models.training.loop import EVAL_BATCH, evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer
 
 
@@ -130,10 +130,10 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
         epoch_started = time.perf_counter()
         sums = train_epoch(model, _slices(train_set, cfg.batch_size, order, drop_last=True), optimizer, cpu)
         throughput.append(sums.count / (time.perf_counter() - epoch_started))
-        evaluate(model, _slices(val_set, 512), cpu)
+        evaluate(model, _slices(val_set, EVAL_BATCH), cpu)
     result = {"samples_per_second": throughput, "seconds": time.perf_counter() - started}
     if test:
-        result["test_accuracy"] = evaluate(model, _slices(_tensors(data, "test"), 512), cpu).accuracy
+        result["test_accuracy"] = evaluate(model, _slices(_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
         result["seconds"] = time.perf_counter() - started
     return result
 

@@ -108,7 +108,7 @@ def _train(args) -> None:
 def _tune(args) -> None:
     from rnn_models.search import load_search_space, search
 
-    cfg = config_from(args, C.SearchConfig)
+    cfg = config_from(args, C.SearchConfig, out=absolute(args.out, "--out") if args.out else "")
     load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work
     preset, run, model, train = _run_setup(args)
     search(run, preset, cfg, model, train, resume=args.resume, address=args.address)
@@ -244,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         args = build_parser().parse_args(argv)
-        from rnn_models.cluster import show_ray_logs
+        if hasattr(args, "verbose"):  # a command that runs Ray (predict, compare, summary import none of it)
+            from rnn_models.cluster import show_ray_logs
 
-        show_ray_logs(getattr(args, "verbose", False))
+            show_ray_logs(args.verbose)
         args.run(args)
     except UserError as e:
         if "--debug" in itertools.takewhile(lambda a: a.startswith("-"), argv):  # an option before the command

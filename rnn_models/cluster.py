@@ -117,7 +117,7 @@ def require_shared_storage(storage: Storage, config_path: str = AUTOSCALER_CONFI
 
 def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, config_path: str = AUTOSCALER_CONFIG) -> None:
     """With `--use-gpu auto|yes` on an autoscaling cluster with GPU node types but no GPU node up yet,
-    ask the autoscaler for `gpus` GPUs and wait (with progress, at most `timeout` s) until one joins,
+    ask the autoscaler for `gpus` GPUs (what one trial needs: the plan then shares or queues) and wait (with progress, at most `timeout` s) until one joins,
     instead of sizing the run from a snapshot that saw none and training on the head's CPUs."""
     if use_gpu == "no" or ray.cluster_resources().get("GPU", 0) > 0:
         return

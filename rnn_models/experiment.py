@@ -54,7 +54,7 @@ def start(run: RunConfig, n_trials: int, address: str | None = None, prefix: str
     connect(address)
     require_shared_storage(storage)
     name = run.name or default_name(prefix)
-    wait_for_gpus(n_trials * max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu)
+    wait_for_gpus(max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu)  # a trial's: the others share or queue
     plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
     if run.torch_threads:
         plan = replace(plan, torch_threads=run.torch_threads)

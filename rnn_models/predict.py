@@ -14,20 +14,19 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import torch
 
+from rnn_models.data.sources import CSV_BLOCK
 from rnn_models.data.text import encode, normalise
 from rnn_models.errors import UserError, reason
-from rnn_models.training.checkpoint import Loaded
-from rnn_models.training.checkpoint import open_checkpoint
+from rnn_models.training.checkpoint import Loaded, open_checkpoint
 from rnn_models.training.loop import EVAL_BATCH
 
 BATCH = EVAL_BATCH  # reviews scored at once
-CSV_BLOCK = 64 << 20  # bytes pyarrow parses at once: a CSV row (one review) may be up to this long
 COLUMNS = ("review", "text")
 
 
 class Predictor:
     def __init__(self, loaded: Loaded):
-        self.model = loaded.build_model().eval()
+        self.model = loaded.model.eval()
         self.vocab = pa.array(loaded.vocab, pa.string())
         self.max_len = loaded.meta["data"]["max_len"]
         self.strip_br = loaded.meta["data"].get("strip_br", False)

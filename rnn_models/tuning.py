@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import ray
 import ray.train
@@ -24,9 +25,9 @@ from rnn_models.errors import UserError
 from rnn_models.models import count_parameters
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
-from rnn_models.training.checkpoint import load_checkpoint
+from rnn_models.training.checkpoint import META_FILE, load_checkpoint
 from rnn_models.training.evaluation import score_checkpoint
-from rnn_models.training.ingest import DataSpec
+from rnn_models.training.ingest import DataSpec, ordered_ingest
 from rnn_models.training.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
     model_cfg, train_cfg = trial_configs(config)
     result = _trainer(model_cfg, train_cfg, data, settings).fit()
     best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
-    with result.checkpoint.as_directory() as latest:
-        history = load_checkpoint(latest).meta["history"]
+    with result.checkpoint.as_directory() as latest:  # its history: every epoch, not only the best's
+        history = json.loads((Path(latest) / META_FILE).read_text())["history"]
     plan = settings.plan  # scored with a worker's resources (its GPU share included), not the driver's,
     # outside the trial's placement group, which holds only the driver's sliver of CPU
     score = ray.remote(_score).options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
@@ -67,7 +68,7 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
 def _score(checkpoint: ray.train.Checkpoint, data: DataSpec, threads: int):
     with checkpoint.as_directory() as directory:
         loaded = load_checkpoint(directory)
-    return score_checkpoint(loaded, data, threads=threads), count_parameters(loaded.build_model())
+    return score_checkpoint(loaded, data, threads=threads), count_parameters(loaded.model)
 
 
 def _uri(checkpoint: ray.train.Checkpoint) -> str:
@@ -94,14 +95,8 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),  # + the latest
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
         datasets={"train": data.dataset("train"), "val": data.dataset("val")},
-        dataset_config=ray.train.DataConfig(execution_options=_ordered()),
+        dataset_config=ray.train.DataConfig(execution_options=ordered_ingest()),
     )
-
-
-def _ordered() -> ray.data.ExecutionOptions:
-    """Ray Data's ingest options with blocks kept in order: with the seeded shuffle buffer, the same seed
-    then gives the same batches, so a rerun reproduces its metrics."""
-    return ray.data.ExecutionOptions(preserve_order=True)
 
 
 class ProgressLines(tune.Callback):

@@ -96,7 +96,7 @@ def test_checkpoint_round_trip(tmp_path):
     model = _saved(tmp_path)
     loaded = load_checkpoint(tmp_path)
     assert loaded.meta["epoch"] == 3 and loaded.vocab == ["a", "b"] and loaded.model_config.arch == "lstm"
-    restored = loaded.build_model()
+    restored = loaded.model
     for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
         assert torch.equal(a, b)
     assert loaded.state["optimizer"]["state"]  # Adam's moments came back too

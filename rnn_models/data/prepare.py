@@ -47,9 +47,10 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None)
     log.info("reading %s", cfg.source)
     raw = load_reviews(cfg.source)
     fingerprint = _fingerprint(raw, cfg)
-    if not force and _holds(cfg.out, fingerprint):
+    held = None if force else _held(cfg.out, fingerprint)
+    if held:
         log.info("%s already holds this data (fingerprint %s): reusing it; --force rebuilds", cfg.out, fingerprint[:12])
-        return open_prepared(cfg.out)
+        return held
     splits = split_reviews(raw.table, cfg)
     connect(address)
     reviews = ray.data.from_arrow(_blocks(splits, cfg.num_shards))  # one block per future shard
@@ -98,11 +99,13 @@ def _publish(built: Path, folder: Storage) -> None:
     log.info("uploaded to %s", folder.root)
 
 
-def _holds(out: str, fingerprint: str) -> bool:
+def _held(out: str, fingerprint: str) -> PreparedData | None:
+    """The prepared data at `out` if it is exactly this (verified against its manifest), else None."""
     try:
-        return open_prepared(out).fingerprint == fingerprint
+        data = open_prepared(out)
     except UserError:
-        return False  # absent, stale or damaged: rebuild
+        return None  # absent or damaged: rebuild
+    return data if data.fingerprint == fingerprint else None
 
 
 def _fingerprint(raw: RawReviews, cfg: PrepareConfig) -> str:

@@ -12,7 +12,7 @@ from functools import cached_property
 
 import pyarrow
 
-from rnn_models.errors import UserError
+from rnn_models.errors import UserError, reason
 from rnn_models.files import sha256_stream
 from rnn_models.storage import Storage
 from rnn_models.validation import Manifest, document
@@ -74,16 +74,26 @@ def open_prepared(root: str, verify: bool = True) -> PreparedData:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{folder.join('manifest.json')}: unreadable manifest ({e}); prepare the data again "
                         "with --force") from e
-    except (OSError, pyarrow.ArrowException) as e:  # an unreachable bucket, missing credentials
-        raise UserError(f"--data {root}: cannot be read ({e})") from e
+    except READ_ERRORS as e:
+        raise unreadable(root, e) from e
     document(Manifest, manifest, folder.join("manifest.json"), hint="; prepare the data again with --force")
     if version != FORMAT_VERSION:
         raise UserError(f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
                         "prepare the data again with --force")
     data = PreparedData(folder, manifest)
     if verify:
-        _verify(data)
+        try:
+            _verify(data)
+        except READ_ERRORS as e:  # a bucket that answered once may still fail or time out mid-way
+            raise unreadable(root, e) from e
     return data
+
+
+READ_ERRORS = (OSError, pyarrow.ArrowException)  # an unreachable bucket, missing credentials, a timeout
+
+
+def unreadable(root: str, error: Exception) -> UserError:
+    return UserError(f"--data {root}: cannot be read ({reason(error)})")
 
 
 def _verify(data: PreparedData) -> None:

@@ -5,6 +5,7 @@ fingerprint, metric history) and `vocab.json`, so that a checkpoint alone can ev
 import json
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow
@@ -45,7 +46,9 @@ class Loaded:
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.meta["model"])
 
-    def build_model(self) -> nn.Module:
+    @cached_property
+    def model(self) -> nn.Module:
+        """The model with the checkpoint's weights (built once: loading checks it, its users share it)."""
         data = self.meta["data"]
         model = model_from_config(self.model_config, data["vocab_size"], data["max_len"])
         model.load_state_dict(self.state["model"])
@@ -69,7 +72,7 @@ def load_checkpoint(directory: str | Path) -> Loaded:
         raise UserError(f"--checkpoint {directory}: incomplete (no model weights in {MODEL_FILE})")
     loaded = Loaded(state, meta, vocab)
     try:
-        loaded.build_model()
+        loaded.model  # noqa: B018  (built here: a mismatch is the checkpoint's fault, named as such)
     except (RuntimeError, TypeError, KeyError, AttributeError) as e:  # load_state_dict: missing or misshapen tensors
         raise UserError(f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} "
                         f"({reason(e)})") from e

@@ -13,5 +13,5 @@ def score_checkpoint(loaded: Loaded, data: DataSpec, split: str = "test", thread
     if threads:
         torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = loaded.build_model().to(device)
+    model = loaded.model.to(device)
     return evaluate(model, torch_batches(data.dataset(split), EVAL_BATCH, device), device)

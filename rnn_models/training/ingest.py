@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from rnn_models.data.prepared import SPLITS, PreparedData
+from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
 from rnn_models.errors import UserError
 from rnn_models.storage import is_uri
 
@@ -66,7 +66,11 @@ class DataSpec:
         capacity = _local_object_store_bytes()
         if needed <= IN_MEMORY_SHARE * capacity:
             log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
-            return dataclasses.replace(self, datasets={s: ray.data.from_arrow(_read(self.files[s])) for s in splits})
+            try:
+                tables = {s: _read(self.files[s]) for s in splits}
+            except READ_ERRORS as e:
+                raise unreadable(self.root, e) from e
+            return dataclasses.replace(self, datasets={s: ray.data.from_arrow(t) for s, t in tables.items()})
         if self.local and not shared_disk:
             raise UserError(f"--data {self.root}: {needed / 1e6:.0f} MB of prepared "
                             f"data, more than a quarter of this node's object store ({capacity / 1e6:.0f} MB), and "
@@ -74,6 +78,12 @@ class DataSpec:
                             "(rnn-models prepare --out s3://BUCKET/prepared …) and train with --data on that URI")
         log.info("streaming the splits from parquet (%.0f MB, object store %.0f MB)", needed / 1e6, capacity / 1e6)
         return self
+
+
+def ordered_ingest() -> ray.data.ExecutionOptions:
+    """Ray Data's ingest options for training, blocks kept in order: with the seeded shuffle buffer, the same
+    seed then gives the same batches, so a rerun reproduces its metrics."""
+    return ray.data.ExecutionOptions(preserve_order=True)
 
 
 def _read(files: list[str]) -> list[pa.Table]:
