@@ -160,8 +160,8 @@ def _compare(args) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What `train` and `tune` share: preset, run, model and training options, data preparation."""
-    p.add_argument("--preset", default="seed", help="a built-in preset (seed, seed-fixed, tuned) or a preset file "
-                   "(default: seed, the notebook exactly)")
+    p.add_argument("--preset", default="seed", help="a built-in preset (seed, seed-fixed, tuned, frontier) or a "
+                   "preset file (default: seed, the notebook exactly)")
     add_options(p, C.RunConfig, skip=("data",))
     p.add_argument("--data", help="prepared data directory (default: data/prepared-k<vocab>-t<max len>…, from "
                    "the preset's tokenisation)")

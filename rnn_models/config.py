@@ -77,6 +77,10 @@ class PrepareConfig:
                     f"must be at least 2 (got {self.max_reviews_per_split})")
 
 
+MODEL_CHOICES = {"readout": ("last", "pool"), "pooling": ("flatten", "mean"),
+                 "embedding_dropout": ("element", "spatial", "none"), "init": ("pytorch", "axon")}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One architecture and its sizes (`build_model`); the defaults are the notebook's."""
@@ -87,7 +91,20 @@ class ModelConfig:
     num_layers: int = opt(1, "stacked LSTM layers (recurrent archs)")
     dropout: float = opt(0.0, "dropout on embeddings, between LSTM layers and before the output layer")
     merge: str = opt("sum", "handrolled_bilstm: combine the two directions by 'sum' (the notebook) or 'concat'")
-    seed_faithful: bool = opt(False, "lstm/handrolled_bilstm: the notebook's readout (last padded step, no mask)")
+    seed_faithful: bool = opt(False, "handrolled_bilstm: the notebook's unmasked reading (whole padded row reversed, "
+                              "read at the last padded step)")
+    readout: str = opt("last", "recurrent archs: 'last' (the state after each review's last real token) or 'pool' "
+                       "(max and mean over every real step)")
+    pooling: str = opt("flatten", "mlp: 'flatten' (the notebook: every position's embedding) or 'mean' (a bag of "
+                       "tokens, and of hashed bigrams with --bigram-buckets, averaged: fastText-style)")
+    bigram_buckets: int = opt(0, "mlp with --pooling mean: embedding rows for hashed bigrams; 0 = tokens only")
+    embedding_dropout: str = opt("element", "how --dropout drops embeddings: 'element' (single values), 'spatial' "
+                                 "(whole embedding channels across a review) or 'none'")
+    token_dropout: float = opt(0.0, "recurrent archs: share of real tokens replaced by the out-of-vocabulary id "
+                               "while training (word dropout: no single word can carry a review)")
+    init: str = opt("pytorch", "initial weights: 'pytorch' (its defaults) or 'axon' (the notebook's: embeddings "
+                    "uniform in ±0.01, glorot-uniform kernels, zero biases)")
+    forget_bias: float = opt(0.0, "recurrent archs: added to the LSTMs' forget-gate bias at initialisation")
 
     def __post_init__(self):
         require_finite(self)
@@ -96,7 +113,15 @@ class ModelConfig:
         require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
         require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
+        require(0 <= self.token_dropout < 1, "token_dropout", f"must be in [0, 1) (got {self.token_dropout})")
         require(self.merge in ("sum", "concat"), "merge", f"must be 'sum' or 'concat' (got {self.merge!r})")
+        for name, choices in MODEL_CHOICES.items():
+            value = getattr(self, name)
+            require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
+        require(self.forget_bias >= 0, "forget_bias", f"must be 0 or more (got {self.forget_bias})")
+        require(self.bigram_buckets >= 0, "bigram_buckets", f"must be 0 or more (got {self.bigram_buckets})")
+        require(self.bigram_buckets == 0 or self.pooling == "mean", "bigram_buckets",
+                "needs --pooling mean (a flattened MLP has no bag to add bigrams to)")
 
 
 @dataclass(frozen=True)
@@ -107,11 +132,17 @@ class TrainConfig:
     batch_size: int = opt(64, "reviews per step on each worker; the global batch is batch-size x workers")
     lr: float = opt(1e-4, "Adam learning rate")
     weight_decay: float = opt(0.0, "decoupled weight decay (AdamW); 0 is plain Adam, the notebook")
-    lr_schedule: str = opt("constant", "'constant' (the notebook) or 'cosine' (one warm-up epoch, then decay to 0)")
+    lr_schedule: str = opt("constant", "'constant' (the notebook) or 'cosine' (linear warm-up, then decay to 0)")
+    warmup: float = opt(1.0, "cosine schedule: epochs of linear warm-up (fractions allowed)")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value; 0 = no clipping")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
     seed: int = opt(0, "seed for initial weights and shuffling (with --source, for the data's splits too)")
-    shuffle_buffer: int = opt(4096, "reviews shuffled together on each worker, in a new order every epoch; 0 = no shuffle")
+    shuffle_buffer: int = opt(32768, "reviews shuffled together on each worker, in a new order every epoch (the "
+                              "default holds a worker's whole share of IMDB: a full shuffle); 0 = no shuffle")
+    bucket_batches: int = opt(0, "sort each run of this many batches by review length and cut each batch at its "
+                              "longest review, so a batch costs its reviews' real length; 0 = no bucketing")
+    test_checkpoint: str = opt("best", "which checkpoint the test split scores: 'best' (val accuracy) or 'last' "
+                               "(the notebook: the weights after the last epoch)")
 
     def __post_init__(self):
         require_finite(self)
@@ -121,6 +152,10 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
         require(self.lr_schedule in ("constant", "cosine"), "lr_schedule",
                 f"must be 'constant' or 'cosine' (got {self.lr_schedule!r})")
+        require(self.warmup >= 0, "warmup", f"must be 0 or more epochs (got {self.warmup})")
+        require(self.bucket_batches >= 0, "bucket_batches", f"must be 0 or more (got {self.bucket_batches})")
+        require(self.test_checkpoint in ("best", "last"), "test_checkpoint",
+                f"must be 'best' or 'last' (got {self.test_checkpoint!r})")
         require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more (got {self.grad_clip})")
         require(self.patience >= 0, "patience", f"must be 0 or more (got {self.patience})")
         require_seed(self.seed)

@@ -3,6 +3,7 @@
 import logging
 import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass, replace
 
 from ray import tune
@@ -81,6 +82,7 @@ def resolve_trials(preset: Preset, archs: list[str], model: dict | None, train: 
 def train(run: RunConfig, preset: Preset | None = None, model: dict | None = None, training: dict | None = None,
           resume: bool = False, address: str | None = None) -> dict:
     """Train every architecture of `run` (configs: `preset`, overridden by `model`/`training`) and report."""
+    started = time.perf_counter()
     preset = preset or Preset("defaults")
     by_arch = resolve_trials(preset, run.arch_list, model, training)
     session = start(run, len(run.arch_list), address)
@@ -88,8 +90,10 @@ def train(run: RunConfig, preset: Preset | None = None, model: dict | None = Non
     grid = fit(session, {"arch": tune.grid_search(run.arch_list), "by_arch": by_arch}, resume)
     stop_if_interrupted(session)
     results, failed = finished_trials(grid)
+    wall = time.perf_counter() - started
+    log.info("trained and tested in %.1f min (wall, from connecting to Ray to the last test score)", wall / 60)
     if results:
-        report(session, results, {"preset": preset.as_dict()})
+        report(session, results, {"preset": preset.as_dict(), "wall_seconds": wall})
     if failed:
         raise UserError("some trials failed:\n  " + "\n  ".join(failed)
                         + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}")

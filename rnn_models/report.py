@@ -40,7 +40,7 @@ def interval(accuracy: float, n: int) -> float:
 
 
 def results_table(results: list[dict]) -> str:
-    lines = ["| architecture | test accuracy (95% CI) | val accuracy | best epoch | epochs | parameters | train s "
+    lines = ["| architecture | test accuracy (95% CI) | val accuracy | tested epoch | epochs | parameters | train s "
              "| samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         test = f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%}"

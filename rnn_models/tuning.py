@@ -1,7 +1,7 @@
 """Ray Tune runs the architectures as parallel trials; each trial drives its own Ray Train run.
 
     Tuner ── trial (run_trial, ~0 CPU) ── TorchTrainer ── worker 0..N-1 (train_loop_per_worker, DDP)
-                                       └─ best checkpoint by val accuracy ── tested on the test split
+                                       └─ best checkpoint by val accuracy (or the last) ── tested on the test split
 
 A trial's Train run is named after the trial (`<arch>-<trial id>`), so that a restarted worker group,
 a retried trial or a resumed experiment finds its checkpoints and continues instead of starting over.
@@ -44,12 +44,15 @@ class TrialSettings:
 
 
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
-    """One trial: train one architecture with a TorchTrainer, then test its best checkpoint."""
+    """One trial: train one architecture with a TorchTrainer, then test its best (or last) checkpoint."""
     model_cfg, train_cfg = trial_configs(config)
     result = _trainer(model_cfg, train_cfg, data, settings).fit()
-    best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
     with result.checkpoint.as_directory() as latest:  # its history: every epoch, not only the best's
         history = json.loads((Path(latest) / META_FILE).read_text())["history"]
+    if train_cfg.test_checkpoint == "last":  # the notebook scores the weights after its last epoch
+        best, best_metrics = result.checkpoint, history[-1]
+    else:
+        best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
     plan = settings.plan  # scored with a worker's resources (its GPU share included), not the driver's,
     # outside the trial's placement group, which holds only the driver's sliver of CPU
     score = ray.remote(_score).options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,

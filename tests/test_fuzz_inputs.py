@@ -119,7 +119,13 @@ OUT_OF_RANGE = {
     "epochs": st.integers(max_value=0), "batch_size": st.integers(max_value=0), "lr": st.floats(-1e6, 0),
     "weight_decay": st.floats(-1e6, -1e-6), "lr_schedule": NAME.filter(lambda s: s not in ("constant", "cosine")),
     "grad_clip": st.floats(-1e6, -1e-6), "patience": NEGATIVE, "seed": NEGATIVE | st.integers(min_value=2**32),
-    "shuffle_buffer": NEGATIVE,
+    "shuffle_buffer": NEGATIVE, "readout": NAME.filter(lambda s: s not in ("last", "pool")),
+    "pooling": NAME.filter(lambda s: s not in ("flatten", "mean")), "bigram_buckets": NEGATIVE,
+    "embedding_dropout": NAME.filter(lambda s: s not in ("element", "spatial", "none")),
+    "init": NAME.filter(lambda s: s not in ("pytorch", "axon")), "forget_bias": st.floats(-1e6, -1e-6),
+    "warmup": st.floats(-1e6, -1e-6), "bucket_batches": NEGATIVE,
+    "token_dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
+    "test_checkpoint": NAME.filter(lambda s: s not in ("best", "last")),
 }
 
 
@@ -359,7 +365,12 @@ VALID = {"lr": st.floats(1e-5, 1.0), "weight_decay": st.floats(0, 1), "grad_clip
          "patience": st.integers(0, 5), "seed": st.integers(0, 1000), "shuffle_buffer": st.integers(0, 5000),
          "embedding_size": st.integers(1, 256), "hidden_size": st.integers(1, 256), "num_layers": st.integers(1, 4),
          "merge": st.sampled_from(["sum", "concat"]), "lr_schedule": st.sampled_from(["constant", "cosine"]),
-         "seed_faithful": st.booleans()}
+         "seed_faithful": st.booleans(), "readout": st.sampled_from(["last", "pool"]),
+         "pooling": st.just("flatten"), "bigram_buckets": st.just(0),
+         "embedding_dropout": st.sampled_from(["element", "spatial", "none"]),
+         "init": st.sampled_from(["pytorch", "axon"]), "forget_bias": st.floats(0, 2), "warmup": st.floats(0, 2),
+         "bucket_batches": st.integers(0, 100), "test_checkpoint": st.sampled_from(["best", "last"]),
+         "token_dropout": st.floats(0, 0.9)}
 
 
 SEARCH_DEFECTS = ["top", "unknown option", "distribution", "choice list", "choice value", "kind for type", "bounds arity",
@@ -435,7 +446,10 @@ CLI_OPTIONS = {**field_types(TrainConfig), **field_types(ModelConfig),
                **field_types(RunConfig, ("archs", "workers_per_trial", "use_gpu", "name", "max_failures",
                                          "torch_threads", "gpu_wait")),
                **field_types(PrepareConfig, ("vocab_size", "max_len", "strip_br", "val_size", "max_reviews_per_split"))}
-CHOICES = {"use_gpu": ("auto", "yes", "no"), "merge": ("sum", "concat"), "lr_schedule": ("constant", "cosine")}
+CHOICES = {"use_gpu": ("auto", "yes", "no"), "merge": ("sum", "concat"), "lr_schedule": ("constant", "cosine"),
+           "readout": ("last", "pool"), "pooling": ("flatten", "mean"),
+           "embedding_dropout": ("element", "spatial", "none"), "init": ("pytorch", "axon"),
+           "test_checkpoint": ("best", "last")}
 ARG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10)
 
 

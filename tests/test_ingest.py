@@ -60,3 +60,42 @@ def test_the_resume_command_repeats_the_run_with_its_name(monkeypatch):
     assert resume_command("train-1") == "python jobs/train_all.py --source 'data dir' --epochs 3 --name train-1 --resume"
     monkeypatch.setattr("sys.argv", ["/venv/bin/rnn-models", "train", "--name", "x", "--resume"])
     assert resume_command("x") == "rnn-models train --name x --resume"
+
+
+def _varied(rows: int, blocks: int, seed: int, max_len: int = 10) -> ray.data.Dataset:
+    """Row r holds id r + 1 at each of its first `length` steps, padding after: lengths drawn in [0, max_len]."""
+    lengths = np.random.default_rng(seed).integers(0, max_len + 1, rows).astype(np.int32)
+    ids = np.where(np.arange(max_len) < lengths[:, None], np.arange(1, rows + 1, dtype=np.int32)[:, None], 0)
+    table = pa.table({"ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.astype(np.int32).ravel()), max_len),
+                      "length": pa.array(lengths), "label": pa.array(np.arange(rows) % 2, pa.int8())})
+    return ray.data.from_arrow([table.slice(i, rows // blocks) for i in range(0, rows, rows // blocks)])
+
+
+def _review(batch, i: int) -> int:
+    return int(batch["ids"][i].max()) if batch["length"][i] else -1  # its id, or -1 for an empty review
+
+
+def test_length_buckets_cover_every_review_once_in_batches_cut_at_their_longest_review(ray_session):
+    cpu = torch.device("cpu")
+    batches = list(torch_batches(_varied(200, 4, seed=1), 16, cpu, shuffle_seed=5, chunk_rows=64, bucket_batches=2))
+    assert [len(b["label"]) for b in batches] == [16] * 12 + [8]
+    lengths = torch.cat([b["length"] for b in batches])
+    assert sorted(lengths.tolist()) == sorted(_varied(200, 4, seed=1).to_pandas()["length"].tolist())
+    seen = sorted(_review(b, i) for b in batches for i in range(len(b["label"])) if b["length"][i])
+    assert seen == sorted(set(seen)) and len(seen) == int((lengths > 0).sum())  # every non-empty review once
+    for b in batches:
+        assert b["ids"].shape[1] == max(1, int(b["length"].max()))  # cut at its longest review
+    spread = [int(b["length"].max() - b["length"].min()) for b in batches[:-1]]
+    assert sum(spread) / len(spread) < 5  # sorted within runs of 32 rows: lengths in [0, 10] cluster
+    again = list(torch_batches(_varied(200, 4, seed=1), 16, cpu, shuffle_seed=5, chunk_rows=64, bucket_batches=2))
+    assert all(torch.equal(a["ids"], b["ids"]) for a, b in zip(batches, again))  # seeded: reproducible
+    other = list(torch_batches(_varied(200, 4, seed=1), 16, cpu, shuffle_seed=6, chunk_rows=64, bucket_batches=2))
+    assert [b["length"].tolist() for b in batches] != [b["length"].tolist() for b in other]
+
+
+def test_ranks_with_equal_shards_get_as_many_bucketed_batches_whatever_their_lengths(ray_session):
+    cpu = torch.device("cpu")
+    counts = {len(list(torch_batches(_varied(120, 3, seed=s), 16, cpu, shuffle_seed=s, drop_last=True,
+                                     chunk_rows=50, bucket_batches=3)))
+              for s in range(4)}
+    assert counts == {120 // 16}  # DDP steps together: no rank waits for a batch another never sends

@@ -20,11 +20,18 @@ def test_builtin_presets_resolve_for_every_architecture(name):
 
 
 def test_what_each_builtin_preset_sets():
-    seed, fixed, tuned = (load_preset(n) for n in ("seed", "seed-fixed", "tuned"))
-    assert seed.resolve("lstm")[0].seed_faithful and seed.resolve("lstm")[1].lr == 1e-4
-    assert not fixed.resolve("lstm")[0].seed_faithful and fixed.resolve("lstm")[1].lr == 1e-3
+    seed, fixed, tuned, frontier = (load_preset(n) for n in ("seed", "seed-fixed", "tuned", "frontier"))
+    (seed_model, seed_train), (fixed_model, fixed_train) = seed.resolve("handrolled_bilstm"), fixed.resolve("handrolled_bilstm")
+    assert seed_model.seed_faithful and seed_train.lr == 1e-4 and seed_train.test_checkpoint == "last"
+    assert not fixed_model.seed_faithful and fixed_train.lr == 1e-3
+    # the two differ by their fixes only: Axon's initial weights, the last epoch tested, in both
+    assert seed_model.init == fixed_model.init == "axon" and fixed_train.test_checkpoint == "last"
+    assert seed.resolve("lstm")[0].readout == "last"  # the notebook's masked LSTM reads the last real token
     assert seed.prepare == fixed.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}
     assert tuned.prepare["vocab_size"] > 1024 and tuned.prepare["strip_br"]
+    assert frontier.resolve("mlp")[0].pooling == "mean" and frontier.resolve("mlp")[0].bigram_buckets > 0
+    assert all(frontier.resolve(a)[0].readout == "pool" for a in ("lstm", "bilstm", "handrolled_bilstm"))
+    assert frontier.resolve("lstm")[1].bucket_batches > 0 and frontier.prepare["max_len"] >= 1000
 
 
 def test_command_line_values_override_the_preset_and_its_per_arch_values():
@@ -64,7 +71,7 @@ def test_bad_preset_files_are_refused_with_the_reason(tmp_path, content, message
 
 def test_an_unknown_preset_name_exits_2(capsys):
     assert main(["train", "--preset", "fast"]) == 2
-    assert "--preset fast: neither a built-in preset (seed, seed-fixed, tuned) nor a file" in capsys.readouterr().err
+    assert "--preset fast: neither a built-in preset (seed, seed-fixed, tuned, frontier) nor a file" in capsys.readouterr().err
 
 
 def test_each_way_of_preparing_gets_its_own_data_folder():

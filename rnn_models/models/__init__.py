@@ -13,28 +13,32 @@ from torch import nn
 
 from rnn_models.config import ARCHS, ModelConfig, require
 from rnn_models.errors import UserError
-from rnn_models.models.mlp import MLP
+from rnn_models.models.init import initialise
+from rnn_models.models.mlp import MLP, BagOfNgrams
 from rnn_models.models.recurrent import BiLSTMClassifier, HandrolledBiLSTM, LSTMClassifier
 
 Builder = Callable[[ModelConfig, int, int], nn.Module]  # (cfg, vocab_size, max_len) → model
 
 
 def _mlp(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
+    if cfg.pooling == "mean":
+        return BagOfNgrams(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.dropout, cfg.bigram_buckets)
     return MLP(vocab_size, max_len, cfg.embedding_size, cfg.hidden_size, cfg.dropout)
 
 
 def _lstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
     return LSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                          cfg.seed_faithful)
+                          cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
 
 
 def _bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
-    return BiLSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+    return BiLSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
+                            cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
 
 
 def _handrolled_bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
     return HandrolledBiLSTM(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                            cfg.merge, cfg.seed_faithful)
+                            cfg.merge, cfg.seed_faithful, cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
 
 
 MODELS: dict[str, Builder] = {
@@ -66,16 +70,22 @@ def model_from_config(cfg: ModelConfig, vocab_size: int, max_len: int, seed: int
     require(max_len >= 1, "max_len", f"must be at least 1 (got {max_len})")
     builder = MODELS[cfg.arch]
     if seed is None:
-        return builder(cfg, vocab_size, max_len)
+        return initialise(builder(cfg, vocab_size, max_len), cfg.init, cfg.forget_bias)
     # Parameters are initialised on the CPU, so forking and seeding the CPU generator alone is
     # enough; torch.manual_seed would also reseed (and leave changed) every CUDA generator.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        return builder(cfg, vocab_size, max_len)
+        return initialise(builder(cfg, vocab_size, max_len), cfg.init, cfg.forget_bias)
+
+
+def takes_any_length(cfg: ModelConfig) -> bool:
+    """Whether the model reads rows of any length T (batches may be cut at their longest review): all but the
+    flattening MLP, whose first dense layer fixes T to max_len."""
+    return not (cfg.arch == "mlp" and cfg.pooling == "flatten")
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHS", "MODELS", "OPTIONS", "build_model", "model_from_config", "count_parameters"]
+__all__ = ["ARCHS", "MODELS", "OPTIONS", "build_model", "model_from_config", "takes_any_length", "count_parameters"]

@@ -46,3 +46,46 @@ class MLP(nn.Module):
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         x = self.flatten(x)  # (B, T·E)
         return self.head(x)  # (B,)
+
+
+BIGRAM_PRIME = 1_000_003  # mixes the first id into the bigram's hash; any large odd constant would do
+
+
+def bigram_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Hashed bigram of each pair of neighbouring ids, in [0, buckets): (B, T-1), int64. Deterministic: the
+    same pair gets the same row on every run and rank."""
+    ids = ids.long()
+    return (ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:]) % buckets
+
+
+class BagOfNgrams(nn.Module):
+    """fastText-style: Embedding of the tokens (and of hashed bigrams) → mean over the review → DenseHead.
+
+    Still embedding → pool → dense, as the notebook's MLP, but the mean over each review's real tokens
+    (and its bigrams, computed here from the ids) replaces the flatten: the model takes reviews of any
+    length, blind to padding, and learns word pairs ("not good") that a bag of words cannot tell apart.
+    """
+
+    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, dropout: float = 0.0,
+                 bigram_buckets: int = 0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
+        self.bigram_buckets = bigram_buckets
+        self.bigram_embedding = nn.Embedding(bigram_buckets, embedding_size) if bigram_buckets else None
+        self.dropout = nn.Dropout(dropout)
+        self.head = DenseHead(embedding_size, hidden_size, dropout)
+
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(device=ids.device, dtype=torch.long).clamp(0, ids.shape[1])
+        steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # (1, T)
+        real = (steps < lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+        total = self.embedding(ids).masked_fill(~real, 0).sum(1)  # (B, E)
+        count = lengths
+        if self.bigram_embedding is not None and ids.shape[1] > 1:
+            pairs = self.bigram_embedding(bigram_ids(ids, self.bigram_buckets))  # (B, T-1, E)
+            total = total + pairs.masked_fill(~real[:, 1:], 0).sum(1)  # a pair is real where its second id is
+            count = count + (lengths - 1).clamp(min=0)
+        return total / count.clamp(min=1).unsqueeze(1).to(total.dtype)  # (B, E); zeros for an empty review
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(ids, lengths)))  # (B,)

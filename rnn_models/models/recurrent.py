@@ -1,9 +1,12 @@
 """The three recurrent classifiers: lstm, bilstm and handrolled_bilstm.
 
 Each one embeds the ids, runs LSTMs, reads one feature vector per review (`features`) and ends with
-the MLP's dense head. The correct form reads each review at its own last real token, so appending
-padding never changes a logit. `seed_faithful=True` reproduces the notebook's readout instead (last
-padded step, padding fed through the LSTMs), so a report can measure what that choice costs.
+the MLP's dense head. Two readouts, both blind to padding (appending padding never changes a logit):
+`last`, the state after each review's last real token (each direction's, for the BiLSTMs), and `pool`,
+the max and the mean of the outputs over every real step (each direction's outputs in review order).
+The notebook's masked `Axon.lstm` keeps its state over padding, so its readout is `last` too; only the
+hand-rolled BiLSTM, whose LSTMs the notebook gives no mask, has a `seed_faithful` form (padding fed
+through, the whole padded row reversed), so a report can measure what that choice costs.
 
 Padding (id 0) is always at the end of a row; `lengths` counts the real tokens before it.
 
@@ -15,7 +18,8 @@ the lengths to the host), unpacked reads on the CPU, where packing costs per tim
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.func import functional_call
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnn_models.models.mlp import DenseHead
 
@@ -45,6 +49,35 @@ class LSTM(nn.LSTM):
             return super().forward(input.to(self.weight_ih_l0.dtype), hx)
 
 
+OOV = 1  # the out-of-vocabulary id
+
+
+def drop_tokens(ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """While training, each real token (id ≥ 2) becomes out-of-vocabulary with probability `p`; padding stays."""
+    if not training or p == 0:
+        return ids
+    return ids.masked_fill((torch.rand(ids.shape, device=ids.device) < p) & (ids > OOV), OOV)
+
+
+def embed(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """A recurrent model's embeddings of `ids` (B, T, E), with its word dropout and embedding dropout."""
+    return model.embedding_dropout(model.embedding(drop_tokens(ids, model.token_dropout, model.training)))
+
+
+def make_embedding_dropout(kind: str, p: float) -> nn.Module:
+    """Dropout on the embeddings (B, T, E): of single values, of whole channels across a review, or none."""
+    if kind == "spatial":
+        return SpatialDropout(p)
+    return nn.Dropout(p if kind == "element" else 0.0)
+
+
+class SpatialDropout(nn.Dropout1d):
+    """Drops whole embedding channels for every step of a review (Keras' SpatialDropout1D) on (B, T, E)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> LSTM:
     # nn.LSTM's dropout acts only between layers (and warns if set with one layer)
     return LSTM(input_size, hidden_size, num_layers, batch_first=True,
@@ -63,6 +96,21 @@ def packed_final_states(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -
     packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     _, (h_n, _) = lstm(packed)  # enforce_sorted=False already restores the batch order of h_n
     return h_n
+
+
+def packed_outputs(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run `lstm` over each review's real tokens only; return its outputs (B, T, D·H), zero past each length."""
+    packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+def pool(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Max and mean of seq (B, T, F) over each row's first `length` steps: (B, 2F); zeros for an empty row."""
+    real = (torch.arange(seq.shape[1], device=seq.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+    top = seq.masked_fill(~real, float("-inf")).amax(1)  # (B, F)
+    mean = seq.masked_fill(~real, 0).sum(1) / lengths.clamp(min=1).unsqueeze(1).to(seq.dtype)  # (B, F)
+    return zero_empty(torch.cat([top, mean], dim=-1), lengths)  # (B, 2F)
 
 
 def zero_empty(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -92,6 +140,14 @@ def align_right(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return seq.gather(1, src.unsqueeze(-1).expand(-1, -1, seq.shape[-1]))  # (B, T, F)
 
 
+def one_way(lstm: nn.LSTM, template: nn.LSTM, x: torch.Tensor, suffix: str) -> torch.Tensor:
+    """One direction of a one-layer bidirectional `lstm` as a unidirectional LSTM: `template` run with that
+    direction's parameters (`suffix` "" or "_reverse"), which receive the gradients. (B, T, H)"""
+    weights = {name: getattr(lstm, name + suffix) for name, _ in template.named_parameters()}
+    out, _ = functional_call(template, weights, (x,))
+    return out
+
+
 def merge_directions(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
     return a + b if how == "sum" else torch.cat([a, b], dim=-1)
 
@@ -99,25 +155,30 @@ def merge_directions(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor
 # ----------------------------------------------------------------------------- models
 
 class LSTMClassifier(nn.Module):
-    """Embedding → nn.LSTM → state at the last real token → Linear(H, H) ReLU → Linear(H, 1)."""
+    """Embedding → nn.LSTM → readout (H, or 2H pooled) → Linear(·, H) ReLU → Linear(H, 1).
+
+    The notebook's LSTM takes `mask: Axon.mask(sequence, 0)`, so it keeps its state over padding and its
+    `seq[[.., -1, ..]]` is the state at the last real token: the `last` readout is the notebook's.
+    """
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, seed_faithful: bool = False):
+                 dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
+                 token_dropout: float = 0.0):
         super().__init__()
-        self.seed_faithful = seed_faithful
+        self.readout, self.token_dropout = readout, token_dropout
         self.embedding = nn.Embedding(vocab_size + 2, embedding_size)  # 0 = padding, 1 = out-of-vocabulary
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        self.head = DenseHead(hidden_size, hidden_size, dropout)
+        self.head = DenseHead(hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
-        out, _ = self.lstm(x)  # (B, T, H), padding run through the LSTM too
-        if self.seed_faithful:
-            return out[:, -1]  # (B, H) the notebook reads t = T-1 whatever the review's length
+        x = embed(self, ids)  # (B, T, E)
         # A causal LSTM's output at t < len depends on real tokens only: reading it there is exactly the
         # packed result, and 1.3-2.3x faster on the CPU than packing.
+        out, _ = self.lstm(x)  # (B, T, H), padding run through the LSTM too, never read
+        if self.readout == "pool":
+            return pool(out, lengths)  # (B, 2H)
         return zero_empty(take_step(out, (lengths - 1).clamp(min=0)), lengths)  # (B, H) last real token
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -125,25 +186,33 @@ class LSTMClassifier(nn.Module):
 
 
 class BiLSTMClassifier(nn.Module):
-    """Embedding → nn.LSTM(bidirectional) → [final fwd, final bwd] (2H) → Linear(2H, H) ReLU → Linear(H, 1).
+    """Embedding → nn.LSTM(bidirectional) → readout: [final fwd, final bwd] (2H), or both directions' outputs
+    pooled (4H) → Linear(·, H) ReLU → Linear(H, 1).
 
-    `seed_faithful` has no effect: the notebook's `Axon.bidirectional` version never compiled, so
-    there is no notebook readout to reproduce.
+    The notebook's `Axon.bidirectional` version never compiled, so there is no notebook form to reproduce:
+    under the `seed` preset this is the project's fused BiLSTM with the notebook's recipe.
     """
 
-    pack: bool | None = None  # None: packed sequences on CUDA, the right-aligned second read elsewhere
+    pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
+                 token_dropout: float = 0.0):
         super().__init__()
+        self.readout, self.token_dropout = readout, token_dropout
         self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout, bidirectional=True)
-        self.head = DenseHead(2 * hidden_size, hidden_size, dropout)
+        self.head = DenseHead(2 * hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
+        # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
+        # parameters (a tuple keeps it out of the module's parameters and state_dict)
+        self._one_way = (make_lstm(embedding_size, hidden_size, 1, 0.0),)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        x = embed(self, ids)  # (B, T, E)
+        if self.readout == "pool":
+            return pool(self._outputs(x, lengths), lengths)  # (B, 4H)
         # With num_layers > 1 the upper layers mix both directions: only packing keeps padding out of them.
         if self.lstm.num_layers > 1 or use_packing(x, self.pack):
             h_n = packed_final_states(self.lstm, x, lengths)  # (2L, B, H), layer-major, forward first
@@ -160,6 +229,17 @@ class BiLSTMClassifier(nn.Module):
         backward = out[:B, 0, H:].index_copy(0, padded, first)  # (B, H) after the first real token, back to front
         return zero_empty(torch.cat([forward, backward], dim=-1), lengths)  # (B, 2H)
 
+    def _outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Both directions' outputs (B, T, 2H), right at every real step: packed, or on the CPU each direction
+        run on its own, the backward one over each review reversed within its length (half the work of a
+        second read of the padded rows, which with bucketed batches is nearly every row)."""
+        if self.lstm.num_layers > 1 or use_packing(x, self.pack):
+            return packed_outputs(self.lstm, x, lengths)
+        template = self._one_way[0]
+        forward = one_way(self.lstm, template, x, "")  # (B, T, H)
+        backward = one_way(self.lstm, template, reverse_within_length(x, lengths), "_reverse")
+        return torch.cat([forward, reverse_within_length(backward, lengths)], dim=-1)  # (B, T, 2H)
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(ids, lengths))  # (B,)
 
@@ -172,31 +252,41 @@ class HandrolledBiLSTM(nn.Module):
     merge(forward output at t = len-1, backward output at t = 0). With num_layers > 1 each direction
     stacks on its own (unlike nn.LSTM(bidirectional), whose upper layers see both directions).
 
-    `seed_faithful=True` is the notebook: the whole padded row reversed, outputs reversed back,
-    merged and read at t = T-1, where the backward LSTM has seen nothing but padding.
+    `readout="pool"` pools each direction's outputs over the real steps (max and mean), then merges them.
+
+    `seed_faithful=True` is the notebook, whose two LSTMs get no mask: the whole padded row reversed, outputs
+    reversed back, merged and read at t = T-1, where the backward LSTM has read one step only, the row's
+    last (padding, unless the review fills all T steps); `readout` is then ignored.
     """
 
     pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere (the correct form)
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, merge: str = "sum", seed_faithful: bool = False):
+                 dropout: float = 0.0, merge: str = "sum", seed_faithful: bool = False, readout: str = "last",
+                 embedding_dropout: str = "element", token_dropout: float = 0.0):
         super().__init__()
-        self.merge, self.seed_faithful = merge, seed_faithful
+        self.merge, self.seed_faithful, self.readout, self.token_dropout = merge, seed_faithful, readout, token_dropout
         self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.forward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
         self.backward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        merged = hidden_size if merge == "sum" else 2 * hidden_size
-        self.head = DenseHead(merged, hidden_size, dropout)
+        one_way = hidden_size * (2 if readout == "pool" and not seed_faithful else 1)
+        self.head = DenseHead(one_way if merge == "sum" else 2 * one_way, hidden_size, dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        x = embed(self, ids)  # (B, T, E)
         if self.seed_faithful:
             fwd, _ = self.forward_lstm(x)  # (B, T, H)
             bwd, _ = self.backward_lstm(x.flip(1))  # (B, T, H), padding first
             return merge_directions(fwd, bwd.flip(1), self.merge)[:, -1]  # (B, H or 2H) at t = T-1
         backwards = reverse_within_length(x, lengths)  # (B, T, E) each review back to front, padding at the end
+        if self.readout == "pool":  # each direction's outputs pooled in review order, then merged
+            if use_packing(x, self.pack):
+                fwd, bwd = packed_outputs(self.forward_lstm, x, lengths), packed_outputs(self.backward_lstm, backwards, lengths)
+            else:
+                fwd, bwd = self.forward_lstm(x)[0], self.backward_lstm(backwards)[0]  # (B, T, H) each
+            return merge_directions(pool(fwd, lengths), pool(bwd, lengths), self.merge)  # (B, 2H or 4H)
         if use_packing(x, self.pack):  # each LSTM's final state is its state after the row's last real step
             on_host = lengths.cpu()  # one host copy for both packs
             last = packed_final_states(self.forward_lstm, x, on_host)[-1]  # (B, H) top layer, last real token

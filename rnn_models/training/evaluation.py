@@ -2,9 +2,10 @@
 
 import torch
 
+from rnn_models.models import takes_any_length
 from rnn_models.training.checkpoint import Loaded, require_compatible
-from rnn_models.training.ingest import DataSpec, torch_batches
-from rnn_models.training.loop import EVAL_BATCH, Sums, evaluate
+from rnn_models.training.ingest import DataSpec, scoring_batches
+from rnn_models.training.loop import Sums, evaluate
 
 
 def score_checkpoint(loaded: Loaded, data: DataSpec, split: str = "test", threads: int | None = None) -> Sums:
@@ -14,4 +15,5 @@ def score_checkpoint(loaded: Loaded, data: DataSpec, split: str = "test", thread
         torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = loaded.model.to(device)
-    return evaluate(model, torch_batches(data.dataset(split), EVAL_BATCH, device), device)
+    batches = scoring_batches(data.dataset(split), device, takes_any_length(loaded.model_config))
+    return evaluate(model, batches, device)

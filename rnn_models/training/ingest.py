@@ -16,6 +16,7 @@ import torch
 
 from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
 from rnn_models.errors import UserError
+from rnn_models.training.loop import EVAL_BATCH
 from rnn_models.storage import is_uri
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
@@ -104,33 +105,73 @@ def _local_object_store_bytes() -> float:
 
 
 def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = None, drop_last: bool = False,
-                  chunk_rows: int = CHUNK_ROWS):
+                  chunk_rows: int = CHUNK_ROWS, bucket_batches: int = 0):
     """Batches of `batch_size` reviews as tensors on `device`, from a dataset or a worker's shard.
 
     Ray Data hands over chunks of `chunk_rows` reviews, converted to tensors once; batches are slices of
-    them (views, no copies). Ray Data's per-batch cost (~1 ms) would otherwise be a third of an MLP step.
-    With a seed, each chunk is shuffled by a seeded permutation (a local shuffle of `chunk_rows` reviews;
-    the prepared shards are already shuffled as a whole). Rows left over from a chunk start the next one,
-    so every batch but the last is full; `drop_last` drops that one. Chunks are built on the CPU and, for a
-    GPU, copied once from pinned memory without blocking, so the copy overlaps the steps still queued.
+    them. Ray Data's per-batch cost (~1 ms) would otherwise be a third of an MLP step. With a seed, each
+    chunk is shuffled by a seeded permutation (a local shuffle of `chunk_rows` reviews; the prepared shards
+    are already shuffled as a whole). Rows left over from a chunk start the next one, so every batch but the
+    last is full; `drop_last` drops that one. A rank's batch count is therefore its rows // batch_size (+1),
+    whatever the bucketing: ranks with equal shards (Ray Train splits them equally) step together.
+
+    Length buckets (`bucket_batches` > 0): each run of that many batches' rows is sorted by length and cut
+    into batches, each batch cut at its longest review (ids (B, t), t ≤ max_len), and with a seed the chunk's
+    batches come in a shuffled order. A batch then costs what its reviews' real lengths cost.
+
+    Chunks are built on the CPU and, for a GPU, copied once from pinned memory without blocking, so the copy
+    overlaps the steps still queued.
     """
     device = torch.device(device)
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     carry = None
     for chunk in shard.iter_torch_batches(batch_size=chunk_rows, dtypes=BATCH_DTYPES, device=torch.device("cpu")):
         if generator is not None:
-            order = torch.randperm(len(chunk["label"]), generator=generator)
-            chunk = {k: v[order] for k, v in chunk.items()}
+            chunk = _take(chunk, torch.randperm(len(chunk["label"]), generator=generator))
         if carry is not None:
             chunk = {k: torch.cat([carry[k], v]) for k, v in chunk.items()}
         n = len(chunk["label"])
         full = n - n % batch_size
-        on_device = _to_device({k: v[:full] for k, v in chunk.items()}, device)
-        for start in range(0, full, batch_size):
-            yield {k: v[start:start + batch_size] for k, v in on_device.items()}
         carry = {k: v[full:] for k, v in chunk.items()} if full < n else None  # stays on the CPU
+        yield from _batches({k: v[:full] for k, v in chunk.items()}, batch_size, device, bucket_batches, generator)
     if carry is not None and not drop_last:
-        yield _to_device(carry, device)
+        yield from _batches(carry, batch_size, device, bucket_batches, None)
+
+
+def scoring_batches(dataset, device, any_length: bool):
+    """Batches for scoring only (no shuffle, no review dropped): EVAL_BATCH reviews each, and for models that
+    take rows of any length (`models.takes_any_length`) sorted by length within each chunk and cut at their
+    longest review."""
+    return torch_batches(dataset, EVAL_BATCH, device, bucket_batches=CHUNK_ROWS // EVAL_BATCH if any_length else 0)
+
+
+def _batches(rows: dict[str, torch.Tensor], batch_size: int, device: torch.device, bucket_batches: int,
+             generator: torch.Generator | None):
+    """`rows` cut into batches, bucketed by length if asked (see torch_batches)."""
+    n = len(rows["label"])
+    starts = list(range(0, n, batch_size))
+    if not bucket_batches:
+        on_device = _to_device(rows, device)
+        for start in starts:
+            yield {k: v[start:start + batch_size] for k, v in on_device.items()}
+        return
+    window = bucket_batches * batch_size
+    lengths = rows["length"]
+    order = torch.cat([start + torch.argsort(lengths[start:start + window], stable=True)
+                       for start in range(0, n, window)]) if n else lengths.new_zeros(0)
+    rows = _take(rows, order)
+    widths = [max(1, int(rows["length"][s:s + batch_size].max())) for s in starts]  # on the CPU: no device sync
+    if generator is not None:
+        shuffled = torch.randperm(len(starts), generator=generator).tolist()
+        starts, widths = [starts[i] for i in shuffled], [widths[i] for i in shuffled]
+    on_device = _to_device(rows, device)
+    for start, width in zip(starts, widths):
+        batch = {k: v[start:start + batch_size] for k, v in on_device.items()}
+        yield {**batch, "ids": batch["ids"][:, :width]}
+
+
+def _take(rows: dict[str, torch.Tensor], order: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[order] for k, v in rows.items()}
 
 
 def _to_device(chunk: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -13,11 +13,11 @@ import torch
 import torch.distributed as dist
 
 from rnn_models.config import ModelConfig, TrainConfig
-from rnn_models.models import model_from_config
+from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
                                               unwrap)
-from rnn_models.training.ingest import CHUNK_ROWS, torch_batches
-from rnn_models.training.loop import EVAL_BATCH, Sums, evaluate, train_epoch
+from rnn_models.training.ingest import CHUNK_ROWS, scoring_batches, torch_batches
+from rnn_models.training.loop import Sums, evaluate, train_epoch
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -27,10 +27,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """None for a constant rate; else one warm-up epoch, then cosine decay to 0 at the last step."""
+    """None for a constant rate; else `cfg.warmup` epochs of linear warm-up, then cosine decay to 0 at the last step."""
     if cfg.lr_schedule == "constant":
         return None
-    warmup, total = max(1, steps_per_epoch), max(1, steps_per_epoch * cfg.epochs)
+    warmup, total = max(1, round(steps_per_epoch * cfg.warmup)), max(1, steps_per_epoch * cfg.epochs)
 
     def factor(step: int) -> float:
         return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
@@ -69,10 +69,11 @@ def train_loop_per_worker(config: dict) -> None:
         started = time.perf_counter()
         seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None  # new order every epoch
         batches = torch_batches(train_shard, cfg.batch_size, device, seed, drop_last=True,
-                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS)
+                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
+                                bucket_batches=cfg.bucket_batches if takes_any_length(model_cfg) else 0)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
         seconds = _elapsed(started, device)
-        val = evaluate(model, torch_batches(val_shard, EVAL_BATCH, device), device)
+        val = evaluate(model, scoring_batches(val_shard, device, takes_any_length(model_cfg)), device)
         train, val = all_reduced(train, val, device=device)
         history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
                         "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,

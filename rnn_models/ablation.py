@@ -1,0 +1,127 @@
+"""`jobs/ablation.py`: what each modelling choice is worth, one variant per row, in one plain process.
+
+Every row trains one architecture from a base recipe (a preset) with a few options changed, on the same
+prepared data, with the training pieces the Ray workers use (model builders, `torch_batches` bucketing,
+optimizer, schedule, `train_epoch`, `evaluate`) but no Ray: rows differ only by their options, and a row
+costs its training and scoring only. Printed as a markdown table of val and test accuracy and seconds.
+"""
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from rnn_models.config import ModelConfig, TrainConfig
+from rnn_models.data.prepared import PreparedData
+from rnn_models.models import model_from_config, takes_any_length
+from rnn_models.errors import UserError
+from rnn_models.presets import Preset, load_preset
+from rnn_models.training.ingest import CHUNK_ROWS, scoring_batches, torch_batches
+from rnn_models.training.loop import evaluate, train_epoch
+from rnn_models.training.worker import make_optimizer, make_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class TensorShard:
+    """A split held as tensors, read like a Ray Data shard (`iter_torch_batches`), in its stored order."""
+
+    def __init__(self, data: PreparedData, split: str):
+        table = pq.read_table(data.files(split))
+        ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
+        self.tensors = {"ids": torch.from_numpy(ids.copy()),
+                        "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
+                        "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
+
+    def __len__(self) -> int:
+        return len(self.tensors["label"])
+
+    def iter_torch_batches(self, batch_size: int, dtypes=None, device=None):
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start:start + batch_size] for k, v in self.tensors.items()}
+
+
+def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
+    """Train `model_cfg` by `cfg` in this process; the val accuracy per epoch and the test accuracy of the
+    epoch with the best val accuracy (of the last with `test_checkpoint` 'last')."""
+    started, cpu = time.perf_counter(), torch.device("cpu")
+    model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=len(splits["train"]) // cfg.batch_size)
+    any_length, best, history = takes_any_length(model_cfg), None, []
+    for epoch in range(1, cfg.epochs + 1):
+        seed = cfg.seed * 100_003 + epoch * 101 if cfg.shuffle_buffer else None  # the workers' rule, rank 0
+        batches = torch_batches(splits["train"], cfg.batch_size, cpu, seed, drop_last=True,
+                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
+                                bucket_batches=cfg.bucket_batches if any_length else 0)
+        train = train_epoch(model, batches, optimizer, cpu, cfg.grad_clip, scheduler)
+        val = evaluate(model, scoring_batches(splits["val"], cpu, any_length), cpu).accuracy
+        history.append(val)
+        log.info("  epoch %d: train %.4f, val %.4f (%.0f s)", epoch, train.accuracy, val, time.perf_counter() - started)
+        if best is None or val > best[0] or cfg.test_checkpoint == "last":
+            best = (val, epoch, {k: v.clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[2])
+    test = evaluate(model, scoring_batches(splits["test"], cpu, any_length), cpu).accuracy
+    return {"val_accuracy": best[0], "epoch": best[1], "test_accuracy": test, "val_history": history,
+            "seconds": time.perf_counter() - started}
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "arch")
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def ablate(data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int) -> list[dict]:
+    """One row per variant: `preset`'s configs of `arch` with the variant's model/train options changed."""
+    torch.set_num_threads(threads)
+    splits = {s: TensorShard(data, s) for s in ("train", "val", "test")}
+    rows = []
+    for name, change in variants.items():
+        unknown = sorted(set(change) - set(MODEL_KEYS) - set(TRAIN_KEYS))
+        if unknown:
+            raise UserError(f"--variants {name}: unknown option(s) {', '.join(unknown)}")
+        model_cfg, cfg = preset.resolve(arch, {k: v for k, v in change.items() if k in MODEL_KEYS},
+                                        {k: v for k, v in change.items() if k in TRAIN_KEYS})
+        log.info("%s %s: %s", arch, name, json.dumps(change))
+        rows.append({"variant": name, "arch": arch, "change": change, **run_variant(data, splits, model_cfg, cfg)})
+        log.info("%s %s: val %.4f, test %.4f, %.0f s", arch, name, rows[-1]["val_accuracy"],
+                 rows[-1]["test_accuracy"], rows[-1]["seconds"])
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| arch | variant | change | val accuracy (epoch) | test accuracy | seconds |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(base)"
+        lines.append(f"| {r['arch']} | {r['variant']} | {change} | {r['val_accuracy']:.2%} ({r['epoch']}) "
+                     f"| {r['test_accuracy']:.2%} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(source: str | None, data_path: str | None, preset_name: str, arch: str, variants: str,
+         threads: int) -> list[dict]:
+    """`jobs/ablation.py`: prepare (or open) the data, then one row per variant."""
+    from rnn_models.cli import default_data_dir
+    from rnn_models.config import PrepareConfig
+    from rnn_models.data.prepare import prepare
+    from rnn_models.data.prepared import open_prepared
+
+    preset = load_preset(preset_name)
+    if data_path:
+        data = open_prepared(data_path)
+    elif source:
+        data = prepare(PrepareConfig(source=source, out=default_data_dir(preset.prepare), **preset.prepare))
+    else:
+        raise UserError("give --source (raw reviews) or --data (prepared)")
+    text = Path(variants).read_text() if Path(variants).is_file() else variants
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--variants: not JSON ({e})") from e
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise UserError('--variants: expected {"name": {"option": value, ...}, ...}')
+    return ablate(data, preset, arch, parsed, threads)

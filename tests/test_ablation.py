@@ -1,0 +1,31 @@
+"""Ablation rows: each variant trains the preset's configs with its options changed, on real reviews."""
+
+import pytest
+
+from rnn_models.ablation import TensorShard, ablate, main, table
+from rnn_models.errors import UserError
+from rnn_models.presets import Preset
+
+
+def test_each_row_trains_the_preset_with_its_change(imdb_sample):
+    preset = Preset("p", model={"embedding_size": 8, "hidden_size": 8}, train={"epochs": 2, "bucket_batches": 2})
+    rows = ablate(imdb_sample, preset, "lstm", {"base": {}, "pooled, 1 epoch": {"readout": "pool", "epochs": 1}},
+                  threads=1)
+    assert [r["variant"] for r in rows] == ["base", "pooled, 1 epoch"]
+    assert len(rows[0]["val_history"]) == 2 and len(rows[1]["val_history"]) == 1
+    for r in rows:
+        assert 0 <= r["test_accuracy"] <= 1 and r["val_accuracy"] == max(r["val_history"])
+    text = table(rows)
+    assert "| lstm | base | (base) |" in text and "readout=pool, epochs=1" in text
+    assert len(TensorShard(imdb_sample, "test")) == 300
+
+
+def test_bad_variants_are_refused_by_name(imdb_sample):
+    with pytest.raises(UserError, match="--variants: not JSON"):
+        main(None, str(imdb_sample.root), "seed", "lstm", "{oops", 1)
+    with pytest.raises(UserError, match="expected"):
+        main(None, str(imdb_sample.root), "seed", "lstm", '{"a": 1}', 1)
+    with pytest.raises(UserError, match="--variants typo: unknown option"):
+        main(None, str(imdb_sample.root), "seed", "lstm", '{"typo": {"hiden_size": 8}}', 1)
+    with pytest.raises(UserError, match="--source|--data"):
+        main(None, None, "seed", "lstm", "{}", 1)
