@@ -16,27 +16,34 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from rnn_models.config import ModelConfig, TrainConfig
-from rnn_models.data.prepared import PreparedData
-from rnn_models.models import model_from_config, takes_any_length
+from rnn_models.cli import default_data_dir
+from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
+from rnn_models.data.prepare import prepare
+from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.errors import UserError
+from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.presets import Preset, load_preset
-from rnn_models.training.ingest import CHUNK_ROWS, scoring_batches, torch_batches
+from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
 
+def split_tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
+    """One split of prepared data as tensors, read by this process: ids (N, max_len), length, label."""
+    table = pq.read_table(data.files(split))
+    ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
+    return {"ids": torch.from_numpy(ids.copy()),
+            "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
+            "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
+
+
 class TensorShard:
     """A split held as tensors, read like a Ray Data shard (`iter_torch_batches`), in its stored order."""
 
     def __init__(self, data: PreparedData, split: str):
-        table = pq.read_table(data.files(split))
-        ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
-        self.tensors = {"ids": torch.from_numpy(ids.copy()),
-                        "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
-                        "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
+        self.tensors = split_tensors(data, split)
 
     def __len__(self) -> int:
         return len(self.tensors["label"])
@@ -55,10 +62,7 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: T
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=len(splits["train"]) // cfg.batch_size)
     any_length, best, history = takes_any_length(model_cfg), None, []
     for epoch in range(1, cfg.epochs + 1):
-        seed = cfg.seed * 100_003 + epoch * 101 if cfg.shuffle_buffer else None  # the workers' rule, rank 0
-        batches = torch_batches(splits["train"], cfg.batch_size, cpu, seed, drop_last=True,
-                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
-                                bucket_batches=cfg.bucket_batches if any_length else 0)
+        batches = training_batches(splits["train"], cfg, any_length, cpu, epoch)  # as rank 0 of a worker group
         train = train_epoch(model, batches, optimizer, cpu, cfg.grad_clip, scheduler)
         val = evaluate(model, scoring_batches(splits["val"], cpu, any_length), cpu).accuracy
         history.append(val)
@@ -105,11 +109,6 @@ def table(rows: list[dict]) -> str:
 def main(source: str | None, data_path: str | None, preset_name: str, arch: str, variants: str,
          threads: int) -> list[dict]:
     """`jobs/ablation.py`: prepare (or open) the data, then one row per variant."""
-    from rnn_models.cli import default_data_dir
-    from rnn_models.config import PrepareConfig
-    from rnn_models.data.prepare import prepare
-    from rnn_models.data.prepared import open_prepared
-
     preset = load_preset(preset_name)
     if data_path:
         data = open_prepared(data_path)

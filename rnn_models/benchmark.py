@@ -23,11 +23,11 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from rnn_models.ablation import split_tensors
 from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.errors import UserError
@@ -100,14 +100,6 @@ def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> l
     return vocab
 
 
-def _tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
-    table = pq.read_table(data.files(split))
-    ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
-    return {"ids": torch.from_numpy(ids.copy()),
-            "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
-            "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
-
-
 def _slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
     n = len(tensors["label"])
     end = n - n % batch_size if drop_last else n
@@ -120,7 +112,7 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
     """The recipe in one process over in-memory tensors: the baseline the Ray pipeline is held to."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    train_set, val_set = _tensors(data, "train"), _tensors(data, "val")
+    train_set, val_set = split_tensors(data, "train"), split_tensors(data, "val")
     model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=cfg.seed)
     optimizer, cpu = make_optimizer(model, cfg), torch.device("cpu")
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -133,7 +125,7 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
         evaluate(model, _slices(val_set, EVAL_BATCH), cpu)
     result = {"samples_per_second": throughput, "seconds": time.perf_counter() - started}
     if test:
-        result["test_accuracy"] = evaluate(model, _slices(_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
+        result["test_accuracy"] = evaluate(model, _slices(split_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
         result["seconds"] = time.perf_counter() - started
     return result
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from rnn_models.benchmark import _slices, _tensors
+from rnn_models.ablation import split_tensors
+from rnn_models.benchmark import _slices
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData
@@ -87,7 +88,7 @@ def throughput(presets: dict[str, tuple[Preset, PreparedData]], archs: list[str]
     """Part 1: {preset: {arch: {"bare", "ray"[, "bare_unpacked"]}}} in training samples/s."""
     rows, runs, datasets = {}, {}, {}
     for name, (preset, data) in presets.items():
-        tensors = {k: v.to(device) for k, v in _tensors(data, "train").items()}
+        tensors = {k: v.to(device) for k, v in split_tensors(data, "train").items()}
         spec = DataSpec.from_prepared(data).load(splits=("train",))
         datasets[name] = spec.dataset("train")
         rows[name] = {}

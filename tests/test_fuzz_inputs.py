@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnn_models.cli import main
-from rnn_models.config import ARCHS, ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnn_models.config import ARCHS, MODEL_CHOICES, ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.text import normalise_reference
 from rnn_models.presets import PREPARE_KEYS
 from rnn_models.validation import key_path
@@ -119,13 +119,11 @@ OUT_OF_RANGE = {
     "epochs": st.integers(max_value=0), "batch_size": st.integers(max_value=0), "lr": st.floats(-1e6, 0),
     "weight_decay": st.floats(-1e6, -1e-6), "lr_schedule": NAME.filter(lambda s: s not in ("constant", "cosine")),
     "grad_clip": st.floats(-1e6, -1e-6), "patience": NEGATIVE, "seed": NEGATIVE | st.integers(min_value=2**32),
-    "shuffle_buffer": NEGATIVE, "readout": NAME.filter(lambda s: s not in ("last", "pool")),
-    "pooling": NAME.filter(lambda s: s not in ("flatten", "mean")), "bigram_buckets": NEGATIVE,
-    "embedding_dropout": NAME.filter(lambda s: s not in ("element", "spatial", "none")),
-    "init": NAME.filter(lambda s: s not in ("pytorch", "axon")), "forget_bias": st.floats(-1e6, -1e-6),
+    "shuffle_buffer": NEGATIVE, "bigram_buckets": NEGATIVE, "forget_bias": st.floats(-1e6, -1e-6),
     "warmup": st.floats(-1e6, -1e-6), "bucket_batches": NEGATIVE,
     "token_dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
     "test_checkpoint": NAME.filter(lambda s: s not in ("best", "last")),
+    **{name: NAME.filter(lambda s, choices=choices: s not in choices) for name, choices in MODEL_CHOICES.items()},
 }
 
 
@@ -365,10 +363,8 @@ VALID = {"lr": st.floats(1e-5, 1.0), "weight_decay": st.floats(0, 1), "grad_clip
          "patience": st.integers(0, 5), "seed": st.integers(0, 1000), "shuffle_buffer": st.integers(0, 5000),
          "embedding_size": st.integers(1, 256), "hidden_size": st.integers(1, 256), "num_layers": st.integers(1, 4),
          "merge": st.sampled_from(["sum", "concat"]), "lr_schedule": st.sampled_from(["constant", "cosine"]),
-         "seed_faithful": st.booleans(), "readout": st.sampled_from(["last", "pool"]),
-         "pooling": st.just("flatten"), "bigram_buckets": st.just(0),
-         "embedding_dropout": st.sampled_from(["element", "spatial", "none"]),
-         "init": st.sampled_from(["pytorch", "axon"]), "forget_bias": st.floats(0, 2), "warmup": st.floats(0, 2),
+         "seed_faithful": st.booleans(), **{name: st.sampled_from(choices) for name, choices in MODEL_CHOICES.items()},
+         "pooling": st.just("flatten"), "bigram_buckets": st.just(0), "forget_bias": st.floats(0, 2), "warmup": st.floats(0, 2),
          "bucket_batches": st.integers(0, 100), "test_checkpoint": st.sampled_from(["best", "last"]),
          "token_dropout": st.floats(0, 0.9)}
 
@@ -447,9 +443,7 @@ CLI_OPTIONS = {**field_types(TrainConfig), **field_types(ModelConfig),
                                          "torch_threads", "gpu_wait")),
                **field_types(PrepareConfig, ("vocab_size", "max_len", "strip_br", "val_size", "max_reviews_per_split"))}
 CHOICES = {"use_gpu": ("auto", "yes", "no"), "merge": ("sum", "concat"), "lr_schedule": ("constant", "cosine"),
-           "readout": ("last", "pool"), "pooling": ("flatten", "mean"),
-           "embedding_dropout": ("element", "spatial", "none"), "init": ("pytorch", "axon"),
-           "test_checkpoint": ("best", "last")}
+           "test_checkpoint": ("best", "last"), **MODEL_CHOICES}
 ARG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10)
 
 

@@ -283,7 +283,8 @@ class HandrolledBiLSTM(nn.Module):
         backwards = reverse_within_length(x, lengths)  # (B, T, E) each review back to front, padding at the end
         if self.readout == "pool":  # each direction's outputs pooled in review order, then merged
             if use_packing(x, self.pack):
-                fwd, bwd = packed_outputs(self.forward_lstm, x, lengths), packed_outputs(self.backward_lstm, backwards, lengths)
+                fwd = packed_outputs(self.forward_lstm, x, lengths)  # (B, T, H)
+                bwd = packed_outputs(self.backward_lstm, backwards, lengths)
             else:
                 fwd, bwd = self.forward_lstm(x)[0], self.backward_lstm(backwards)[0]  # (B, T, H) each
             return merge_directions(pool(fwd, lengths), pool(bwd, lengths), self.merge)  # (B, 2H or 4H)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
+from rnn_models.config import TrainConfig
 from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
 from rnn_models.errors import UserError
 from rnn_models.training.loop import EVAL_BATCH
@@ -136,6 +137,14 @@ def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = Non
         yield from _batches({k: v[:full] for k, v in chunk.items()}, batch_size, device, bucket_batches, generator)
     if carry is not None and not drop_last:
         yield from _batches(carry, batch_size, device, bucket_batches, None)
+
+
+def training_batches(shard, cfg: TrainConfig, any_length: bool, device, epoch: int, rank: int = 0):
+    """One epoch of a worker's training batches by `cfg`: full batches only, in a new order every epoch (seeded
+    by seed, epoch and rank, so reproducible), length-bucketed for models that take rows of any length."""
+    seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None
+    return torch_batches(shard, cfg.batch_size, device, seed, drop_last=True, chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
+                         bucket_batches=cfg.bucket_batches if any_length else 0)
 
 
 def scoring_batches(dataset, device, any_length: bool):

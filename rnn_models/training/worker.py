@@ -16,7 +16,7 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
                                               unwrap)
-from rnn_models.training.ingest import CHUNK_ROWS, scoring_batches, torch_batches
+from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import Sums, evaluate, train_epoch
 
 
@@ -67,10 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
         if _stopped_early(history, cfg.patience):
             break
         started = time.perf_counter()
-        seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None  # new order every epoch
-        batches = torch_batches(train_shard, cfg.batch_size, device, seed, drop_last=True,
-                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
-                                bucket_batches=cfg.bucket_batches if takes_any_length(model_cfg) else 0)
+        batches = training_batches(train_shard, cfg, takes_any_length(model_cfg), device, epoch, rank)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
         seconds = _elapsed(started, device)
         val = evaluate(model, scoring_batches(val_shard, device, takes_any_length(model_cfg)), device)
