@@ -6,7 +6,6 @@ optimizer, schedule, `train_epoch`, `evaluate`) but no Ray: rows differ only by 
 costs its training and scoring only. Printed as a markdown table of val and test accuracy and seconds.
 """
 
-import dataclasses
 import json
 import logging
 import time
@@ -16,13 +15,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from rnn_models.cli import default_data_dir
 from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
-from rnn_models.data.prepare import prepare
+from rnn_models.data.prepare import default_data_dir, prepare
 from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.models import model_from_config, takes_any_length
-from rnn_models.presets import Preset, load_preset
+from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer, make_scheduler
@@ -75,21 +73,16 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: T
             "seconds": time.perf_counter() - started}
 
 
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "arch")
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
 def ablate(data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int) -> list[dict]:
     """One row per variant: `preset`'s configs of `arch` with the variant's model/train options changed."""
     torch.set_num_threads(threads)
     splits = {s: TensorShard(data, s) for s in ("train", "val", "test")}
     rows = []
     for name, change in variants.items():
-        unknown = sorted(set(change) - set(MODEL_KEYS) - set(TRAIN_KEYS))
-        if unknown:
-            raise UserError(f"--variants {name}: unknown option(s) {', '.join(unknown)}")
-        model_cfg, cfg = preset.resolve(arch, {k: v for k, v in change.items() if k in MODEL_KEYS},
-                                        {k: v for k, v in change.items() if k in TRAIN_KEYS})
+        try:
+            model_cfg, cfg = Recipe(preset, change).resolve(arch)
+        except UserError as e:
+            raise UserError(f"--variants {name}: {e}") from e
         log.info("%s %s: %s", arch, name, json.dumps(change))
         rows.append({"variant": name, "arch": arch, "change": change, **run_variant(data, splits, model_cfg, cfg)})
         log.info("%s %s: val %.4f, test %.4f, %.0f s", arch, name, rows[-1]["val_accuracy"],

@@ -37,12 +37,12 @@ from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.data.sources import load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import normalise, normalise_reference
-from rnn_models.experiment import train
 from rnn_models.models import model_from_config
-from rnn_models.presets import load_preset
+from rnn_models.presets import Recipe, load_preset
 from rnn_models.resources import cluster_plan
 from rnn_models.training.loop import EVAL_BATCH, evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer
+from rnn_models.tuning.train import train
 
 
 def tokenize(source: str, work: Path) -> dict:
@@ -135,7 +135,7 @@ def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, w
     """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
     run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
                     name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}", torch_threads=threads)
-    history = train(run, training=dataclasses.asdict(cfg))["results"][0]["history"]
+    history = train(run, Recipe(options=dataclasses.asdict(cfg)))["results"][0]["history"]
     return {"samples_per_second": [h["samples_per_second"] for h in history]}
 
 
@@ -173,8 +173,8 @@ def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], wo
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     data = open_prepared(data_dir)  # as the job prepared it
-    seed = load_preset("seed")
-    bare = {arch: bare_loop(data, *seed.resolve(arch, train={"epochs": epochs}), threads, test=True) for arch in archs}
+    seed = Recipe(load_preset("seed"), {"epochs": epochs})
+    bare = {arch: bare_loop(data, *seed.resolve(arch), threads, test=True) for arch in archs}
     bare_seconds = sum(b["seconds"] for b in bare.values())
     return {"train_all_seconds": seconds, "bare_seconds": bare_seconds, "ratio": seconds / bare_seconds,
             "bare": {a: {"seconds": b["seconds"], "test_accuracy": b["test_accuracy"]} for a, b in bare.items()},

@@ -30,12 +30,12 @@ from rnn_models.benchmark import _slices
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData
-from rnn_models.experiment import train
 from rnn_models.models import model_from_config
-from rnn_models.presets import Preset, load_preset
+from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.resources import cluster_plan
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.precision import precision_for
+from rnn_models.tuning.train import train
 from rnn_models.training.timing import ray_worker_throughput, run_spec, timed_epoch
 
 NO_GPU = "no GPU: the gpu section is skipped"
@@ -74,7 +74,7 @@ def gpu(source: str, work: Path, archs: list[str], seed_data: PreparedData, trai
     name = f"{BEST_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
     best_started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the run's own table: stdout keeps the benchmark's alone
-        train(RunConfig(data=best_data.root, archs=",".join(archs), storage=str(work / "gpu"), name=name), preset=best)
+        train(RunConfig(data=best_data.root, archs=",".join(archs), storage=str(work / "gpu"), name=name), Recipe(best))
     best_run = {"preset": BEST_PRESET, "seconds": time.perf_counter() - best_started,
                 **read_results(work / "gpu" / name / "results.json")}
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
@@ -93,7 +93,7 @@ def throughput(presets: dict[str, tuple[Preset, PreparedData]], archs: list[str]
         datasets[name] = spec.dataset("train")
         rows[name] = {}
         for arch in archs:
-            model_cfg, cfg = preset.resolve(arch)
+            model_cfg, cfg = Recipe(preset).resolve(arch)
             rows[name][arch] = {"bare": bare_epoch(model_cfg, cfg, data, tensors)}
             if arch in TWO_FORMS:
                 rows[name][arch]["bare_unpacked"] = bare_epoch(model_cfg, cfg, data, tensors, pack=False)

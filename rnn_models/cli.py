@@ -70,48 +70,39 @@ def _summary(args) -> None:
 
 
 def _run_setup(args):
-    """The preset, run config and model/training overrides, all checked; the data prepared if --source was given."""
-    from rnn_models.presets import load_preset
+    """The run config and the recipe (preset and options), all checked; the data prepared if --source was given."""
+    from rnn_models.data.prepare import default_data_dir
+    from rnn_models.presets import Recipe, load_preset
 
     preset = load_preset(args.preset)
-    model, train = given(args, C.ModelConfig), given(args, C.TrainConfig)
+    recipe = Recipe(preset, {**given(args, C.ModelConfig), **given(args, C.TrainConfig)})
     prepare_values = {**preset.prepare, **given(args, C.PrepareConfig, skip=("source", "out"))}  # --seed too
     C.PrepareConfig(**prepare_values)  # checked even when --data makes them unused
     run = config_from(args, C.RunConfig, data=absolute(args.data or default_data_dir(prepare_values), "--data"),
                       storage=absolute(args.storage, "--storage"))
     for arch in run.arch_list:
-        preset.resolve(arch, model, train)  # a bad value fails here, before any data or cluster work
+        recipe.resolve(arch)  # a bad value fails here, before any data or cluster work
     if args.source:
         from rnn_models.data.prepare import prepare
 
         prepare(C.PrepareConfig(source=args.source, out=run.data, **prepare_values), address=args.address)
-    return preset, run, model, train
-
-
-def default_data_dir(prepare_values: dict) -> str:
-    """data/prepared-k<vocab>-t<max len>[-nobr][-n<reviews>][-v<val>][-s<seed>]: one folder per way of
-    preparing (defaults left out of the name), so that presets and seeds never overwrite each other's data."""
-    cfg, default = C.PrepareConfig(**prepare_values), C.PrepareConfig()
-    name = f"data/prepared-k{cfg.vocab_size}-t{cfg.max_len}" + ("-nobr" if cfg.strip_br else "")
-    name += f"-n{cfg.max_reviews_per_split}" if cfg.max_reviews_per_split else ""
-    name += f"-v{cfg.val_size}" if cfg.val_size != default.val_size else ""
-    return name + (f"-s{cfg.seed}" if cfg.seed != default.seed else "")
+    return run, recipe
 
 
 def _train(args) -> None:
-    from rnn_models.experiment import train
+    from rnn_models.tuning.train import train
 
-    preset, run, model, train_values = _run_setup(args)
-    train(run, preset, model, train_values, resume=args.resume, address=args.address)
+    run, recipe = _run_setup(args)
+    train(run, recipe, resume=args.resume, address=args.address)
 
 
 def _tune(args) -> None:
-    from rnn_models.search import load_search_space, search
+    from rnn_models.tuning.search import load_search_space, search
 
     cfg = config_from(args, C.SearchConfig, out=absolute(args.out, "--out") if args.out else "")
     load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work
-    preset, run, model, train = _run_setup(args)
-    search(run, preset, cfg, model, train, resume=args.resume, address=args.address)
+    run, recipe = _run_setup(args)
+    search(run, recipe, cfg, resume=args.resume, address=args.address)
 
 
 def _evaluate(args) -> None:

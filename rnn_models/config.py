@@ -5,7 +5,7 @@ that names the command-line option, so a bad value fails the same way from every
 """
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from rnn_models.errors import UserError
 
@@ -97,7 +97,8 @@ class ModelConfig:
                        "(max and mean over every real step)")
     pooling: str = opt("flatten", "mlp: 'flatten' (the notebook: every position's embedding) or 'mean' (a bag of "
                        "tokens, and of hashed bigrams with --bigram-buckets, averaged: fastText-style)")
-    bigram_buckets: int = opt(0, "mlp with --pooling mean: embedding rows for hashed bigrams; 0 = tokens only")
+    bigram_buckets: int = opt(0, "embedding rows for hashed bigrams (pairs of neighbouring tokens), for the mlp with "
+                              "--pooling mean and the recurrent archs (added to each step's input); 0 = tokens only")
     embedding_dropout: str = opt("element", "how --dropout drops embeddings: 'element' (single values), 'spatial' "
                                  "(whole embedding channels across a review) or 'none'")
     token_dropout: float = opt(0.0, "recurrent archs: share of real tokens replaced by the out-of-vocabulary id "
@@ -120,7 +121,7 @@ class ModelConfig:
             require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
         require(self.forget_bias >= 0, "forget_bias", f"must be 0 or more (got {self.forget_bias})")
         require(self.bigram_buckets >= 0, "bigram_buckets", f"must be 0 or more (got {self.bigram_buckets})")
-        require(self.bigram_buckets == 0 or self.pooling == "mean", "bigram_buckets",
+        require(self.bigram_buckets == 0 or self.arch != "mlp" or self.pooling == "mean", "bigram_buckets",
                 "needs --pooling mean (a flattened MLP has no bag to add bigrams to)")
 
 
@@ -206,17 +207,3 @@ class SearchConfig:
     def __post_init__(self):
         require(self.num_samples >= 1, "num_samples", f"must be at least 1 (got {self.num_samples})")
         require(self.scheduler in ("asha", "fifo"), "scheduler", f"must be asha or fifo (got {self.scheduler!r})")
-
-
-def trial_configs(config: dict) -> tuple[ModelConfig, TrainConfig]:
-    """What a Tune trial trains, from its config: a search samples "model"/"train" for every arch; a run
-    resolves each arch's configs under "by_arch" (whose values win)."""
-    arch = config["arch"]
-    own = config.get("by_arch", {}).get(arch, {})
-    model = ModelConfig(arch=arch, **{**config.get("model", {}), **own.get("model", {})})
-    return model, TrainConfig(**{**config.get("train", {}), **own.get("train", {})})
-
-
-def arch_configs(model: ModelConfig, train: TrainConfig) -> dict:
-    """One architecture's configs as "by_arch" and preset files hold them (the arch is their key)."""
-    return {"model": {k: v for k, v in asdict(model).items() if k != "arch"}, "train": asdict(train)}

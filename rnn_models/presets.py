@@ -6,7 +6,8 @@ A preset is a JSON object (a built-in below, or a file, such as the one `rnn-mod
      "prepare": {PrepareConfig fields}, "model": {ModelConfig fields}, "train": {TrainConfig fields},
      "archs": {"lstm": {"model": {...}, "train": {...}}, ...}}
 
-Options given on the command line override the preset, for every architecture.
+A run trains a `Recipe`: a preset and the options given on the command line, which override the preset for
+every architecture. `Recipe.resolve` is the one place where options are merged.
 """
 
 import dataclasses
@@ -75,15 +76,40 @@ class Preset:
     train: dict = field(default_factory=dict)
     archs: dict = field(default_factory=dict)  # arch -> {"model": {...}, "train": {...}}
 
-    def resolve(self, arch: str, model: dict | None = None, train: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
-        """The configs of `arch`: preset, then its per-arch values, then `model`/`train` (the command line)."""
-        own = self.archs.get(arch, {})
-        model_cfg = ModelConfig(arch=arch, **{**self.model, **own.get("model", {}), **(model or {})})
-        train_cfg = TrainConfig(**{**self.train, **own.get("train", {}), **(train or {})})
-        return model_cfg, train_cfg
-
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "arch")
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # no name is both a model and a train option
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run's trials train: a preset, and the options given on the command line ({option: value}, model
+    and training options alike), which win over the preset for every architecture."""
+
+    preset: Preset = field(default_factory=lambda: Preset("defaults"))  # no preset: the config dataclasses' defaults
+    options: dict = field(default_factory=dict)
+
+    def resolve(self, arch: str, sampled: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+        """The configs of `arch`, the one merge of options: the preset's, its values for `arch`, the command
+        line's, then a search's `sampled` values, each winning over the ones before."""
+        own = self.preset.archs.get(arch, {})
+        values = {**self.preset.model, **self.preset.train, **own.get("model", {}), **own.get("train", {}),
+                  **self.options, **(sampled or {})}
+        unknown = sorted(set(values) - set(MODEL_KEYS) - set(TRAIN_KEYS))
+        if unknown:
+            raise UserError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(MODEL_KEYS + TRAIN_KEYS)}")
+        return (ModelConfig(arch=arch, **{k: v for k, v in values.items() if k in MODEL_KEYS}),
+                TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS}))
+
+    def as_dict(self) -> dict:
+        return {"preset": self.preset.as_dict(), "options": self.options}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        return cls(Preset(**data["preset"]), data["options"])
 
 
 def load_preset(name_or_path: str) -> Preset:

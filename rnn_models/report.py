@@ -3,9 +3,8 @@
 import io
 import json
 import math
-from dataclasses import asdict
 
-from rnn_models.config import ARCHS, trial_configs
+from rnn_models.config import ARCHS
 from rnn_models.storage import Storage
 
 RESULT_KEYS = ("test_accuracy", "val_accuracy", "best_epoch", "epochs", "train_seconds", "samples_per_second",
@@ -24,8 +23,7 @@ def write_report(storage: Storage, name: str, results: list[dict], context: dict
 
 
 def _entry(result: dict) -> dict:
-    model, training = trial_configs(result["config"])
-    return {**{k: result[k] for k in RESULT_KEYS}, "model": asdict(model), "train": asdict(training)}
+    return {**{k: result[k] for k in RESULT_KEYS}, "model": result["model"], "train": result["train"]}
 
 
 def _label(result: dict, results: list[dict]) -> str:

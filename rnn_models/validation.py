@@ -189,3 +189,4 @@ class CheckpointMeta(TypedDict):
     train: dict
     data: CheckpointData
     history: list
+    test: NotRequired[dict]  # the tested checkpoint's scores on the test split

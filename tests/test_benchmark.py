@@ -12,7 +12,7 @@ from rnn_models import benchmark, benchmark_gpu
 from rnn_models.ablation import split_tensors
 from rnn_models.config import PrepareConfig
 from rnn_models.data.prepared import SPLITS
-from rnn_models.presets import load_preset
+from rnn_models.presets import Recipe, load_preset
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.timing import ray_worker_throughput, run_spec
 
@@ -89,7 +89,7 @@ def test_a_runs_results_are_read_per_arch_with_its_resources(tmp_path):
 @pytest.mark.slow
 def test_the_gpu_sections_timed_loops_run_here_on_the_cpu(ray_session, imdb_sample, tmp_path):
     """The code the gpu section runs, bare and in one Ray Train worker (without a GPU here), on a sample."""
-    model_cfg, cfg = load_preset("seed").resolve("bilstm")
+    model_cfg, cfg = Recipe(load_preset("seed")).resolve("bilstm")
     tensors = split_tensors(imdb_sample, "train")
     assert benchmark_gpu.bare_epoch(model_cfg, cfg, imdb_sample, tensors, pack=True) > 0
     spec = DataSpec.from_prepared(imdb_sample).load(splits=("train",))

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from rnn_models.config import RunConfig, TrainConfig
+from rnn_models.config import RunConfig
 from rnn_models.data.prepared import open_prepared
-from rnn_models.experiment import train
+from rnn_models.presets import Recipe
+from rnn_models.tuning.train import train
 
 pytestmark = pytest.mark.slow  # minutes: real training through Ray
 
@@ -29,7 +30,7 @@ def checkpoint_epochs(run: Path, arch: str) -> list[int]:
 
 
 def reported(run: Path, arch: str) -> list[dict]:
-    """Every result Tune recorded for `arch`'s trial: one per epoch, then the trial's final result."""
+    """Every result Tune recorded for `arch`'s trial: one per epoch, the workers' test scores, the trial's result."""
     files = list(run.glob(f"run_trial_*arch={arch}_*/result.json"))
     return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 
@@ -55,7 +56,7 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
     killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
     killer.start()
     cfg = RunConfig(data=str(imdb_medium.root), archs="bilstm", storage=str(run_dir.parent), name=run_dir.name)
-    result = train(cfg, training={"epochs": 3, "lr": 1e-3})
+    result = train(cfg, Recipe(options={"epochs": 3, "lr": 1e-3}))
     killer.join(timeout=5)
     assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
     assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]
@@ -85,7 +86,7 @@ def _group_alive(group: int) -> bool:
 
 
 def _finished(run: Path, arch: str) -> bool:
-    return any("test_accuracy" in r for r in reported(run, arch))
+    return any("best_epoch" in r for r in reported(run, arch))  # the trial's own final result
 
 
 def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_path):

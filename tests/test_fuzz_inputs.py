@@ -55,7 +55,7 @@ def no_ray(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a generated input got as far as starting Ray")
 
-    for module in ("rnn_models.data.prepare", "rnn_models.experiment", "rnn_models.cluster"):
+    for module in ("rnn_models.data.prepare", "rnn_models.tuning.session", "rnn_models.cluster"):
         monkeypatch.setattr(f"{module}.connect", refuse)
     root = logging.getLogger()  # main's INFO lines go nowhere: a handler bound to another test's stderr breaks
     monkeypatch.setattr(root, "handlers", [logging.NullHandler()])

@@ -6,7 +6,7 @@ import pytest
 import ray.data
 import torch
 
-from rnn_models.experiment import resume_command
+from rnn_models.tuning.session import resume_command
 from rnn_models.training.ingest import torch_batches
 from rnn_models.training.worker import _stopped_early
 

@@ -20,6 +20,9 @@ POOLED = [("lstm", {"readout": "pool"}), ("bilstm", {"readout": "pool"}),
           ("handrolled_bilstm", {"readout": "pool", "merge": "concat"}),
           ("lstm", {"readout": "pool", "num_layers": 2}), ("bilstm", {"readout": "pool", "num_layers": 2})]
 BAGS = [("mlp", {"pooling": "mean"}), ("mlp", {"pooling": "mean", "bigram_buckets": 64})]
+BIGRAM_INPUTS = [("lstm", {"bigram_buckets": 64}), ("bilstm", {"bigram_buckets": 64, "readout": "pool"}),
+                 ("handrolled_bilstm", {"bigram_buckets": 64, "readout": "pool", "merge": "concat"}),
+                 ("handrolled_bilstm", {"bigram_buckets": 64})]
 CASES = [(arch, {}) for arch in MODELS] + [
     ("handrolled_bilstm", {"merge": "concat"}),
     ("handrolled_bilstm", {"seed_faithful": True}),
@@ -29,12 +32,12 @@ CASES = [(arch, {}) for arch in MODELS] + [
     ("bilstm", {"embedding_dropout": "spatial", "dropout": 0.5}),
     ("lstm", {"init": "axon", "forget_bias": 1.0}),
     ("handrolled_bilstm", {"token_dropout": 0.3, "readout": "pool"}),
-] + POOLED + BAGS
+] + POOLED + BAGS + BIGRAM_INPUTS
 SEED_LSTM = ("lstm", {"seed_faithful": True, "init": "axon"})  # the seed preset's: the notebook masks its LSTM
 # every form but the notebook's hand-rolled one
 CORRECT_FORMS = [("lstm", {}), ("bilstm", {}), ("handrolled_bilstm", {"merge": "sum"}),
                  ("handrolled_bilstm", {"merge": "concat"}), ("lstm", {"num_layers": 2}),
-                 ("handrolled_bilstm", {"num_layers": 2}), SEED_LSTM] + POOLED + BAGS
+                 ("handrolled_bilstm", {"num_layers": 2}), SEED_LSTM] + POOLED + BAGS + BIGRAM_INPUTS
 
 
 def case_id(case) -> str:
@@ -291,6 +294,19 @@ def test_bigram_hashing_is_deterministic_and_ignores_padding():
         # review [5, 9, 3]: mean of 3 token and 2 bigram embeddings, the padding's pairs (3, 0), (0, 0) unseen
         expected = (model.embedding(torch.tensor([5, 9, 3])).sum(0) + row[first[0, :2]].sum(0)) / 5
         assert (model.features(ids, torch.tensor([3, 4]))[0] - expected).abs().max() <= 1e-6
+
+
+def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
+    from rnn_models.models.mlp import bigram_ids
+    from rnn_models.models.recurrent import embed
+
+    model = build_model("lstm", K, 5, seed=0, bigram_buckets=1000, **SMALL).eval()
+    ids = torch.tensor([[5, 9, 3, 0, 0]])
+    pairs = bigram_ids(ids, 1000)[0]  # (5, 9), (9, 3), (3, 0), (0, 0)
+    with torch.no_grad():
+        x, tokens, rows = embed(model, ids)[0], model.embedding.weight, model.bigram_embedding.weight
+        assert torch.equal(x[0], tokens[5])  # the first token ends no pair
+        assert torch.allclose(x[1], tokens[9] + rows[pairs[0]]) and torch.allclose(x[2], tokens[3] + rows[pairs[1]])
 
 
 def test_token_dropout_makes_real_tokens_out_of_vocabulary_while_training_only():

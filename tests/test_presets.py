@@ -5,40 +5,47 @@ import os
 
 import pytest
 
-from rnn_models.cli import default_data_dir, main
+from rnn_models.cli import main
+from rnn_models.data.prepare import default_data_dir
 from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
-from rnn_models.presets import BUILTIN, Preset, load_preset, save_preset
+from rnn_models.presets import BUILTIN, Preset, Recipe, load_preset, save_preset
 
 
 @pytest.mark.parametrize("name", list(BUILTIN))
 def test_builtin_presets_resolve_for_every_architecture(name):
     preset = load_preset(name)
     for arch in ARCHS:
-        model, train = preset.resolve(arch)
+        model, train = Recipe(preset).resolve(arch)
         assert model.arch == arch and train.epochs >= 1
 
 
 def test_what_each_builtin_preset_sets():
-    seed, fixed, tuned, frontier = (load_preset(n) for n in ("seed", "seed-fixed", "tuned", "frontier"))
+    seed, fixed, tuned, frontier = (Recipe(load_preset(n)) for n in ("seed", "seed-fixed", "tuned", "frontier"))
     (seed_model, seed_train), (fixed_model, fixed_train) = seed.resolve("handrolled_bilstm"), fixed.resolve("handrolled_bilstm")
     assert seed_model.seed_faithful and seed_train.lr == 1e-4 and seed_train.test_checkpoint == "last"
     assert not fixed_model.seed_faithful and fixed_train.lr == 1e-3
     # the two differ by their fixes only: Axon's initial weights, the last epoch tested, in both
     assert seed_model.init == fixed_model.init == "axon" and fixed_train.test_checkpoint == "last"
     assert seed.resolve("lstm")[0].readout == "last"  # the notebook's masked LSTM reads the last real token
-    assert seed.prepare == fixed.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}
-    assert tuned.prepare["vocab_size"] > 1024 and tuned.prepare["strip_br"]
+    assert seed.preset.prepare == fixed.preset.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}
+    assert tuned.preset.prepare["vocab_size"] > 1024 and tuned.preset.prepare["strip_br"]
     assert frontier.resolve("mlp")[0].pooling == "mean" and frontier.resolve("mlp")[0].bigram_buckets > 0
     assert all(frontier.resolve(a)[0].readout == "pool" for a in ("lstm", "bilstm", "handrolled_bilstm"))
-    assert frontier.resolve("lstm")[1].bucket_batches > 0 and frontier.prepare["max_len"] >= 1000
+    assert frontier.resolve("lstm")[1].bucket_batches > 0 and frontier.preset.prepare["max_len"] >= 1000
 
 
-def test_command_line_values_override_the_preset_and_its_per_arch_values():
+def test_command_line_values_override_the_preset_and_its_per_arch_values_and_sampled_ones_all():
     preset = Preset("p", model={"dropout": 0.2}, train={"lr": 0.01}, archs={"lstm": {"model": {"dropout": 0.4}}})
-    assert preset.resolve("mlp")[0].dropout == 0.2 and preset.resolve("lstm")[0].dropout == 0.4
-    model, train = preset.resolve("lstm", model={"dropout": 0.1}, train={"lr": 0.5})
+    assert Recipe(preset).resolve("mlp")[0].dropout == 0.2 and Recipe(preset).resolve("lstm")[0].dropout == 0.4
+    recipe = Recipe(preset, {"dropout": 0.1, "lr": 0.5})
+    model, train = recipe.resolve("lstm")
     assert model.dropout == 0.1 and train.lr == 0.5
+    model, train = recipe.resolve("lstm", {"lr": 0.2, "hidden_size": 8})  # a search's sampled values win
+    assert (model.dropout, model.hidden_size, train.lr) == (0.1, 8, 0.2)
+    with pytest.raises(UserError, match="unknown option.*momentum"):
+        recipe.resolve("lstm", {"momentum": 0.9})
+    assert Recipe.from_dict(json.loads(json.dumps(recipe.as_dict()))) == recipe  # as a run folder keeps it
 
 
 def test_a_preset_file_round_trips(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rnn_models.cli import main
-from rnn_models.presets import load_preset
+from rnn_models.presets import Recipe, load_preset
 
 
 def _trials(run: Path) -> list[tuple[float, float]]:
@@ -14,7 +14,9 @@ def _trials(run: Path) -> list[tuple[float, float]]:
     trials = []
     for trial in run.glob("run_trial_*"):
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
-        lr = json.loads((trial / "params.json").read_text())["train"]["lr"]
+        params = json.loads((trial / "params.json").read_text())
+        assert set(params) == {"arch", "lr", "hidden_size"}  # Tune's config: the arch and the sampled values only
+        lr = params["lr"]
         trials.append((max(r["val_accuracy"] for r in rows if "val_accuracy" in r), lr))
     return sorted(trials, key=lambda t: t[1])
 
@@ -32,7 +34,7 @@ def test_a_tiny_search_writes_the_best_configuration_as_a_preset(ray_session, im
         return load_preset(str(out)), _trials(tmp_path / "runs" / name)
 
     preset, trials = search("search")
-    model, train = preset.resolve("mlp")
+    model, train = Recipe(preset).resolve("mlp")
     assert 1e-3 <= train.lr <= 1e-2 and model.hidden_size in (16, 32) and train.epochs == 1
     assert preset.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the data it was tuned on
     assert len(trials) == 2 and trials[0][1] != trials[1][1]
@@ -53,7 +55,7 @@ def test_asha_judges_each_trial_against_its_own_architecture_only():
 
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-    from rnn_models.search import PerArchASHA
+    from rnn_models.tuning.search import PerArchASHA
 
     def first_rung(scheduler):
         """Two LSTM trials, then two MLP trials scoring lower, at epoch 1: what the scheduler says to each."""
@@ -74,10 +76,8 @@ def test_asha_judges_each_trial_against_its_own_architecture_only():
 
 
 def test_the_batch_check_sees_the_largest_batch_size_a_search_can_draw():
-    from rnn_models.search import _with_largest_batch
+    from rnn_models.tuning.search import _largest
 
-    base = {"mlp": {"model": {}, "train": {"lr": 0.001}}}
-    assert _with_largest_batch(base, {"lr": {"loguniform": [1e-4, 1e-2]}}) is base
-    assert _with_largest_batch(base, {"batch_size": {"choice": [32, 512, 64]}})["mlp"]["train"]["batch_size"] == 512
-    assert _with_largest_batch(base, {"batch_size": {"randint": [16, 129]}})["mlp"]["train"] == {"lr": 0.001,
-                                                                                               "batch_size": 128}
+    assert _largest({"lr": {"loguniform": [1e-4, 1e-2]}}, "batch_size", 64) == 64  # not searched: the recipe's
+    assert _largest({"batch_size": {"choice": [32, 512, 64]}}, "batch_size", 64) == 512
+    assert _largest({"batch_size": {"randint": [16, 129]}}, "batch_size", 64) == 128  # the high end is exclusive

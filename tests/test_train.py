@@ -5,9 +5,10 @@ import json
 import pytest
 
 from rnn_models.cli import main
-from rnn_models.config import ARCHS, RunConfig, TrainConfig
+from rnn_models.config import ARCHS, RunConfig
 from rnn_models.errors import UserError
-from rnn_models.experiment import train
+from rnn_models.presets import Recipe
+from rnn_models.tuning.train import train
 
 pytestmark = pytest.mark.slow  # minutes: real training through Ray
 
@@ -17,7 +18,7 @@ def run(imdb_sample, tmp_path_factory):
     """One real run of all four architectures, 2 epochs, shared by the tests of this module."""
     storage = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(storage), name="e2e")
-    return train(cfg, training=TRAINING), storage / "e2e"
+    return train(cfg, Recipe(options=TRAINING)), storage / "e2e"
 
 
 TRAINING = {"epochs": 2, "lr": 1e-3, "bucket_batches": 4}  # length buckets: batches cut at their longest review
@@ -43,7 +44,7 @@ def test_every_epoch_was_reported_to_tune_as_it_happened(run):
     for trial in result["results"]:
         assert [h["epoch"] for h in trial["history"]] == [1, 2]
         progress = next(folder.glob(f"run_trial_*arch={trial['arch']}_*/progress.csv")).read_text().splitlines()
-        assert len(progress) == 1 + 3  # header, two epochs, the trial's final (tested) result
+        assert len(progress) == 1 + 4  # header, two epochs, the workers' test scores, the trial's final result
     assert list(folder.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard logs
 
 
@@ -58,14 +59,14 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
     result, folder = run
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="e2e")
     with pytest.raises(UserError, match="already exists; add --resume"):
-        train(cfg, training={"epochs": 1})
+        train(cfg, Recipe(options={"epochs": 1}))
 
 
 def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_sample, tmp_path):
     result, folder = run
     storage = f"file://{tmp_path}/uri"  # any URI pyarrow opens; file:// needs no cloud
     again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=storage, name="again"),
-                  training={**TRAINING, "test_checkpoint": "last"})["results"][0]
+                  Recipe(options={**TRAINING, "test_checkpoint": "last"}))["results"][0]
     assert json.loads((tmp_path / "uri" / "again" / "results.json").read_text())["results"]["lstm"]
     first = next(r for r in result["results"] if r["arch"] == "lstm")
     timing = {"epoch_seconds", "samples_per_second"}

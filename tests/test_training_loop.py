@@ -102,6 +102,26 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded.state["optimizer"]["state"]  # Adam's moments came back too
 
 
+def test_a_checkpoint_keeps_an_earlier_epochs_weights_for_the_test(tmp_path):
+    model = model_from_config(ModelConfig(arch="lstm"), 20, 8, seed=1)
+    earlier = {k: v.clone() for k, v in model_from_config(ModelConfig(arch="lstm"), 20, 8, seed=2).state_dict().items()}
+    meta = checkpoint_meta(2, ModelConfig(arch="lstm"), TrainConfig(), DATA, history=[{"epoch": 1}, {"epoch": 2}])
+    save_checkpoint(tmp_path, model=model, optimizer=make_optimizer(model, TrainConfig()), scheduler=None, meta=meta,
+                    vocab=["a"], tested=earlier)
+    loaded = load_checkpoint(tmp_path)  # tensors only, still
+    assert all(torch.equal(loaded.state["tested"][k], v) for k, v in earlier.items())
+    assert all(torch.equal(loaded.state["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_the_tested_epoch_is_the_first_best_or_the_last():
+    from rnn_models.training.worker import tested_epoch
+
+    history = [{"epoch": 1, "val_accuracy": 0.7}, {"epoch": 2, "val_accuracy": 0.8}, {"epoch": 3, "val_accuracy": 0.8},
+               {"epoch": 4, "val_accuracy": 0.6}]
+    assert tested_epoch(history, TrainConfig()) == 2  # the first of two equal best
+    assert tested_epoch(history, TrainConfig(test_checkpoint="last")) == 4
+
+
 def test_checkpoints_load_tensors_only(tmp_path):
     _saved(tmp_path)
     torch.save({"model": {}, "payload": print}, tmp_path / "model.pt")  # a pickled callable

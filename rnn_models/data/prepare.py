@@ -38,6 +38,16 @@ from rnn_models.storage import Storage, is_uri
 log = logging.getLogger(__name__)
 
 
+def default_data_dir(prepare_values: dict) -> str:
+    """data/prepared-k<vocab>-t<max len>[-nobr][-n<reviews>][-v<val>][-s<seed>]: one folder per way of
+    preparing (defaults left out of the name), so that presets and seeds never overwrite each other's data."""
+    cfg, default = PrepareConfig(**prepare_values), PrepareConfig()
+    name = f"data/prepared-k{cfg.vocab_size}-t{cfg.max_len}" + ("-nobr" if cfg.strip_br else "")
+    name += f"-n{cfg.max_reviews_per_split}" if cfg.max_reviews_per_split else ""
+    name += f"-v{cfg.val_size}" if cfg.val_size != default.val_size else ""
+    return name + (f"-s{cfg.seed}" if cfg.seed != default.seed else "")
+
+
 def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None) -> PreparedData:
     """Prepare `cfg.source` into `cfg.out` (a path or URI), or reuse `cfg.out` if it already holds exactly that.
 

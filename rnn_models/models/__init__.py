@@ -28,17 +28,18 @@ def _mlp(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
 
 def _lstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
     return LSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                          cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
+                          cfg.readout, cfg.embedding_dropout, cfg.token_dropout, cfg.bigram_buckets)
 
 
 def _bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
     return BiLSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                            cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
+                            cfg.readout, cfg.embedding_dropout, cfg.token_dropout, cfg.bigram_buckets)
 
 
 def _handrolled_bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
     return HandrolledBiLSTM(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                            cfg.merge, cfg.seed_faithful, cfg.readout, cfg.embedding_dropout, cfg.token_dropout)
+                            cfg.merge, cfg.seed_faithful, cfg.readout, cfg.embedding_dropout, cfg.token_dropout,
+                            cfg.bigram_buckets)
 
 
 MODELS: dict[str, Builder] = {

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnn_models.models.mlp import DenseHead
+from rnn_models.models.mlp import DenseHead, bigram_ids
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -60,8 +60,22 @@ def drop_tokens(ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 def embed(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """A recurrent model's embeddings of `ids` (B, T, E), with its word dropout and embedding dropout."""
-    return model.embedding_dropout(model.embedding(drop_tokens(ids, model.token_dropout, model.training)))
+    """A recurrent model's inputs (B, T, E): each token's embedding, plus with `bigram_embedding` that of the
+    hashed pair (previous token, this token) from the second step on; word dropout first, embedding dropout last.
+    A pair at a real step holds real tokens only, so padding still never reaches a readout."""
+    ids = drop_tokens(ids, model.token_dropout, model.training)
+    x = model.embedding(ids)  # (B, T, E)
+    if model.bigram_embedding is not None and ids.shape[1] > 1:
+        pairs = model.bigram_embedding(bigram_ids(ids, model.bigram_embedding.num_embeddings))  # (B, T-1, E)
+        x = torch.cat([x[:, :1], x[:, 1:] + pairs], dim=1)
+    return model.embedding_dropout(x)
+
+
+def make_embeddings(model: nn.Module, vocab_size: int, embedding_size: int, bigram_buckets: int) -> None:
+    """Give a recurrent `model` its token embeddings (K + 2 rows: 0 = padding, 1 = out-of-vocabulary) and, with
+    `bigram_buckets`, the hashed bigrams' (None without)."""
+    model.embedding = nn.Embedding(vocab_size + 2, embedding_size)
+    model.bigram_embedding = nn.Embedding(bigram_buckets, embedding_size) if bigram_buckets else None
 
 
 def make_embedding_dropout(kind: str, p: float) -> nn.Module:
@@ -163,10 +177,10 @@ class LSTMClassifier(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
-                 token_dropout: float = 0.0):
+                 token_dropout: float = 0.0, bigram_buckets: int = 0):
         super().__init__()
         self.readout, self.token_dropout = readout, token_dropout
-        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)  # 0 = padding, 1 = out-of-vocabulary
+        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
         self.head = DenseHead(hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
@@ -197,10 +211,10 @@ class BiLSTMClassifier(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
-                 token_dropout: float = 0.0):
+                 token_dropout: float = 0.0, bigram_buckets: int = 0):
         super().__init__()
         self.readout, self.token_dropout = readout, token_dropout
-        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
+        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout, bidirectional=True)
         self.head = DenseHead(2 * hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
@@ -263,10 +277,10 @@ class HandrolledBiLSTM(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.0, merge: str = "sum", seed_faithful: bool = False, readout: str = "last",
-                 embedding_dropout: str = "element", token_dropout: float = 0.0):
+                 embedding_dropout: str = "element", token_dropout: float = 0.0, bigram_buckets: int = 0):
         super().__init__()
         self.merge, self.seed_faithful, self.readout, self.token_dropout = merge, seed_faithful, readout, token_dropout
-        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
+        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.forward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
         self.backward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)

@@ -27,10 +27,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer, scheduler, meta: dict,
-                    vocab: list[str]) -> None:
+                    vocab: list[str], tested: dict | None = None) -> None:
+    """`tested`: an earlier epoch's weights, the ones the test split will score (kept for a restart)."""
     directory = Path(directory)
-    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
              "scheduler": scheduler.state_dict() if scheduler else {}}
+    if tested is not None:
+        state["tested"] = tested
     torch.save(state, directory / MODEL_FILE)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n")
@@ -38,7 +41,7 @@ def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer, sched
 
 @dataclass
 class Loaded:
-    state: dict  # model, optimizer and scheduler state dicts
+    state: dict  # model, optimizer and scheduler state dicts (and "tested": an earlier epoch's model)
     meta: dict  # epoch, model, train, data, history
     vocab: list[str]
 

@@ -22,19 +22,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig, arch_configs, trial_configs
+from rnn_models.config import ModelConfig, RunConfig, SearchConfig, TrainConfig
 from rnn_models.errors import UserError
-from rnn_models.experiment import fit, report, require_batches, resolve_trials, start, stop_if_interrupted
-from rnn_models.presets import PREPARE_KEYS, Preset, save_preset
+from rnn_models.presets import MODEL_KEYS, PREPARE_KEYS, TRAIN_KEYS, Preset, Recipe, save_preset
 from rnn_models.storage import is_uri
-from rnn_models.tuning import METRIC, finished_trials
+from rnn_models.tuning.session import fit, report, require_batches, start
+from rnn_models.tuning.trial import METRIC, finished_trials, trial_configs, trial_space
 from rnn_models.validation import key_path, typed_value
 
 log = logging.getLogger(__name__)
 DISTRIBUTIONS = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
                  "randint": tune.randint}
-OPTIONS = {"model": {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"},
-           "train": {f.name for f in dataclasses.fields(TrainConfig)}}
 BUILTIN = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"choice": [32, 64, 128]},
            "dropout": {"uniform": [0.0, 0.5]}, "embedding_size": {"choice": [32, 64, 128]}}
 
@@ -59,9 +57,9 @@ def load_search_space(spec: str) -> dict:
 def _check_distribution(name: str, distribution, where: str) -> None:
     """{"choice": [values...]} or {"uniform"|"loguniform"|"randint": [low, high]}, every value one the
     option may take (the high end is exclusive, as Tune draws it)."""
-    cls = ModelConfig if name in OPTIONS["model"] else TrainConfig if name in OPTIONS["train"] else None
+    cls = ModelConfig if name in MODEL_KEYS else TrainConfig if name in TRAIN_KEYS else None
     if cls is None:
-        options = ", ".join(sorted(OPTIONS["model"] | OPTIONS["train"]))
+        options = ", ".join(sorted(MODEL_KEYS + TRAIN_KEYS))
         raise UserError(f"{where}: not a model or training option (options: {options})")
     if not isinstance(distribution, dict) or len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
         raise UserError(f"{where}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. "
@@ -89,13 +87,12 @@ def _check_distribution(name: str, distribution, where: str) -> None:
     typed_value(cls, name, largest, f"{where}[1] (high is exclusive: draws up to {largest})")
 
 
-def _with_largest_batch(base: dict, space: dict) -> dict:
-    """`base` with the largest batch size the space can draw, if it searches one: what the batch check needs."""
-    if "batch_size" not in space:
-        return base
-    (kind, args), = space["batch_size"].items()
-    largest = max(args) if kind == "choice" else args[1] - 1  # randint: the high end is exclusive
-    return {arch: {**c, "train": {**c["train"], "batch_size": largest}} for arch, c in base.items()}
+def _largest(space: dict, name: str, otherwise: int) -> int:
+    """The largest value of integer option `name` the space can draw (`otherwise` if it does not search it)."""
+    if name not in space:
+        return otherwise
+    (kind, args), = space[name].items()
+    return max(args) if kind == "choice" else args[1] - 1  # randint: the high end is exclusive
 
 
 class PerArchASHA(FIFOScheduler):
@@ -145,42 +142,33 @@ class PerArchASHA(FIFOScheduler):
             self.__dict__.update(pickle.load(f))
 
 
-def _tune_space(space: dict) -> dict[str, dict]:
-    """{"model": {...}, "train": {...}} of Tune distributions."""
-    sections = {"model": {}, "train": {}}
-    for name, distribution in space.items():
-        (kind, args), = distribution.items()
-        section = "model" if name in OPTIONS["model"] else "train"
-        sections[section][name] = DISTRIBUTIONS[kind](args) if kind == "choice" else DISTRIBUTIONS[kind](*args)
-    return sections
+def _tune_space(space: dict) -> dict:
+    """{option: Tune distribution}."""
+    return {name: DISTRIBUTIONS[kind](args) if kind == "choice" else DISTRIBUTIONS[kind](*args)
+            for name, distribution in space.items() for kind, args in distribution.items()}
 
 
-def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None, train: dict | None,
-           resume: bool = False, address: str | None = None) -> Path:
-    """Search `cfg.search_space` around `preset` (with `model`/`train` overrides); returns the preset file."""
+def search(run: RunConfig, recipe: Recipe, cfg: SearchConfig, resume: bool = False, address: str | None = None) -> Path:
+    """Search `cfg.search_space` around `recipe` (its sampled values win over it); returns the preset file."""
     space, num_samples, scheduler, out = load_search_space(cfg.search_space), cfg.num_samples, cfg.scheduler, cfg.out
     if not out and is_uri(run.storage) and not run.storage.startswith("file://"):
         raise UserError(f"--out is needed when --storage is remote ({run.storage}): the preset is a local file")
-    base = resolve_trials(preset, run.arch_list, model, train)
-    for configs in base.values():  # the sampled values must win over the preset's
-        for section in ("model", "train"):
-            configs[section] = {k: v for k, v in configs[section].items() if k not in space}
-    session = start(run, len(run.arch_list) * num_samples, address, prefix="tune")
-    require_batches(session, _with_largest_batch(base, space))
-    epochs = max(c["train"].get("epochs", TrainConfig().epochs) for c in base.values())
-    # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the trial's final (tested) result.
-    schedulers = {"asha": PerArchASHA(time_attr="training_iteration", max_t=epochs + 1, grace_period=1),
+    session = start(run, recipe, len(run.arch_list) * num_samples, resume, address, prefix="tune")
+    base = {arch: session.recipe.resolve(arch)[1] for arch in run.arch_list}  # training options before sampling
+    require_batches(session, {arch: _largest(space, "batch_size", t.batch_size) for arch, t in base.items()})
+    epochs = max(_largest(space, "epochs", t.epochs) for t in base.values())
+    # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the workers' test report and the
+    # trial's final result after the last epoch.
+    schedulers = {"asha": PerArchASHA(time_attr="training_iteration", max_t=epochs + 2, grace_period=1),
                   "fifo": FIFOScheduler()}
-    param_space = {"arch": tune.grid_search(run.arch_list), "by_arch": base, **_tune_space(space)}
-    sampler = BasicVariantGenerator(random_state=base[run.arch_list[0]]["train"]["seed"])
-    grid = fit(session, param_space, resume, num_samples=num_samples, scheduler=schedulers[scheduler],
-               search_alg=sampler)
-    stop_if_interrupted(session)
+    sampler = BasicVariantGenerator(random_state=base[run.arch_list[0]].seed)
+    grid = fit(session, trial_space(run.arch_list, _tune_space(space)), num_samples=num_samples,
+               scheduler=schedulers[scheduler], search_alg=sampler)
     results, failed = finished_trials(grid)  # trials ASHA stopped early have no test result: expected
     if failed:
         log.warning("%d trial(s) failed:\n  %s", len(failed), "\n  ".join(failed))
     if results:
-        report(session, results, {"preset": preset.as_dict(), "search_space": space})
+        report(session, results, {"search_space": space})
     best = _best_per_arch(grid)
     found = Preset(name=f"{session.name}-best", about=f"best val accuracy per architecture in `rnn-models tune` run "
                    f"{session.name} ({num_samples} samples each, {scheduler})",
@@ -196,15 +184,18 @@ def search(run: RunConfig, preset: Preset, cfg: SearchConfig, model: dict | None
 
 
 def _best_per_arch(grid: tune.ResultGrid) -> dict:
-    """Per arch: the configs of the trial with the best val accuracy reported at any epoch."""
+    """Per arch: the configs of the trial with the best val accuracy reported at any epoch (as the trial
+    reported them: trials ASHA stopped early count too)."""
     best = {}
     for result in grid:
         frame = result.metrics_dataframe
-        if result.config is None or frame is None or METRIC not in frame:
+        if result.config is None or frame is None or METRIC not in frame or "configs_json" not in result.metrics:
             continue
         arch, score = result.config["arch"], float(frame[METRIC].max())
         if arch not in best or score > best[arch][METRIC]:
-            best[arch] = {METRIC: score, **arch_configs(*trial_configs(result.config))}
+            model, train = trial_configs(result.metrics)
+            best[arch] = {METRIC: score, "model": {k: v for k, v in dataclasses.asdict(model).items() if k != "arch"},
+                          "train": dataclasses.asdict(train)}
     if not best:
         raise UserError("the search finished no epoch of any trial; see the errors above")
     return best

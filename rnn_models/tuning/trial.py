@@ -1,8 +1,11 @@
-"""Ray Tune runs the architectures as parallel trials; each trial drives its own Ray Train run.
+"""The trial wiring: Ray Tune runs the architectures as parallel trials; each trial drives its own Ray Train run.
 
     Tuner ── trial (run_trial, ~0 CPU) ── TorchTrainer ── worker 0..N-1 (train_loop_per_worker, DDP)
-                                       └─ best checkpoint by val accuracy (or the last) ── tested on the test split
+                                                          └─ then the same workers score the test split with
+                                                             the best epoch's weights by val accuracy (or the last)
 
+A trial's Tune config is its architecture and, in a search, its sampled values; what it trains is resolved
+from the run's `Recipe` (the one merge of options) and carried in every result it reports (`configs_json`).
 A trial's Train run is named after the trial (`<arch>-<trial id>`), so that a restarted worker group,
 a retried trial or a resumed experiment finds its checkpoints and continues instead of starting over.
 """
@@ -11,7 +14,6 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import ray
 import ray.train
@@ -20,13 +22,11 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from rnn_models.cluster import verbose
-from rnn_models.config import ModelConfig, TrainConfig, trial_configs
+from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.errors import UserError
-from rnn_models.models import count_parameters
+from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
-from rnn_models.training.checkpoint import META_FILE, load_checkpoint
-from rnn_models.training.evaluation import score_checkpoint
 from rnn_models.training.ingest import DataSpec, ordered_ingest
 from rnn_models.training.worker import train_loop_per_worker
 
@@ -43,35 +43,25 @@ class TrialSettings:
     max_failures: int
 
 
-def run_trial(config: dict, data: DataSpec, settings: TrialSettings) -> dict:
-    """One trial: train one architecture with a TorchTrainer, then test its best (or last) checkpoint."""
-    model_cfg, train_cfg = trial_configs(config)
+def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
+    """Tune's param_space: the architecture (one trial each, or `num_samples` in a search) and the sampled options."""
+    return {"arch": tune.grid_search(archs), **(sampled or {})}
+
+
+def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
+    """One trial: train one architecture with a TorchTrainer, whose workers then score the test split."""
+    model_cfg, train_cfg = recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
     result = _trainer(model_cfg, train_cfg, data, settings).fit()
-    with result.checkpoint.as_directory() as latest:  # its history: every epoch, not only the best's
-        history = json.loads((Path(latest) / META_FILE).read_text())["history"]
-    if train_cfg.test_checkpoint == "last":  # the notebook scores the weights after its last epoch
-        best, best_metrics = result.checkpoint, history[-1]
-    else:
-        best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
-    plan = settings.plan  # scored with a worker's resources (its GPU share included), not the driver's,
-    # outside the trial's placement group, which holds only the driver's sliver of CPU
-    score = ray.remote(_score).options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
-                                       scheduling_strategy="DEFAULT")
-    test, parameters = ray.get(score.remote(best, data, plan.torch_threads))
+    final = result.metrics  # the workers' last report: the test split's scores, with the tested checkpoint
+    history = json.loads(final["history_json"])
     return {
-        "arch": model_cfg.arch, METRIC: best_metrics[METRIC], "best_epoch": best_metrics["epoch"],
-        "epochs": len(history), "test_accuracy": test.accuracy, "test_loss": test.mean_loss,
-        "test_reviews": test.count, "train_seconds": sum(h["epoch_seconds"] for h in history),
+        "arch": model_cfg.arch, METRIC: final[METRIC], "best_epoch": final["tested_epoch"], "epochs": len(history),
+        "train_seconds": sum(h["epoch_seconds"] for h in history),
         "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
-        "parameters": parameters, "checkpoint": _uri(best),
-        "history_json": json.dumps(history),  # a string: Tune's TensorBoard logger skips it, a list it warns on
+        "checkpoint": _uri(result.checkpoint),
+        **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters", "history_json",
+                                 "configs_json")},  # strings: Tune's TensorBoard logger skips them, lists it warns on
     }
-
-
-def _score(checkpoint: ray.train.Checkpoint, data: DataSpec, threads: int):
-    with checkpoint.as_directory() as directory:
-        loaded = load_checkpoint(directory)
-    return score_checkpoint(loaded, data, threads=threads), count_parameters(loaded.model)
 
 
 def _uri(checkpoint: ray.train.Checkpoint) -> str:
@@ -97,7 +87,7 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),  # + the latest
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
-        datasets={"train": data.dataset("train"), "val": data.dataset("val")},
+        datasets={split: data.dataset(split) for split in ("train", "val", "test")},  # each rank gets its share
         dataset_config=ray.train.DataConfig(execution_options=ordered_ingest()),
     )
 
@@ -115,7 +105,7 @@ class ProgressLines(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result:
-            epochs = trial_configs(trial.config)[1].epochs
+            epochs = trial_configs(result)[1].epochs
             log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
                      self._name(trial), result["epoch"], epochs, result["train_accuracy"], result["val_accuracy"],
                      result["epoch_seconds"], result["samples_per_second"])
@@ -130,12 +120,13 @@ class ProgressLines(tune.Callback):
         log.warning("%s failed; details in %s", self._name(trial), trial.path)
 
 
-def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, param_space: dict | None,
-                   resume: bool, **tune_config) -> tune.ResultGrid:
+def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, recipe: Recipe,
+                   param_space: dict, resume: bool, **tune_config) -> tune.ResultGrid:
     """Start the experiment `<storage>/<name>` (or, with `resume`, continue it) and wait for every trial."""
     # A trial's driver only waits on its TorchTrainer, on the head: it and the Train controller that Ray
     # places beside it survive the loss of a (preemptible) worker node.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings), DRIVER_RESOURCES)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings, recipe=recipe),
+                                    DRIVER_RESOURCES)
     path = storage.join(name)
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -143,8 +134,6 @@ def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialS
         log.info("resuming %s: finished trials are kept, unfinished ones continue from their checkpoints, "
                  "with the options the run started with", path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True).fit()
-    if storage.exists(name):
-        raise UserError(f"--name {name}: {path} already exists; add --resume to continue it, or choose another --name")
     tuner = tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", max_concurrent_trials=settings.plan.concurrent_trials,
@@ -167,8 +156,14 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
         elif "test_accuracy" in (result.metrics or {}):
             history = json.loads(result.metrics["history_json"])
-            results.append({**result.metrics, "history": history, "config": result.config})
+            results.append({**result.metrics, "history": history, **json.loads(result.metrics["configs_json"])})
     return results, failed
+
+
+def trial_configs(result: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The configs a trial trained, from any result it reported (each carries them)."""
+    configs = json.loads(result["configs_json"])
+    return ModelConfig(**configs["model"]), TrainConfig(**configs["train"])
 
 
 def interrupted(experiment_path: str) -> bool:

@@ -1,0 +1,28 @@
+"""`rnn-models train`: prepared data → one Tune trial per architecture → tested → reported."""
+
+import logging
+import time
+
+from rnn_models.config import RunConfig
+from rnn_models.errors import UserError
+from rnn_models.presets import Recipe
+from rnn_models.tuning.session import fit, report, require_batches, resume_command, start
+from rnn_models.tuning.trial import finished_trials, trial_space
+
+log = logging.getLogger(__name__)
+
+
+def train(run: RunConfig, recipe: Recipe, resume: bool = False, address: str | None = None) -> dict:
+    """Train every architecture of `run` by `recipe`, test and report them."""
+    started = time.perf_counter()
+    session = start(run, recipe, len(run.arch_list), resume, address)
+    require_batches(session, {arch: session.recipe.resolve(arch)[1].batch_size for arch in run.arch_list})
+    results, failed = finished_trials(fit(session, trial_space(run.arch_list)))
+    wall = time.perf_counter() - started
+    log.info("trained and tested in %.1f min (wall, from connecting to Ray to the last test score)", wall / 60)
+    if results:
+        report(session, results, {"wall_seconds": wall})
+    if failed:
+        raise UserError("some trials failed:\n  " + "\n  ".join(failed)
+                        + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}")
+    return {"name": session.name, "path": session.storage.join(session.name), "results": results}
