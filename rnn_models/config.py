@@ -77,7 +77,7 @@ class PrepareConfig:
                     f"must be at least 2 (got {self.max_reviews_per_split})")
 
 
-MODEL_CHOICES = {"readout": ("last", "pool"), "pooling": ("flatten", "mean"),
+MODEL_CHOICES = {"readout": ("last", "pool", "pool_with_inputs"), "pooling": ("flatten", "mean"),
                  "embedding_dropout": ("element", "spatial", "none"), "init": ("pytorch", "axon")}
 
 
@@ -93,8 +93,9 @@ class ModelConfig:
     merge: str = opt("sum", "handrolled_bilstm: combine the two directions by 'sum' (the notebook) or 'concat'")
     seed_faithful: bool = opt(False, "handrolled_bilstm: the notebook's unmasked reading (whole padded row reversed, "
                               "read at the last padded step)")
-    readout: str = opt("last", "recurrent archs: 'last' (the state after each review's last real token) or 'pool' "
-                       "(max and mean over every real step)")
+    readout: str = opt("last", "recurrent archs: 'last' (the state after each review's last real token), 'pool' "
+                       "(max and mean of the outputs over every real step) or 'pool_with_inputs' (also of the step "
+                       "inputs: a bag of the tokens and bigrams beside the LSTMs)")
     pooling: str = opt("flatten", "mlp: 'flatten' (the notebook: every position's embedding) or 'mean' (a bag of "
                        "tokens, and of hashed bigrams with --bigram-buckets, averaged: fastText-style)")
     bigram_buckets: int = opt(0, "embedding rows for hashed bigrams (pairs of neighbouring tokens), for the mlp with "

@@ -22,7 +22,10 @@ POOLED = [("lstm", {"readout": "pool"}), ("bilstm", {"readout": "pool"}),
 BAGS = [("mlp", {"pooling": "mean"}), ("mlp", {"pooling": "mean", "bigram_buckets": 64})]
 BIGRAM_INPUTS = [("lstm", {"bigram_buckets": 64}), ("bilstm", {"bigram_buckets": 64, "readout": "pool"}),
                  ("handrolled_bilstm", {"bigram_buckets": 64, "readout": "pool", "merge": "concat"}),
-                 ("handrolled_bilstm", {"bigram_buckets": 64})]
+                 ("handrolled_bilstm", {"bigram_buckets": 64}),
+                 ("lstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
+                 ("bilstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
+                 ("handrolled_bilstm", {"readout": "pool_with_inputs", "merge": "sum"})]
 CASES = [(arch, {}) for arch in MODELS] + [
     ("handrolled_bilstm", {"merge": "concat"}),
     ("handrolled_bilstm", {"seed_faithful": True}),
@@ -307,6 +310,19 @@ def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
         x, tokens, rows = embed(model, ids)[0], model.embedding.weight, model.bigram_embedding.weight
         assert torch.equal(x[0], tokens[5])  # the first token ends no pair
         assert torch.allclose(x[1], tokens[9] + rows[pairs[0]]) and torch.allclose(x[2], tokens[3] + rows[pairs[1]])
+
+
+def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real_steps():
+    from rnn_models.models.recurrent import embed, pool
+
+    ids, lengths = batch(3, VARIED)
+    with_inputs = build_model("lstm", K, T, seed=0, readout="pool_with_inputs", bigram_buckets=64, **SMALL).eval()
+    with torch.no_grad():
+        features, x = with_inputs.features(ids, lengths), embed(with_inputs, ids)
+        assert features.shape == (B, 2 * 16 + 2 * 8)
+        assert torch.equal(features[:, 32:], pool(x, lengths))  # the inputs' max and mean, after the LSTM's
+        rows = [x[b, :n] for b, n in enumerate(lengths.tolist()) if n]
+        assert torch.allclose(features[lengths > 0, 32:], torch.stack([torch.cat([r.amax(0), r.mean(0)]) for r in rows]))
 
 
 def test_token_dropout_makes_real_tokens_out_of_vocabulary_while_training_only():

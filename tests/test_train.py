@@ -1,6 +1,7 @@
 """All four architectures through Ray Tune + Ray Train on real IMDB reviews, then the report."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -60,6 +61,16 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="e2e")
     with pytest.raises(UserError, match="already exists; add --resume"):
         train(cfg, Recipe(options={"epochs": 1}))
+    with pytest.raises(UserError, match="there is no run to resume at .*/none"):
+        train(RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="none"), Recipe(), resume=True)
+
+
+def test_a_run_keeps_the_options_it_started_with(run):
+    result, folder = run
+    kept = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
+    assert kept == Recipe(options=TRAINING)  # what --resume trains with, whatever its command line says
+    for trial in result["results"]:  # each trial reported the configs it resolved from it
+        assert (trial["model"], trial["train"]) == tuple(map(asdict, kept.resolve(trial["arch"])))
 
 
 def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_sample, tmp_path):

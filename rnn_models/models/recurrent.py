@@ -1,9 +1,10 @@
 """The three recurrent classifiers: lstm, bilstm and handrolled_bilstm.
 
 Each one embeds the ids, runs LSTMs, reads one feature vector per review (`features`) and ends with
-the MLP's dense head. Two readouts, both blind to padding (appending padding never changes a logit):
+the MLP's dense head. Three readouts, all blind to padding (appending padding never changes a logit):
 `last`, the state after each review's last real token (each direction's, for the BiLSTMs), and `pool`,
-the max and the mean of the outputs over every real step (each direction's outputs in review order).
+the max and the mean of the outputs over every real step (each direction's outputs in review order), and
+`pool_with_inputs`, which pools the step inputs (token and bigram embeddings) too, beside the outputs.
 The notebook's masked `Axon.lstm` keeps its state over padding, so its readout is `last` too; only the
 hand-rolled BiLSTM, whose LSTMs the notebook gives no mask, has a `seed_faithful` form (padding fed
 through, the whole padded row reversed), so a report can measure what that choice costs.
@@ -127,6 +128,20 @@ def pool(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return zero_empty(torch.cat([top, mean], dim=-1), lengths)  # (B, 2F)
 
 
+POOLED = ("pool", "pool_with_inputs")  # the readouts that pool over every real step
+
+
+def input_width(readout: str, embedding_size: int) -> int:
+    """What the 'pool_with_inputs' readout adds to the features: the step inputs' max and mean (2E)."""
+    return 2 * embedding_size if readout == "pool_with_inputs" else 0
+
+
+def with_inputs(readout: str, features: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """`features`, and with the 'pool_with_inputs' readout the max and mean of the step inputs x (B, T, E) beside
+    them: a bag of the review's tokens (and bigrams) next to what the LSTMs read of it."""
+    return torch.cat([features, pool(x, lengths)], dim=-1) if readout == "pool_with_inputs" else features
+
+
 def zero_empty(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """An empty review has seen no token: give it the LSTM's zero initial state, whatever was packed."""
     return features.masked_fill((lengths == 0).unsqueeze(-1), 0)  # (B, F)
@@ -183,7 +198,8 @@ class LSTMClassifier(nn.Module):
         make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        self.head = DenseHead(hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
+        self.head = DenseHead(hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
+                              hidden_size, dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
@@ -191,8 +207,8 @@ class LSTMClassifier(nn.Module):
         # A causal LSTM's output at t < len depends on real tokens only: reading it there is exactly the
         # packed result, and 1.3-2.3x faster on the CPU than packing.
         out, _ = self.lstm(x)  # (B, T, H), padding run through the LSTM too, never read
-        if self.readout == "pool":
-            return pool(out, lengths)  # (B, 2H)
+        if self.readout in POOLED:
+            return with_inputs(self.readout, pool(out, lengths), x, lengths)  # (B, 2H [+ 2E])
         return zero_empty(take_step(out, (lengths - 1).clamp(min=0)), lengths)  # (B, H) last real token
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -217,7 +233,8 @@ class BiLSTMClassifier(nn.Module):
         make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout, bidirectional=True)
-        self.head = DenseHead(2 * hidden_size * (2 if readout == "pool" else 1), hidden_size, dropout)
+        self.head = DenseHead(2 * hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
+                              hidden_size, dropout)
         # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
         # parameters (a tuple keeps it out of the module's parameters and state_dict)
         self._one_way = (make_lstm(embedding_size, hidden_size, 1, 0.0),)
@@ -225,8 +242,8 @@ class BiLSTMClassifier(nn.Module):
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
         x = embed(self, ids)  # (B, T, E)
-        if self.readout == "pool":
-            return pool(self._outputs(x, lengths), lengths)  # (B, 4H)
+        if self.readout in POOLED:
+            return with_inputs(self.readout, pool(self._outputs(x, lengths), lengths), x, lengths)  # (B, 4H [+ 2E])
         # With num_layers > 1 the upper layers mix both directions: only packing keeps padding out of them.
         if self.lstm.num_layers > 1 or use_packing(x, self.pack):
             h_n = packed_final_states(self.lstm, x, lengths)  # (2L, B, H), layer-major, forward first
@@ -284,8 +301,9 @@ class HandrolledBiLSTM(nn.Module):
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.forward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
         self.backward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        one_way = hidden_size * (2 if readout == "pool" and not seed_faithful else 1)
-        self.head = DenseHead(one_way if merge == "sum" else 2 * one_way, hidden_size, dropout)
+        one_way = hidden_size * (2 if readout in POOLED and not seed_faithful else 1)
+        extra = 0 if seed_faithful else input_width(readout, embedding_size)
+        self.head = DenseHead((one_way if merge == "sum" else 2 * one_way) + extra, hidden_size, dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
@@ -295,13 +313,14 @@ class HandrolledBiLSTM(nn.Module):
             bwd, _ = self.backward_lstm(x.flip(1))  # (B, T, H), padding first
             return merge_directions(fwd, bwd.flip(1), self.merge)[:, -1]  # (B, H or 2H) at t = T-1
         backwards = reverse_within_length(x, lengths)  # (B, T, E) each review back to front, padding at the end
-        if self.readout == "pool":  # each direction's outputs pooled in review order, then merged
+        if self.readout in POOLED:  # each direction's outputs pooled in review order, then merged
             if use_packing(x, self.pack):
                 fwd = packed_outputs(self.forward_lstm, x, lengths)  # (B, T, H)
                 bwd = packed_outputs(self.backward_lstm, backwards, lengths)
             else:
                 fwd, bwd = self.forward_lstm(x)[0], self.backward_lstm(backwards)[0]  # (B, T, H) each
-            return merge_directions(pool(fwd, lengths), pool(bwd, lengths), self.merge)  # (B, 2H or 4H)
+            merged = merge_directions(pool(fwd, lengths), pool(bwd, lengths), self.merge)  # (B, 2H or 4H)
+            return with_inputs(self.readout, merged, x, lengths)
         if use_packing(x, self.pack):  # each LSTM's final state is its state after the row's last real step
             on_host = lengths.cpu()  # one host copy for both packs
             last = packed_final_states(self.forward_lstm, x, on_host)[-1]  # (B, H) top layer, last real token

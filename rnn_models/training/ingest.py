@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 import ray
+import ray.train
 import torch
 
 from rnn_models.config import TrainConfig
@@ -82,10 +83,13 @@ class DataSpec:
         return self
 
 
-def ordered_ingest() -> ray.data.ExecutionOptions:
-    """Ray Data's ingest options for training, blocks kept in order: with the seeded shuffle buffer, the same
-    seed then gives the same batches, so a rerun reproduces its metrics."""
-    return ray.data.ExecutionOptions(preserve_order=True)
+def data_config(workers: int) -> ray.train.DataConfig:
+    """How a worker group gets its datasets. Blocks are kept in order: with the seeded shuffle, the same seed
+    then gives the same batches, so a rerun reproduces its metrics. Several workers each get an equal share of
+    every split (one split coordinator actor per split); a lone worker iterates each whole split itself, with
+    no coordinator actors to start (three processes fewer per trial)."""
+    return ray.train.DataConfig(datasets_to_split="all" if workers > 1 else [],
+                                execution_options=ray.data.ExecutionOptions(preserve_order=True))
 
 
 def _read(files: list[str]) -> list[pa.Table]:

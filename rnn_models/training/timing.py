@@ -18,7 +18,7 @@ from torch import nn
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
-from rnn_models.training.ingest import CHUNK_ROWS, ordered_ingest, torch_batches
+from rnn_models.training.ingest import CHUNK_ROWS, data_config, torch_batches
 from rnn_models.training.loop import train_epoch
 from rnn_models.training.worker import make_optimizer, make_scheduler
 
@@ -58,13 +58,12 @@ def ray_worker_throughput(runs: dict[str, dict], datasets: dict, storage: str, c
     """Samples/s of each run's epoch loop inside one Ray Train worker holding `gpus` GPU (a whole one; 0 for
     the CPU) and `cpus` CPUs, streaming its dataset from Ray Data as training does. `runs`: name -> `run_spec`.
     One worker group for all runs: its start is paid once."""
-    options = ordered_ingest()  # as training runs it
     trainer = TorchTrainer(
         _timing_loop, train_loop_config={"runs": runs, "torch_threads": threads},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
         run_config=ray.train.RunConfig(name=f"timing-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage),
-        datasets=datasets, dataset_config=ray.train.DataConfig(execution_options=options))
+        datasets=datasets, dataset_config=data_config(workers=1))  # as training feeds one worker
     with trainer.fit().checkpoint.as_directory() as directory:
         return json.loads((Path(directory) / RESULT_FILE).read_text())
 

@@ -27,7 +27,7 @@ from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
-from rnn_models.training.ingest import DataSpec, ordered_ingest
+from rnn_models.training.ingest import DataSpec, data_config
 from rnn_models.training.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),  # + the latest
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
         datasets={split: data.dataset(split) for split in ("train", "val", "test")},  # each rank gets its share
-        dataset_config=ray.train.DataConfig(execution_options=ordered_ingest()),
+        dataset_config=data_config(plan.workers),
     )
 
 
