@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rnn_models import benchmark
+from benchmarks import sections as benchmark  # jobs/benchmarks/, beside this script
 from rnn_models.config import ARCHS, DEFAULT_SOURCE
 from rnn_models.errors import UserError
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rnn_models import benchmark, benchmark_gpu
+from benchmarks import gpu as benchmark_gpu, sections as benchmark  # jobs/benchmarks/ (on pytest's pythonpath)
 from rnn_models.ablation import split_tensors
 from rnn_models.config import PrepareConfig
 from rnn_models.data.prepared import SPLITS

@@ -8,7 +8,7 @@ Sections (each a function returning a dict for benchmark.json):
 - end_to_end: `jobs/train_all.py` (its own process, all archs) vs the sum of the bare loops, with the
               job's peak memory (proportional set size of every process it started, Ray's included)
 - gpu:        the GPU path: each arch's epoch loop bare and in one Ray worker, `train_all --preset seed`, and the
-              best preset's test accuracies (`benchmark_gpu.py`); skipped, saying so, without a GPU
+              best preset's test accuracies (`gpu.py`); skipped, saying so, without a GPU
 
 benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """
@@ -234,7 +234,7 @@ def report(results: dict) -> str:
         lines += ["## End to end", f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
                   f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)", ""]
     if "gpu" in results:
-        from rnn_models import benchmark_gpu  # imported here: it builds on this module's loaders
+        from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
 
         lines += benchmark_gpu.report_lines(results["gpu"])
     return "\n".join(lines)
@@ -247,7 +247,7 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
         threads: int = 0) -> dict:
     """The chosen sections, the jobs that start their own Ray first (end_to_end, gpu's train_all), so that
     nothing else runs meanwhile."""
-    from rnn_models import benchmark_gpu  # imported here: it builds on this module's loaders
+    from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
 
     unknown = set(sections) - set(SECTIONS)
     if unknown:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rnn_models.ablation import split_tensors
-from rnn_models.benchmark import _slices
+from benchmarks.sections import _slices
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData
