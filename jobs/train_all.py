@@ -1,5 +1,5 @@
 """The main job: prepare IMDB (cached), train all four architectures as parallel Ray Tune trials of Ray
-Train DDP runs, test each one's best checkpoint and print the table.
+Train DDP runs, test each one's best epoch and print the table.
 
     python jobs/train_all.py --source ../shared/data/imdb
     ray job submit --working-dir . -- python jobs/train_all.py --source /abs/path/aclImdb_v1.tar.gz

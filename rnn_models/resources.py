@@ -13,7 +13,7 @@ The rule (README, "Resources"):
 - GPUs: with at least one GPU per worker, each worker gets a whole GPU and trials spread over them; with
   fewer GPUs than trials, trials share them by fractional GPUs, one worker per trial (two DDP ranks of
   one run must never share a GPU: NCCL refuses). GPU workers leave `NODE_RESERVED_CPUS` of each GPU
-  node to Ray (Data tasks, test scoring) beside them.
+  node to Ray (Data tasks) beside them.
 """
 
 import math

@@ -99,3 +99,34 @@ def test_ranks_with_equal_shards_get_as_many_bucketed_batches_whatever_their_len
                                      chunk_rows=50, bucket_batches=3)))
               for s in range(4)}
     assert counts == {120 // 16}  # DDP steps together: no rank waits for a batch another never sends
+
+
+def read_shares(name: str, rows: int, workers: int = 2) -> list[list[int]]:
+    """The ids each of `workers` ranks reads of a split called `name`, the ranks reading at once as a worker
+    group does (a streaming split hands out blocks to ranks that ask)."""
+    import threading
+
+    from rnn_models.training.ingest import Shares
+
+    shares = Shares(workers).configure({name: ray.data.range(rows, override_num_blocks=8)}, workers, None, None)
+    seen = [[] for _ in range(workers)]
+
+    def read(rank: int) -> None:
+        for batch in shares[rank][name].iter_batches(batch_size=None):
+            seen[rank] += batch["id"].tolist()
+
+    threads = [threading.Thread(target=read, args=(rank,)) for rank in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return seen
+
+
+def test_scored_splits_keep_every_review_and_train_shares_are_equal(ray_session):
+    val = read_shares("val", 301)
+    assert sorted(val[0] + val[1]) == list(range(301))  # every review scored, once, whatever the shares' sizes
+    train = read_shares("train", 301)
+    assert len(train[0]) == len(train[1]) == 150 and not set(train[0]) & set(train[1])  # DDP steps together
+    alone = read_shares("test", 301, workers=1)
+    assert alone == [list(range(301))]  # a lone worker reads the whole split, in order

@@ -1,4 +1,5 @@
-"""Test accuracy of a checkpoint on the held-out test split (after training, and `rnn-models evaluate`)."""
+"""Accuracy of a checkpoint on a prepared split (`rnn-models evaluate`; after training, the workers score the test
+split themselves, training/worker.py)."""
 
 import torch
 

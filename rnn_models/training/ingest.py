@@ -83,13 +83,28 @@ class DataSpec:
         return self
 
 
-def data_config(workers: int) -> ray.train.DataConfig:
-    """How a worker group gets its datasets. Blocks are kept in order: with the seeded shuffle, the same seed
-    then gives the same batches, so a rerun reproduces its metrics. Several workers each get an equal share of
-    every split (one split coordinator actor per split); a lone worker iterates each whole split itself, with
-    no coordinator actors to start (three processes fewer per trial)."""
-    return ray.train.DataConfig(datasets_to_split="all" if workers > 1 else [],
-                                execution_options=ray.data.ExecutionOptions(preserve_order=True))
+class Shares(ray.train.DataConfig):
+    """How a worker group gets its datasets, blocks kept in order (with the seeded shuffle, the same seed then
+    gives the same batches, so a rerun reproduces its metrics). With several workers, train is cut into equal
+    shares (DDP ranks must take the same number of steps) and the other splits into shares that keep every
+    review, which may differ by a block (scoring runs no collective until its sums are added). A lone worker
+    iterates each whole split itself: no split coordinator actors to start, three processes fewer per trial."""
+
+    def __init__(self, workers: int):
+        super().__init__(datasets_to_split="all" if workers > 1 else [],
+                         execution_options=ray.data.ExecutionOptions(preserve_order=True))
+
+    def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs) -> list[dict]:
+        if world_size == 1:
+            return super().configure(datasets, world_size, worker_handles, worker_node_ids, **kwargs)
+        shares = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            dataset = dataset.copy(dataset)
+            dataset.context.execution_options = self._resolve_execution_options(name)
+            for rank, share in enumerate(dataset.streaming_split(world_size, equal=name == "train",
+                                                                 locality_hints=worker_node_ids)):
+                shares[rank][name] = share
+        return shares
 
 
 def _read(files: list[str]) -> list[pa.Table]:

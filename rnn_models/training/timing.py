@@ -18,7 +18,7 @@ from torch import nn
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
-from rnn_models.training.ingest import CHUNK_ROWS, data_config, torch_batches
+from rnn_models.training.ingest import CHUNK_ROWS, Shares, torch_batches
 from rnn_models.training.loop import train_epoch
 from rnn_models.training.worker import make_optimizer, make_scheduler
 
@@ -63,7 +63,7 @@ def ray_worker_throughput(runs: dict[str, dict], datasets: dict, storage: str, c
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
         run_config=ray.train.RunConfig(name=f"timing-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage),
-        datasets=datasets, dataset_config=data_config(workers=1))  # as training feeds one worker
+        datasets=datasets, dataset_config=Shares(workers=1))  # as training feeds one worker
     with trainer.fit().checkpoint.as_directory() as directory:
         return json.loads((Path(directory) / RESULT_FILE).read_text())
 

@@ -76,7 +76,7 @@ def train_loop_per_worker(config: dict) -> None:
         batches = training_batches(train_shard, cfg, any_length, device, epoch, rank)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
         seconds = _elapsed(started, device)
-        val = evaluate(model, scoring_batches(val_shard, device, any_length), device)
+        val = evaluate(unwrap(model), scoring_batches(val_shard, device, any_length), device)  # shares may differ
         train, val = all_reduced(train, val, device=device)
         history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
                         "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
@@ -91,8 +91,8 @@ def train_loop_per_worker(config: dict) -> None:
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
-    test, = all_reduced(evaluate(model, scoring_batches(ray.train.get_dataset_shard("test"), device, any_length),
-                                 device), device=device)
+    batches = scoring_batches(ray.train.get_dataset_shard("test"), device, any_length)
+    test, = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": test.count}
     meta = {**checkpoint_meta(best, model_cfg, cfg, data, history), "test": scores}

@@ -27,7 +27,7 @@ from rnn_models.errors import UserError
 from rnn_models.presets import MODEL_KEYS, PREPARE_KEYS, TRAIN_KEYS, Preset, Recipe, save_preset
 from rnn_models.storage import is_uri
 from rnn_models.tuning.session import fit, report, require_batches, start
-from rnn_models.tuning.trial import METRIC, finished_trials, trial_configs, trial_space
+from rnn_models.tuning.trial import METRIC, finished_trials, reported_configs, trial_space
 from rnn_models.validation import key_path, typed_value
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,9 @@ def search(run: RunConfig, recipe: Recipe, cfg: SearchConfig, resume: bool = Fal
     base = {arch: session.recipe.resolve(arch)[1] for arch in run.arch_list}  # training options before sampling
     require_batches(session, {arch: _largest(space, "batch_size", t.batch_size) for arch, t in base.items()})
     epochs = max(_largest(space, "epochs", t.epochs) for t in base.values())
-    # ASHA judges a trial at epochs 1, 4, 16, ...; max_t leaves room for the workers' test report and the
-    # trial's final result after the last epoch.
-    schedulers = {"asha": PerArchASHA(time_attr="training_iteration", max_t=epochs + 2, grace_period=1),
+    # ASHA judges a trial by its epochs (1, 4, 16, ... up to the last); the workers' test report and the trial's
+    # final result carry no epoch, so a trial that survives its last epoch is always tested and reported.
+    schedulers = {"asha": PerArchASHA(time_attr="epoch", max_t=epochs, grace_period=1, stop_last_trials=False),
                   "fifo": FIFOScheduler()}
     sampler = BasicVariantGenerator(random_state=base[run.arch_list[0]].seed)
     grid = fit(session, trial_space(run.arch_list, _tune_space(space)), num_samples=num_samples,
@@ -193,7 +193,7 @@ def _best_per_arch(grid: tune.ResultGrid) -> dict:
             continue
         arch, score = result.config["arch"], float(frame[METRIC].max())
         if arch not in best or score > best[arch][METRIC]:
-            model, train = trial_configs(result.metrics)
+            model, train = reported_configs(result.metrics)
             best[arch] = {METRIC: score, "model": {k: v for k, v in dataclasses.asdict(model).items() if k != "arch"},
                           "train": dataclasses.asdict(train)}
     if not best:

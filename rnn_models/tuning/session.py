@@ -63,7 +63,7 @@ def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, a
     storage.check_writable()
     name = run.name or default_name(prefix)
     if resume:
-        recipe = _started_with(storage, name)
+        recipe = _started_with(storage, name, recipe)
     elif storage.exists(name):
         raise UserError(f"--name {name}: {storage.join(name)} already exists; add --resume to continue it, or "
                         "choose another --name")
@@ -77,10 +77,17 @@ def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, a
     return Session(run, recipe, data, storage, name, plan, resume)
 
 
-def _started_with(storage: Storage, name: str) -> Recipe:
+def _started_with(storage: Storage, name: str, given: Recipe) -> Recipe:
+    """The recipe a run started with, which a resumed run keeps (saying so if the command line's differs)."""
     if not storage.is_file(name, RECIPE_FILE):
-        raise UserError(f"--resume: there is no run to resume at {storage.join(name)} (check --storage and --name)")
-    return Recipe.from_dict(json.loads(storage.read(name, RECIPE_FILE)))
+        why = (f"{storage.join(name)} has no {RECIPE_FILE}: an earlier version made it, or it stopped before its "
+               "first trial started" if storage.exists(name) else f"there is no run to resume at {storage.join(name)}")
+        raise UserError(f"--resume: {why} (check --storage and --name)")
+    started = Recipe.from_dict(json.loads(storage.read(name, RECIPE_FILE)))
+    if started != given:
+        log.warning("--resume: continuing with the options the run started with (%s); the command line's preset "
+                    "or options differ and are not used", storage.join(name, RECIPE_FILE))
+    return started
 
 
 def require_batches(session: Session, batch_sizes: dict[str, int]) -> None:

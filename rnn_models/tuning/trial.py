@@ -27,11 +27,11 @@ from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
-from rnn_models.training.ingest import DataSpec, data_config
+from rnn_models.training.ingest import DataSpec, Shares
 from rnn_models.training.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
-METRIC = "val_accuracy"  # what picks the best checkpoint of a trial, and the best trial
+METRIC = "val_accuracy"  # what picks the tested epoch of a trial (worker.tested_epoch), and the best trial
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,11 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
             name=f"{model_cfg.arch}-{tune.get_context().get_trial_id()}",  # stable: a resumed trial finds it
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),  # + the latest
+            # the latest only: it holds the weights to test too (or is the tested checkpoint, at the end)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
         datasets={split: data.dataset(split) for split in ("train", "val", "test")},  # each rank gets its share
-        dataset_config=data_config(plan.workers),
+        dataset_config=Shares(plan.workers),
     )
 
 
@@ -105,14 +105,14 @@ class ProgressLines(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result:
-            epochs = trial_configs(result)[1].epochs
+            epochs = reported_configs(result)[1].epochs
             log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
                      self._name(trial), result["epoch"], epochs, result["train_accuracy"], result["val_accuracy"],
                      result["epoch_seconds"], result["samples_per_second"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        if "test_accuracy" in result:
+        if "best_epoch" in result:  # the trial's own final result (a trial stopped early has none)
             log.info("%s finished: test accuracy %.4f (checkpoint of epoch %d)", self._name(trial),
                      result["test_accuracy"], result["best_epoch"])
 
@@ -154,13 +154,13 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
         if result.error is not None:
             arch = (result.config or {}).get("arch", "?")
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
-        elif "test_accuracy" in (result.metrics or {}):
+        elif "best_epoch" in (result.metrics or {}):  # run_trial's own result: trained and tested to the end
             history = json.loads(result.metrics["history_json"])
             results.append({**result.metrics, "history": history, **json.loads(result.metrics["configs_json"])})
     return results, failed
 
 
-def trial_configs(result: dict) -> tuple[ModelConfig, TrainConfig]:
+def reported_configs(result: dict) -> tuple[ModelConfig, TrainConfig]:
     """The configs a trial trained, from any result it reported (each carries them)."""
     configs = json.loads(result["configs_json"])
     return ModelConfig(**configs["model"]), TrainConfig(**configs["train"])
