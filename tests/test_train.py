@@ -31,7 +31,8 @@ def test_every_architecture_is_trained_tested_and_reported(run):
     assert list(document["results"]) == list(ARCHS)
     for arch, r in document["results"].items():
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1, arch
-        assert r["test_reviews"] == 300 and r["epochs"] == 2 and 1 <= r["best_epoch"] <= 2
+        assert r["test_reviews"] == 300 and isinstance(r["test_reviews"], int)  # every test review, counted
+        assert r["epochs"] == 2 and 1 <= r["best_epoch"] <= 2
         assert r["parameters"] > 0 and r["samples_per_second"] > 0
         assert (folder / "train").as_posix() in r["checkpoint"]
     assert document["data"]["reviews"] == {"train": 240, "val": 60, "test": 300}

@@ -94,7 +94,7 @@ def train_loop_per_worker(config: dict) -> None:
     batches = scoring_batches(ray.train.get_dataset_shard("test"), device, any_length)
     test, = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
-    scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": test.count}
+    scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
     meta = {**checkpoint_meta(best, model_cfg, cfg, data, history), "test": scores}
     metrics = {"val_accuracy": next(h["val_accuracy"] for h in history if h["epoch"] == best), "tested_epoch": best,
                **scores, "parameters": parameters, "history_json": json.dumps(history), **configs}
