@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.sections import slices
 from rnn_models.ablation import split_tensors
-from benchmarks.sections import _slices
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData
@@ -35,8 +35,8 @@ from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.resources import cluster_plan
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.precision import precision_for
-from rnn_models.tuning.train import train
 from rnn_models.training.timing import ray_worker_throughput, run_spec, timed_epoch
+from rnn_models.tuning.train import train
 
 NO_GPU = "no GPU: the gpu section is skipped"
 BEST_PRESET = "tuned"  # the best test accuracies of README's Results
@@ -115,7 +115,7 @@ def bare_epoch(model_cfg: ModelConfig, cfg: TrainConfig, data: PreparedData, ten
     if pack is not None:
         model.pack = pack  # the BiLSTMs' other form
     order = torch.randperm(len(tensors["label"]), generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    batches = _slices(tensors, cfg.batch_size, order, drop_last=True)
+    batches = slices(tensors, cfg.batch_size, order, drop_last=True)
     return timed_epoch(model, cfg, batches, len(order) // cfg.batch_size, device, data.vocab_size, data.max_len)
 
 

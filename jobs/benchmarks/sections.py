@@ -100,7 +100,8 @@ def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> l
     return vocab
 
 
-def _slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
+def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
+    """Batches of in-memory tensors, in `order` if given: the bare loops' batches (gpu.py's too)."""
     n = len(tensors["label"])
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
@@ -120,12 +121,12 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
     for _ in range(cfg.epochs):
         order = torch.randperm(len(train_set["label"]), generator=generator)
         epoch_started = time.perf_counter()
-        sums = train_epoch(model, _slices(train_set, cfg.batch_size, order, drop_last=True), optimizer, cpu)
+        sums = train_epoch(model, slices(train_set, cfg.batch_size, order, drop_last=True), optimizer, cpu)
         throughput.append(sums.count / (time.perf_counter() - epoch_started))
-        evaluate(model, _slices(val_set, EVAL_BATCH), cpu)
+        evaluate(model, slices(val_set, EVAL_BATCH), cpu)
     result = {"samples_per_second": throughput, "seconds": time.perf_counter() - started}
     if test:
-        result["test_accuracy"] = evaluate(model, _slices(split_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
+        result["test_accuracy"] = evaluate(model, slices(split_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
         result["seconds"] = time.perf_counter() - started
     return result
 
