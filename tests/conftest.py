@@ -1,6 +1,7 @@
 """Shared fixtures: the real IMDB copy, a small review corpus, and one Ray instance for the whole session."""
 
 import os
+import random
 import socket
 import time
 from pathlib import Path
@@ -20,9 +21,24 @@ def imdb_path() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768+), where the ports that Ray's own processes bind at
+    random are drawn: one the kernel hands out (port 0) could be taken by one of them before our process binds
+    it (a dashboard then failed to start: "address already in use")."""
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        if port in _GIVEN:  # not yet bound by whoever asked for it: never hand it out twice
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+_GIVEN: set[int] = set()
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
