@@ -9,11 +9,9 @@ from rnn_models.training.ingest import DataSpec, scoring_batches
 from rnn_models.training.loop import Sums, evaluate
 
 
-def score_checkpoint(loaded: Loaded, data: DataSpec, split: str = "test", threads: int | None = None) -> Sums:
+def score_checkpoint(loaded: Loaded, data: DataSpec, split: str = "test") -> Sums:
     """Loss and accuracy of `loaded` over every review of `split`, on a GPU if this process has one."""
     require_compatible(loaded, loaded.model_config, data.info, f"--data ({split} split)")
-    if threads:
-        torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = loaded.model.to(device)
     batches = scoring_batches(data.dataset(split), device, takes_any_length(loaded.model_config))
