@@ -61,7 +61,7 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: T
     any_length, best, history = takes_any_length(model_cfg), None, []
     for epoch in range(1, cfg.epochs + 1):
         batches = training_batches(splits["train"], cfg, any_length, cpu, epoch)  # as rank 0 of a worker group
-        train = train_epoch(model, batches, optimizer, cpu, cfg.grad_clip, scheduler)
+        train = train_epoch(model, batches, optimizer, cpu, cfg.grad_clip, scheduler, cfg.adversarial)
         val = evaluate(model, scoring_batches(splits["val"], cpu, any_length), cpu).accuracy
         history.append(val)
         log.info("  epoch %d: train %.4f, val %.4f (%.0f s)", epoch, train.accuracy, val, time.perf_counter() - started)

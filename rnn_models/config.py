@@ -137,6 +137,9 @@ class TrainConfig:
     lr_schedule: str = opt("constant", "'constant' (the notebook) or 'cosine' (linear warm-up, then decay to 0)")
     warmup: float = opt(1.0, "cosine schedule: epochs of linear warm-up (fractions allowed)")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value; 0 = no clipping")
+    adversarial: float = opt(0.0, "adversarial training: each step also trains on every review's embeddings moved by "
+                             "this fraction of their norm the way that raises its loss most (training/adversarial.py); "
+                             "a second forward and backward pass per step; 0 = off")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
     seed: int = opt(0, "seed for initial weights and shuffling (with --source, for the data's splits too)")
     shuffle_buffer: int = opt(32768, "reviews shuffled together on each worker, in a new order every epoch (the "
@@ -158,6 +161,7 @@ class TrainConfig:
         require(self.bucket_batches >= 0, "bucket_batches", f"must be 0 or more (got {self.bucket_batches})")
         require(self.test_checkpoint in ("best", "last"), "test_checkpoint",
                 f"must be 'best' or 'last' (got {self.test_checkpoint!r})")
+        require(self.adversarial >= 0, "adversarial", f"must be 0 or more (got {self.adversarial})")
         require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more (got {self.grad_clip})")
         require(self.patience >= 0, "patience", f"must be 0 or more (got {self.patience})")
         require_seed(self.seed)

@@ -53,16 +53,17 @@ BUILTIN = {
     },
     "frontier": {
         "about": "whole reviews (up to 1,000 tokens, 99.9 % of them uncut) at the cost of their real length "
-                 "(length-bucketed batches), 30,000 tokens, Axon's initial weights; the RNNs 128 wide, pooling max "
-                 "and mean over every step, with word dropout; the MLP a bag of tokens and hashed bigrams; AdamW "
-                 "with a short warm-up and cosine decay over 2 epochs. Choices measured: README, Results",
+                 "(length-bucketed batches), 30,000 tokens, Axon's initial weights; the RNNs 128 wide, reading each "
+                 "token with its hashed bigram, pooling max and mean over every step, with word dropout and "
+                 "adversarial training on the embeddings; the MLP a bag of tokens and hashed bigrams; AdamW with a "
+                 "short warm-up and cosine decay over 2 epochs. Choices measured: README, Results",
         "prepare": {"vocab_size": 30000, "max_len": 1000, "strip_br": True},
         "model": {"embedding_size": 128, "hidden_size": 128, "dropout": 0.3, "merge": "concat", "readout": "pool",
-                  "init": "axon", "token_dropout": 0.15},
-        "train": {"lr": 2e-3, "weight_decay": 0.01, "lr_schedule": "cosine", "warmup": 0.3, "grad_clip": 1.0,
-                  "epochs": 2, "bucket_batches": 50},
-        "archs": {"mlp": {"model": {"pooling": "mean", "bigram_buckets": 262144, "embedding_size": 64,
-                                    "hidden_size": 64}}},
+                  "init": "axon", "token_dropout": 0.15, "bigram_buckets": 262144},
+        "train": {"lr": 3e-3, "weight_decay": 0.01, "lr_schedule": "cosine", "warmup": 0.3, "grad_clip": 1.0,
+                  "epochs": 2, "bucket_batches": 50, "adversarial": 0.05},
+        "archs": {"mlp": {"model": {"pooling": "mean", "embedding_size": 64, "hidden_size": 64},
+                          "train": {"lr": 2e-3, "adversarial": 0.0}}},
     },
 }
 

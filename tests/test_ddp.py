@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import ray.data
 import ray.train
 import ray.train.torch
@@ -39,7 +40,8 @@ def _probe(config):
             yield batch
 
     shard = ray.train.get_dataset_shard("train")
-    train_epoch(model, recorded(torch_batches(shard, 16, device, drop_last=True)), optimizer, device)
+    train_epoch(model, recorded(torch_batches(shard, 16, device, drop_last=True)), optimizer, device,
+                adversarial=config["adversarial"])
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     rank = ray.train.get_context().get_world_rank()
     mine = Sums(loss=1.5 * (rank + 1), correct=rank + 2, count=10 * (rank + 1))  # rank 0: 1.5, 2, 10; rank 1: 3, 3, 20
@@ -49,9 +51,10 @@ def _probe(config):
     ray.train.report({"steps": len(seen) // 16})
 
 
-def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tmp_path):
+@pytest.mark.parametrize("adversarial", [0.0, 0.05])  # with it, the first of a step's two backwards skips the all-reduce
+def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tmp_path, adversarial):
     trainer = ray.train.torch.TorchTrainer(
-        _probe, train_loop_config={"out": str(tmp_path)},
+        _probe, train_loop_config={"out": str(tmp_path), "adversarial": adversarial},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path / "storage")),
         datasets={"train": ray.data.from_arrow(_rows()).repartition(4)})

@@ -120,7 +120,7 @@ OUT_OF_RANGE = {
     "weight_decay": st.floats(-1e6, -1e-6), "lr_schedule": NAME.filter(lambda s: s not in ("constant", "cosine")),
     "grad_clip": st.floats(-1e6, -1e-6), "patience": NEGATIVE, "seed": NEGATIVE | st.integers(min_value=2**32),
     "shuffle_buffer": NEGATIVE, "bigram_buckets": NEGATIVE, "forget_bias": st.floats(-1e6, -1e-6),
-    "warmup": st.floats(-1e6, -1e-6), "bucket_batches": NEGATIVE,
+    "warmup": st.floats(-1e6, -1e-6), "bucket_batches": NEGATIVE, "adversarial": st.floats(-1e6, -1e-6),
     "token_dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
     "test_checkpoint": NAME.filter(lambda s: s not in ("best", "last")),
     **{name: NAME.filter(lambda s, choices=choices: s not in choices) for name, choices in MODEL_CHOICES.items()},
@@ -366,7 +366,7 @@ VALID = {"lr": st.floats(1e-5, 1.0), "weight_decay": st.floats(0, 1), "grad_clip
          "seed_faithful": st.booleans(), **{name: st.sampled_from(choices) for name, choices in MODEL_CHOICES.items()},
          "pooling": st.just("flatten"), "bigram_buckets": st.just(0), "forget_bias": st.floats(0, 2), "warmup": st.floats(0, 2),
          "bucket_batches": st.integers(0, 100), "test_checkpoint": st.sampled_from(["best", "last"]),
-         "token_dropout": st.floats(0, 0.9)}
+         "token_dropout": st.floats(0, 0.9), "adversarial": st.floats(0, 0.5)}
 
 
 SEARCH_DEFECTS = ["top", "unknown option", "distribution", "choice list", "choice value", "kind for type", "bounds arity",

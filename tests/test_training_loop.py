@@ -9,7 +9,8 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.errors import UserError
 from rnn_models.models import model_from_config
 from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
-from rnn_models.training.loop import evaluate, train_epoch
+from rnn_models.training.adversarial import _direction, backward_with_adversary
+from rnn_models.training.loop import LOSS, evaluate, train_epoch
 from rnn_models.training.worker import make_optimizer, make_scheduler
 
 CPU = torch.device("cpu")
@@ -65,6 +66,44 @@ def test_grad_clip_bounds_the_update():
         train_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=1.0), CPU, grad_clip=clip)
         deltas.append(sum((p.detach() - s).norm() ** 2 for p, s in zip(model.parameters(), start)) ** 0.5)
     assert deltas[1] == pytest.approx(1e-3, rel=1e-3) and deltas[0] > 10 * deltas[1]
+
+
+@pytest.mark.parametrize("model_cfg", [ModelConfig(arch="lstm", hidden_size=16, embedding_size=8, bigram_buckets=64),
+                                       ModelConfig(arch="handrolled_bilstm", hidden_size=16, embedding_size=8),
+                                       ModelConfig(arch="mlp", pooling="mean", bigram_buckets=64)])
+def test_adversarial_pass_raises_the_loss_and_adds_its_gradient(model_cfg):
+    batch = _batches(n_batches=1)[0]
+    model = model_from_config(model_cfg, 20, 8, seed=0).eval()  # no dropout: both passes see the same network
+
+    def run(eps):
+        model.zero_grad()
+        losses = []
+
+        def forward():
+            logits = model(batch["ids"], batch["length"])
+            losses.append(LOSS(logits, batch["label"]))
+            return logits, losses[-1]
+
+        backward_with_adversary(model, forward, eps)
+        return losses, [p.grad.clone() for p in model.parameters()]
+
+    (clean, same), grads = run(0.0)
+    assert torch.equal(clean, same)
+    model.zero_grad()
+    LOSS(model(batch["ids"], batch["length"]), batch["label"]).div(16).backward()
+    assert all(torch.allclose(g, 2 * p.grad) for g, p in zip(grads, model.parameters()))  # eps 0: the loss twice
+    (clean, pushed), _ = run(0.05)
+    assert pushed > clean  # the push goes up the loss
+    assert not any(m._forward_hooks for m in model.modules())  # the hooks are gone after the step
+
+
+def test_adversarial_step_is_eps_times_each_reviews_norm():
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    (x * torch.randn(3, 5, 4)).sum().backward()
+    step = _direction(x)
+    assert torch.allclose(step.flatten(1).norm(dim=1), x.detach().flatten(1).norm(dim=1))
+    cosine = torch.nn.functional.cosine_similarity(step.flatten(1), x.grad.flatten(1))
+    assert torch.allclose(cosine, torch.ones(3))
 
 
 def test_optimizer_and_cosine_schedule():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rnn_models.training.adversarial import backward_with_adversary
 from rnn_models.training.precision import precision_for
 
 LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
@@ -45,17 +46,25 @@ class Sums:
 
 
 def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device,
-                grad_clip: float = 0.0, scheduler=None) -> Sums:
-    """One pass over `batches`, one optimizer step per batch."""
+                grad_clip: float = 0.0, scheduler=None, adversarial: float = 0.0) -> Sums:
+    """One pass over `batches`, one optimizer step per batch; with `adversarial`, each step also trains on the
+    batch at adversarial embeddings of that relative size (adversarial.py)."""
     model.train()
     sums, precision = Sums(), precision_for(device)
     for batch in batches:
         ids, lengths, labels = batch["ids"], batch["length"], batch["label"]
-        with precision.autocast():
-            logits = model(ids, lengths)  # (B,)
-            loss = LOSS(logits.float(), labels)
+
+        def forward():
+            with precision.autocast():
+                logits = model(ids, lengths)  # (B,)
+                return logits, LOSS(logits.float(), labels)
+
         optimizer.zero_grad(set_to_none=True)
-        (loss / labels.numel()).backward()  # mean over the batch, as the notebook
+        if adversarial:
+            logits, loss = backward_with_adversary(model, forward, adversarial)
+        else:
+            logits, loss = forward()
+            (loss / labels.numel()).backward()  # mean over the batch, as the notebook
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()

@@ -40,10 +40,10 @@ def timed_epoch(model: nn.Module, cfg: TrainConfig, batches, steps_per_epoch: in
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     warm_up = synthetic_batches(WARM_UP_STEPS, cfg.batch_size, vocab_size, max_len, device)
-    train_epoch(model, warm_up, optimizer, device, cfg.grad_clip)
+    train_epoch(model, warm_up, optimizer, device, cfg.grad_clip, adversarial=cfg.adversarial)
     _synchronize(device)
     started = time.perf_counter()
-    sums = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
+    sums = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
     _synchronize(device)  # kernels run asynchronously: wait for the epoch's last ones
     return sums.count / (time.perf_counter() - started)
 

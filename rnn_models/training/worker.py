@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         started = time.perf_counter()
         batches = training_batches(train_shard, cfg, any_length, device, epoch, rank)
-        train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler)
+        train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
         seconds = _elapsed(started, device)
         val = evaluate(unwrap(model), scoring_batches(val_shard, device, any_length), device)  # shares may differ
         train, val = all_reduced(train, val, device=device)
