@@ -106,7 +106,7 @@ def _tune(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from rnn_models.cluster import connect, one_node
+    from rnn_models.cluster import connect
     from rnn_models.data.prepared import open_prepared
     from rnn_models.training.checkpoint import open_checkpoint
     from rnn_models.training.evaluation import score_checkpoint
@@ -115,7 +115,7 @@ def _evaluate(args) -> None:
     loaded = open_checkpoint(args.checkpoint)
     data = open_prepared(absolute(args.data, "--data"))
     connect(args.address)
-    spec = DataSpec.from_prepared(data).load(shared_disk=one_node(), splits=(args.split,))
+    spec = DataSpec.from_prepared(data).load(splits=(args.split,))
     result = score_checkpoint(loaded, spec, args.split)
     print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
           f"loss {result.mean_loss:.4f} over {result.count} reviews")

@@ -87,9 +87,16 @@ def alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def one_node(config_path: str = AUTOSCALER_CONFIG) -> bool:
-    """Whether every Ray process runs on this node, now and later: one node alive and none to be added."""
-    return len(alive_nodes()) == 1 and not autoscaled_node_types(config_path)
+def node_resources(node_id: str) -> dict:
+    return next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
+
+
+def on_this_node(cpus: float) -> dict:
+    """Ray remote arguments that run a task on this process's node, the only one that sees its disk, asking
+    for `cpus`, or for none where the node has fewer (a head of 0 CPUs: the task then runs beside what does)."""
+    here = ray.get_runtime_context().get_node_id()
+    return {"num_cpus": cpus if node_resources(here).get("CPU", 0) >= cpus else 0,
+            "label_selector": {"ray.io/node-id": here}}
 
 
 def autoscaled_node_types(config_path: str = AUTOSCALER_CONFIG) -> dict[str, dict]:

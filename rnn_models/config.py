@@ -182,6 +182,10 @@ class RunConfig:
     max_failures: int = opt(3, "worker-group restarts allowed per trial, each resuming from the last checkpoint")
     torch_threads: int = opt(0, "intra-op torch threads per worker; 0 = sized from the CPUs it holds")
     gpu_wait: int = opt(900, "seconds --use-gpu auto|yes waits for an autoscaling cluster to add a GPU node")
+    schedule_timeout: int = opt(120, "seconds a task, actor or worker group may wait for resources that no node "
+                                "frees before the run stops with an error naming them (0 = wait forever)")
+    verify: bool = opt(False, "check every prepared file's SHA-256 before training (reads all of --data); "
+                       "without it, their names and sizes")
 
     def __post_init__(self):
         unknown = [a for a in self.arch_list if a not in ARCHS]
@@ -193,6 +197,7 @@ class RunConfig:
         require(self.max_failures >= 0, "max_failures", f"must be 0 or more (got {self.max_failures})")
         require(self.torch_threads >= 0, "torch_threads", f"must be 0 (auto) or more (got {self.torch_threads})")
         require(self.gpu_wait >= 0, "gpu_wait", f"must be 0 or more seconds (got {self.gpu_wait})")
+        require(self.schedule_timeout >= 0, "schedule_timeout", f"must be 0 or more seconds (got {self.schedule_timeout})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
 
     @property

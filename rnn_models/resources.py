@@ -1,9 +1,10 @@
 """How many Train workers each trial gets, with how much CPU and GPU, computed from the cluster.
 
 The rule (README, "Resources"):
-- Ray Data keeps `DATA_CPUS` (one whole CPU) free for its tasks (streamed reads from a bucket start
-  with a file listing task that needs a whole CPU); when Train workers hold the rest, ingest starves and
-  the run hangs without an error. A trial's driver reserves no CPU (it just waits) but a sliver of the
+- Ray Data keeps `DATA_CPUS` (one CPU, over the whole cluster) free for its tasks; when Train workers hold
+  the rest, ingest starves and the run hangs without an error. Its read tasks ask for `READ_CPUS` each, and
+  the workers are sized so that, however Ray places them, some node keeps that much free: one CPU left
+  over the cluster may be half a CPU on each of two nodes, where a task of one whole CPU never runs. A trial's driver reserves no CPU (it just waits) but a sliver of the
   head node (`DRIVER_RESOURCES`): drivers, and the Train controllers Ray puts beside them, must not
   live on preemptible worker nodes.
 - No worker asks for more CPUs than the largest node has.
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from rnn_models.errors import UserError
 
 DATA_CPUS = 1.0
+READ_CPUS = 0.25  # per Ray Data read task: reading a shard of a few MB is light
 DRIVER_RESOURCES = {"CPU": 0, "node:__internal_head__": 0.01}  # on the head (100 trials fit), no CPU
 NODE_RESERVED_CPUS = 1.0
 MIN_CPUS_PER_WORKER = 0.25  # four trials at once on 2 CPUs beside Ray Data; more would thrash
@@ -46,16 +48,17 @@ class Plan:
 
 
 def _floor(x: float, step: float = 0.01) -> float:
-    return math.floor(x / step + 1e-9) * step
+    return round(math.floor(x / step + 1e-9) * step, 6)  # 0.95, not 0.9500000000000001
 
 
 def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, use_gpu: str = "auto",
-                   cpus_per_gpu: float | None = None, largest_node_cpus: float | None = None) -> Plan:
+                   cpus_per_gpu: float | None = None, node_cpus: tuple[float, ...] = ()) -> Plan:
     """Size `n_trials` trials for a cluster of `cpus` and `gpus`; `workers` = 0 means choose.
 
     How many trials run at once is decided first; the others queue and reserve nothing meanwhile.
     `cpus_per_gpu` is the CPUs a GPU node leaves its workers per GPU (workers get no more CPUs than sit
-    beside their GPU); `largest_node_cpus` caps any worker's CPUs.
+    beside their GPU); `node_cpus`, each node's CPUs (default: one node of `cpus`), cap any worker's CPUs
+    and keep room for a read task on some node.
     """
     if use_gpu == "yes" and gpus < 1e-9:
         raise UserError("--use-gpu yes, but the Ray cluster has no GPU; use --use-gpu auto or no, or add GPU nodes")
@@ -68,9 +71,20 @@ def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, us
         raise UserError(f"--workers-per-trial {workers} needs at least {smallest_trial + DATA_CPUS:g} CPUs, "
                         f"the Ray cluster has {cpus:g}")
     concurrent = min(n_trials, fits)
-    cpus_per_worker = _floor(min((cpus - DATA_CPUS) / (concurrent * workers), largest_node_cpus or cpus))
+    node_cpus = node_cpus or (cpus,)
+    cpus_per_worker = _floor(min((cpus - DATA_CPUS) / (concurrent * workers), max(node_cpus)))
+    while cpus_per_worker > MIN_CPUS_PER_WORKER and not _fits(cpus_per_worker, concurrent * workers, node_cpus):
+        cpus_per_worker = _floor(cpus_per_worker - 0.01)
     return Plan(workers, cpus_per_worker, 0.0, concurrent, _threads(cpus_per_worker))
 
+
+def _fits(cpus_per_worker: float, workers: int, node_cpus: tuple[float, ...]) -> bool:
+    """Whether `workers` workers fit on the nodes at once and, however Ray places them, some node keeps READ_CPUS
+    free: one with a worker's room left over (more rooms than workers), or one the workers cannot fill."""
+    rooms = [math.floor(c / cpus_per_worker + 1e-9) for c in node_cpus]
+    if sum(rooms) != workers:
+        return sum(rooms) > workers and cpus_per_worker >= READ_CPUS
+    return any(c - n * cpus_per_worker >= READ_CPUS - 1e-9 for c, n in zip(node_cpus, rooms))
 
 
 def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gpu: float | None) -> Plan:
@@ -108,5 +122,5 @@ def cluster_plan(n_trials: int, workers: int = 0, use_gpu: str = "auto") -> Plan
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     cpus_per_gpu = min((max(MIN_CPUS_PER_WORKER, r.get("CPU", 0) - NODE_RESERVED_CPUS) / r["GPU"]
                         for r in nodes if r.get("GPU")), default=None)
-    largest = max((r.get("CPU", 0) for r in nodes), default=None)
-    return plan_resources(n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu, largest)
+    node_cpus = tuple(r["CPU"] for r in nodes if r.get("CPU"))
+    return plan_resources(n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu, node_cpus)

@@ -74,9 +74,13 @@ class Storage:
 
     def files(self, pattern_suffix: str = "") -> list[str]:
         """Every file below the folder whose name ends with `pattern_suffix`, relative to it."""
+        return sorted(self.sizes(pattern_suffix))
+
+    def sizes(self, pattern_suffix: str = "") -> dict[str, int]:
+        """`files`, each with its size in bytes: one listing (a bucket answers it in one request per 1,000)."""
         selector = pyarrow.fs.FileSelector(self.base, recursive=True, allow_not_found=True)
-        return sorted(info.path[len(self.base) + 1:] for info in self.fs.get_file_info(selector)
-                      if info.type == pyarrow.fs.FileType.File and info.path.endswith(pattern_suffix))
+        return {info.path[len(self.base) + 1:]: info.size for info in self.fs.get_file_info(selector)
+                if info.type == pyarrow.fs.FileType.File and info.path.endswith(pattern_suffix)}
 
     def check_writable(self) -> None:
         """Fail now, not after hours of training, if results could not be written."""

@@ -132,6 +132,7 @@ def _value_adapter(cls, key: str) -> TypeAdapter:
 @with_config(DOCUMENT)
 class SplitFiles(TypedDict):
     sha256: str
+    bytes: NotRequired[int]  # written since the shards are written by Ray tasks; older manifests lack it
 
 
 @with_config(DOCUMENT)

@@ -227,7 +227,8 @@ class MotoS3:
 
 
 class TwoNodeCluster:
-    """A head node (0 CPUs, dashboard) and one worker node that cannot see `hidden_dirs`.
+    """A head node (0 CPUs, dashboard) and one worker node that cannot see `hidden_dirs` (plus
+    `extra_worker_nodes` more like it, each in a mount namespace of its own: a three-node cluster).
 
     Arguments:
         hidden_dirs: existing folders (not inside /tmp/ray) the worker node must not see, e.g. the
@@ -235,6 +236,8 @@ class TwoNodeCluster:
         env: the environment of both nodes (default: os.environ), e.g. {**os.environ, **s3.env};
             Ray workers on either node inherit it. RAY_ADDRESS and RAY_AUTH_* are replaced.
         worker_cpus, head_cpus: logical CPUs of each node.
+        extra_worker_nodes: worker nodes beside the first, started with it and stopped with the cluster
+            (`kill_worker_node` and `start_worker_node` act on the first only).
         object_store_bytes: each node's object store (Ray's default is 30 % of memory per node).
         log_dir: where `ray start`'s own output goes (head.log, worker-N.log); a temporary folder by
             default. Ray's logs are in /tmp/ray/session_latest/logs as usual.
@@ -249,7 +252,7 @@ class TwoNodeCluster:
 
     def __init__(self, hidden_dirs=(), env: dict | None = None, worker_cpus: float = 2, head_cpus: float = 0,
                  object_store_bytes: int = 1024**3, log_dir: str | os.PathLike | None = None,
-                 health_check: dict | None = HEALTH_CHECK, start_timeout: float = 120):
+                 health_check: dict | None = HEALTH_CHECK, start_timeout: float = 120, extra_worker_nodes: int = 0):
         self.hidden_dirs = [Path(d).resolve() for d in hidden_dirs]
         ray_tmp = Path(tempfile.gettempdir(), "ray").resolve()
         for d in self.hidden_dirs:
@@ -257,6 +260,8 @@ class TwoNodeCluster:
             assert d != Path("/") and not ray_tmp.is_relative_to(d) and not d.is_relative_to(ray_tmp), \
                 f"hidden dir {d} would hide Ray's session files under {ray_tmp}, or lies inside them"
         self.worker_cpus, self.head_cpus, self.object_store_bytes = worker_cpus, head_cpus, object_store_bytes
+        self.extra_worker_nodes = extra_worker_nodes
+        self.extra: list[tuple[subprocess.Popen, str, str]] = []  # (ray start, mount namespace, node id) of each
         self.start_timeout = start_timeout
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="two-node-cluster-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +290,8 @@ class TwoNodeCluster:
         try:
             self._start_head()
             self.start_worker_node()
+            for _ in range(self.extra_worker_nodes):
+                self.extra.append(self._start_worker_process())
         except BaseException:
             self.stop()
             raise
@@ -328,6 +335,13 @@ class TwoNodeCluster:
         assert self.head is not None, "start the head first"
         assert self.worker is None or self.worker.poll() is not None, "a worker node is running already"
         t0 = time.monotonic()
+        self.worker, self.worker_ns, self.worker_node_id = self._start_worker_process()
+        self.timings["worker_up" if self._workers_started == 1 else "worker_rejoin"] = time.monotonic() - t0
+        return self.worker_node_id
+
+    def _start_worker_process(self) -> tuple[subprocess.Popen, str, str]:
+        """A worker node in a mount namespace of its own, once the cluster lists it alive: (ray start, namespace,
+        node id)."""
         known = {n["node_id"] for n in self.nodes()}
         mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(d))}" for d in self.hidden_dirs)
         start = shlex.join([
@@ -337,24 +351,21 @@ class TwoNodeCluster:
             "--disable-usage-stats",
         ])
         self._workers_started += 1
-        self.worker = self._popen(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                                   f"{mounts + ' && ' if mounts else ''}exec {start}"],
-                                  f"worker-{self._workers_started}.log")
-        self.worker_ns = self._namespace_of(self.worker, "the worker node")
+        proc = self._popen(["unshare", "-m", "--propagation", "private", "bash", "-c",
+                            f"{mounts + ' && ' if mounts else ''}exec {start}"], f"worker-{self._workers_started}.log")
+        ns = self._namespace_of(proc, "the worker node")
 
         def joined():
-            self._alive(self.worker, "the worker node")
-            alive = [n for n in self.nodes() if n["state"] == "ALIVE"]
-            new = [n for n in alive if n["node_id"] not in known and not n["is_head_node"]]
-            return len(alive) == 2 and new
+            self._alive(proc, "the worker node")
+            return [n for n in self.nodes()
+                    if n["state"] == "ALIVE" and n["node_id"] not in known and not n["is_head_node"]]
 
         try:
-            self.worker_node_id = wait_for(joined, self.start_timeout, "the worker node to join", interval=0.5)[0]["node_id"]
+            node_id = wait_for(joined, self.start_timeout, "the worker node to join", interval=0.5)[0]["node_id"]
         except BaseException:
-            self._kill_worker_processes()
+            self._kill_node_processes(proc, ns)
             raise
-        self.timings["worker_up" if self._workers_started == 1 else "worker_rejoin"] = time.monotonic() - t0
-        return self.worker_node_id
+        return proc, ns, node_id
 
     def connect(self, **init_kwargs):
         """`ray.init(address=self.address, **init_kwargs)` from this process, after setting this process's
@@ -402,14 +413,17 @@ class TwoNodeCluster:
         return node_id
 
     def _kill_worker_processes(self) -> None:
-        if self.worker is None:
-            return
+        if self.worker is not None:
+            self._kill_node_processes(self.worker, self.worker_ns)
+
+    @staticmethod
+    def _kill_node_processes(proc: subprocess.Popen, ns: str | None) -> None:
         try:
-            os.killpg(self.worker.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        _kill_namespace(self.worker_ns, 30, "the worker node")
-        self.worker.wait(timeout=10)
+        _kill_namespace(ns, 30, "the worker node")
+        proc.wait(timeout=10)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop everything this cluster started, worker node first: SIGTERM each node's `ray start --block`
@@ -419,7 +433,8 @@ class TwoNodeCluster:
         Only the leader gets SIGTERM: sent to the whole group, the head's GCS ends at once and the head's
         `ray start` then waits its full 30 s drain timeout for it."""
         self._restore_auth_mode()  # shuts down first a driver that `connect` started in this process
-        for proc, ns, what in ((self.worker, self.worker_ns, "the worker node"), (self.head, self.head_ns, "the head")):
+        nodes = [(proc, ns, "a worker node") for proc, ns, _ in self.extra]
+        for proc, ns, what in (*nodes, (self.worker, self.worker_ns, "the worker node"), (self.head, self.head_ns, "the head")):
             if proc is not None:
                 _stop_group(proc, timeout, leader_only=True)
                 _kill_namespace(ns, 30, what)
@@ -447,7 +462,7 @@ class TwoNodeCluster:
         """Every live process this cluster started: its sessions (process groups and Ray workers) and both
         nodes' mount namespaces."""
         pids = {pid for sid in self._groups for pid in session_pids(sid)}
-        for ns in (self.head_ns, self.worker_ns):
+        for ns in (self.head_ns, self.worker_ns, *(ns for _, ns, _ in self.extra)):
             if ns is not None and ns != _mount_ns(os.getpid()):
                 pids.update(namespace_pids(ns))
         return sorted(pids)
@@ -465,6 +480,12 @@ class TwoNodeCluster:
         except (urllib.error.URLError, OSError, ValueError):
             return []
         return body.get("data", {}).get("result", {}).get("result", []) or []
+
+    def listed(self, kind: str) -> list[dict]:
+        """Every task or actor (`kind`: "tasks", "actors") the state API still knows, finished ones included."""
+        with urllib.request.urlopen(f"{self.dashboard_url}/api/v0/{kind}?limit=10000&detail=false&timeout=30",
+                                    timeout=45) as response:
+            return json.load(response)["data"]["result"]["result"]
 
     def _http_ok(self, path: str) -> bool:
         try:

@@ -1,5 +1,6 @@
 """Shared fixtures: the real IMDB copy, a small review corpus, and one Ray instance for the whole session."""
 
+import contextlib
 import os
 import random
 import socket
@@ -60,6 +61,22 @@ def fails(capsys, *argv) -> str:
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     return err
+
+
+class _Holder:
+    def ready(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def cpus_held(ray, cpus: float):
+    """An actor holding `cpus` CPUs of the running Ray for the block, as another job's (or Train's workers) would."""
+    holder = ray.remote(num_cpus=cpus)(_Holder).remote()
+    ray.get(holder.ready.remote())
+    try:
+        yield
+    finally:
+        ray.kill(holder)
 
 
 def start_ray():

@@ -2,6 +2,7 @@
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from cluster_harness import MotoS3
 from conftest import fails
@@ -15,16 +16,15 @@ SMALL = dict(max_reviews_per_split=100, val_size=20, max_len=32)
 
 
 @pytest.fixture(scope="module")
-def s3():
-    with MotoS3() as server:
+def s3_env():
+    """The bucket's endpoint and keys in this process's environment and in the Ray started after it: Ray Data
+    tasks read the bucket too, as every node of a cluster does with its own credentials."""
+    with MotoS3() as server, pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env.items():
+            patch.setenv(key, value)
+        ray.shutdown()
         yield server
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for key, value in s3.env.items():
-        monkeypatch.setenv(key, value)
-    return s3
+        ray.shutdown()
 
 
 def test_prepare_into_a_bucket_gives_the_same_shards_as_a_local_folder(ray_session, s3_env, imdb_path, tmp_path):
@@ -36,8 +36,8 @@ def test_prepare_into_a_bucket_gives_the_same_shards_as_a_local_folder(ray_sessi
     keys = sorted(o["Key"] for o in listed if not o["Key"].endswith("/"))  # pyarrow marks folders with "…/"
     assert keys == sorted(["prepared/manifest.json", "prepared/vocab.json"]
                           + [f"prepared/{name}" for s in ("train", "val", "test") for name in local.names(s)])
-    # read back by this process (the driver) and handed to Ray, as a run does
-    loaded = DataSpec.from_prepared(open_prepared(url)).load(shared_disk=False)
+    # read by Ray Data tasks into the object store, as a run does
+    loaded = DataSpec.from_prepared(open_prepared(url)).load()
     for split in ("train", "val", "test"):
         expected = pq.read_table([f for f in local.files(split)][0]).schema
         rows = loaded.datasets[split].to_arrow_refs()

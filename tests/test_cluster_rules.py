@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from conftest import fails
+from conftest import cpus_held, fails
 from rnn_models.cluster import require_shared_storage, wait_for_gpus
 from rnn_models.errors import UserError
 from rnn_models.storage import Storage
@@ -60,15 +60,18 @@ def test_gpus_an_autoscaler_must_add_are_waited_for_then_refused(ray_session, au
     wait_for_gpus(1, timeout=1, use_gpu="auto", config_path="/nonexistent.yaml")  # nothing to wait for
 
 
-def test_local_data_too_big_for_the_object_store_is_refused_on_a_cluster(ray_session, imdb_sample, monkeypatch):
+def test_splits_too_big_for_the_object_store_are_streamed_from_their_shards(ray_session, imdb_sample, monkeypatch):
+    import pyarrow.parquet as pq
+
     monkeypatch.setattr(ingest, "IN_MEMORY_SHARE", 0.0)  # as if the splits were larger than the object store
-    spec = DataSpec.from_prepared(imdb_sample)
-    with pytest.raises(UserError, match=r"--data .*: \d+ MB of prepared data.*prepare it into a bucket"):
-        spec.load(shared_disk=False)
-    assert spec.load(shared_disk=True).datasets == {}  # one node: streamed from the files instead
+    spec = DataSpec.from_prepared(imdb_sample).load()
+    assert spec.datasets == {}
+    streamed = spec.dataset("test").take_all()
+    expected = [row for f in imdb_sample.files("test") for row in pq.read_table(f).to_pylist()]
+    assert [list(r["ids"]) for r in streamed] == [r["ids"] for r in expected]  # every review, in file order
 
 
-def test_the_driver_hands_the_splits_to_ray_in_file_order(ray_session, imdb_sample):
+def test_read_tasks_hand_the_splits_to_ray_in_file_order(ray_session, imdb_sample):
     import pyarrow.parquet as pq
 
     loaded = DataSpec.from_prepared(imdb_sample).load(splits=("val",))
@@ -76,3 +79,21 @@ def test_the_driver_hands_the_splits_to_ray_in_file_order(ray_session, imdb_samp
     rows = loaded.datasets["val"].to_arrow_refs()
     expected = [pq.read_table(f) for f in imdb_sample.files("val")]
     assert [ray_session.get(r)["ids"].to_pylist() for r in rows] == [t["ids"].to_pylist() for t in expected]
+
+
+def test_splits_are_read_where_no_whole_cpu_is_free(ray_session, imdb_sample):
+    """Workers holding all but a fraction of every node's CPUs leave a whole-CPU task (Ray Data's file listing:
+    `ray.data.read_parquet` here waits forever) pending; the read tasks fit beside them."""
+    import threading
+
+    counts = {}
+
+    def read(local: bool) -> None:
+        counts[local] = ingest.read_shards(imdb_sample.files("val"), local=local).materialize().count()
+
+    with cpus_held(ray_session, 1.7):  # as Train workers would, on this 2-CPU node
+        for local in (False, True):  # anywhere, and pinned to the node that holds the files
+            thread = threading.Thread(target=read, args=(local,), daemon=True)
+            thread.start()
+            thread.join(timeout=120)
+            assert counts.get(local) == imdb_sample.count("val"), f"local={local}: the read did not finish"

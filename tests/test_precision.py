@@ -90,8 +90,12 @@ def test_under_bf16_autocast_linear_layers_are_bf16_and_lstms_stay_float32(case)
 
 def test_a_plain_lstm_would_run_in_bf16_under_cpu_autocast():
     """What the emulation relies on: without `models.recurrent.LSTM`, autocast would take the LSTM too."""
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out, _ = nn.LSTM(8, 16, batch_first=True)(torch.randn(2, 3, 8))
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = nn.LSTM(8, 16, batch_first=True)(torch.randn(2, 3, 8))
+    except RuntimeError as e:  # a CPU whose oneDNN has no bf16 LSTM (seen on an AMD EPYC): refused as bf16
+        assert "LSTM forward propagation primitive" in str(e)
+        return
     assert out.dtype == torch.bfloat16
 
 

@@ -116,6 +116,21 @@ def test_a_tampered_directory_is_refused_and_rebuilt(ray_session, tmp_path):
         open_prepared(cfg.out)
 
 
+def test_opening_checks_names_and_sizes_and_verify_reads_every_hash(ray_session, tmp_path):
+    source = corpus.write_hf_parquet(tmp_path / "hf")
+    cfg = PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL)
+    data = prepare(cfg)
+    for name, f in {n: f for s in ("train", "val", "test") for n, f in data.manifest["splits"][s]["files"].items()}.items():
+        assert f["bytes"] == (Path(data.root) / name).stat().st_size, name  # as each write task reported it
+    shard = Path(data.root) / data.names("train")[0]
+    changed = bytearray(shard.read_bytes())
+    changed[len(changed) // 2] ^= 0xFF  # the same size, other bytes
+    shard.write_bytes(bytes(changed))
+    assert open_prepared(cfg.out).fingerprint == data.fingerprint  # names and sizes only: nothing read
+    with pytest.raises(UserError, match=f"{data.names('train')[0]} does not match manifest.json"):
+        open_prepared(cfg.out, verify=True)
+
+
 @pytest.mark.parametrize("option, message", [
     (["--vocab-size", "0"], "--vocab-size must be at least 1 (got 0)"),
     (["--max-len", "0"], "--max-len must be at least 1 (got 0)"),

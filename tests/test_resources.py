@@ -3,7 +3,7 @@
 import pytest
 
 from rnn_models.errors import UserError
-from rnn_models.resources import DATA_CPUS, MIN_CPUS_PER_WORKER, plan_resources
+from rnn_models.resources import DATA_CPUS, MIN_CPUS_PER_WORKER, READ_CPUS, plan_resources
 
 
 def _used_cpus(plan):
@@ -54,8 +54,21 @@ def test_trials_spread_over_gpus_and_workers_never_share_one():
 
 
 def test_no_worker_asks_for_more_cpus_than_the_largest_node_has():
-    plan = plan_resources(1, cpus=2 * 8, gpus=0, largest_node_cpus=8)  # two 8-CPU nodes, one trial
+    plan = plan_resources(1, cpus=2 * 8, gpus=0, node_cpus=(8, 8))  # two 8-CPU nodes, one trial
     assert plan.cpus_per_worker == 8 and plan.torch_threads == 8
+
+
+@pytest.mark.parametrize("node_cpus, workers, expected", [
+    ((2, 2), 2, 1.5),  # the 0-CPU head's cluster: half a CPU left on each node, enough for a read task
+    ((3, 3, 3), 4, 1.5),  # 2 CPUs each would fit only three workers (one per node): the trial would never start
+    ((1.2,) * 5, 5, 0.95),  # one worker per node at 1 CPU would leave 0.2 on each: no read task could run
+])
+def test_workers_fit_on_the_nodes_and_leave_room_for_a_read_task_on_one(node_cpus, workers, expected):
+    plan = plan_resources(1, cpus=sum(node_cpus), gpus=0, workers=workers, node_cpus=node_cpus)
+    assert plan.cpus_per_worker == expected
+    rooms = [int(c // plan.cpus_per_worker) for c in node_cpus]
+    assert sum(rooms) >= workers
+    assert sum(rooms) > workers or max(c - n * plan.cpus_per_worker for c, n in zip(node_cpus, rooms)) >= READ_CPUS
 
 
 def test_cpus_per_worker_stay_beside_their_gpu():

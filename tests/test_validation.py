@@ -86,10 +86,9 @@ def test_what_prepare_and_training_write_passes(tmp_path):
     splits = split_reviews(raw.table, cfg)
     summaries = pa.concat_tables([P._summarise_block(b, False) for b in P._blocks(splits, 1)])
     vocab = P.count_vocabulary(summaries, 8)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab.to_pylist()))
     stats = {s: {**P._split_stats(splits[s], summaries, vocab, s, 4),
-                 "files": {f"{s}/{s}-00000.parquet": {"rows": 1, "sha256": "x"}}} for s in splits}
-    manifest = P._manifest(raw, cfg, P._fingerprint(raw, cfg), stats, tmp_path, 0.1)
+                 "files": {f"{s}/{s}-00000.parquet": {"rows": 1, "bytes": 100, "sha256": "x"}}} for s in splits}
+    manifest = P._manifest(raw, cfg, P._fingerprint(raw, cfg), stats, json.dumps(vocab.to_pylist()).encode(), 0.1)
     assert document(Manifest, manifest, "manifest.json") == manifest
     info = {"vocab_size": len(vocab), "max_len": 4, "vocab_sha256": "x", "fingerprint": "y", "strip_br": False}
     meta = checkpoint_meta(1, ModelConfig(), TrainConfig(), info, [{"epoch": 1, "val_accuracy": 0.5}])

@@ -1,11 +1,13 @@
 """`rnn-models prepare`: raw reviews → tokenized parquet shards, as Ray Data operations.
 
     read (driver) → split (seeded, stratified) → blocks in the object store → two passes of map_batches:
-      1. normalise, count tokens and lengths per block (Ray tasks; summed on the driver) → vocabulary
-      2. normalise and encode each block → write_parquet, one shard per block → vocab.json, manifest.json
+      1. normalise, count tokens and lengths per block (Ray tasks; merged on the driver) → vocabulary
+      2. normalise, encode and write each block as one shard (Ray tasks, straight to the output; each reports
+         its shard's rows, bytes and SHA-256) → the driver writes vocab.json, then manifest.json
 
-Everything is written to a temporary directory that replaces `--out` only once complete (or, for a URI
-`--out` such as `s3://…`, is uploaded there, manifest last).
+A local `--out` is built in a temporary directory that replaces it only once complete, by tasks on this
+node (the only one that sees it). A URI `--out` (`s3://…`) is written in place by tasks on any node, its
+old manifest deleted first and the new one written last: never a manifest beside shards it does not describe.
 """
 
 import contextlib
@@ -14,7 +16,6 @@ import hashlib
 import json
 import logging
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -25,14 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from rnn_models.cluster import connect
+from rnn_models.cluster import connect, on_this_node
 from rnn_models.config import PrepareConfig
 from rnn_models.data.prepared import FORMAT_VERSION, SPLITS, PreparedData, open_prepared
 from rnn_models.data.sources import RawReviews, load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
 from rnn_models.errors import UserError
-from rnn_models.files import atomic_directory, sha256_file, write_json
+from rnn_models.files import atomic_directory
 from rnn_models.storage import Storage, is_uri
 
 log = logging.getLogger(__name__)
@@ -64,55 +65,45 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None)
     splits = split_reviews(raw.table, cfg)
     connect(address)
     reviews = ray.data.from_arrow(_blocks(splits, cfg.num_shards))  # one block per future shard
-    with _output(cfg.out) as tmp:
+    with _output(cfg.out) as folder:
         log.info("normalising and counting %d reviews", reviews.count())
         summaries = _collect(reviews.map_batches(_summarise_block, batch_format="pyarrow", batch_size=None,
                                                  fn_kwargs={"strip_br": cfg.strip_br}))
         vocab = count_vocabulary(summaries, cfg.vocab_size)
         log.info("encoding and writing the shards")
-        files = _write_shards(reviews, vocab, cfg, tmp)
+        files = _write_shards(reviews, vocab, cfg, folder)
         stats = {name: {**_split_stats(splits[name], summaries, vocab, name, cfg.max_len), "files": files[name]}
                  for name in SPLITS}
-        (tmp / "vocab.json").write_text(json.dumps(vocab.to_pylist(), ensure_ascii=False) + "\n")
-        manifest = _manifest(raw, cfg, fingerprint, stats, tmp, time.perf_counter() - started)
-        write_json(tmp / "manifest.json", manifest)
+        vocab_json = (json.dumps(vocab.to_pylist(), ensure_ascii=False) + "\n").encode()
+        folder.write(vocab_json, "vocab.json")
+        manifest = _manifest(raw, cfg, fingerprint, stats, vocab_json, time.perf_counter() - started)
+        folder.write(json.dumps(manifest, indent=2).encode() + b"\n", "manifest.json")  # last: the folder is whole
     log.info("%s", summary(manifest))
     return open_prepared(cfg.out)
 
 
 @contextlib.contextmanager
 def _output(out: str):
-    """A local folder to build in, which then becomes `out`: renamed into place when `out` is a local path,
-    uploaded when it is a URI (every node reads a bucket; the shards are built here, on the driver)."""
+    """The folder the shards are written to: a temporary local one renamed into place as `out` when complete,
+    or, for a URI, `out` itself, emptied of its manifest and shards first."""
     if not is_uri(out):
         with atomic_directory(Path(out)) as tmp:
-            yield tmp
+            yield Storage(str(tmp), option="--out")
         return
     folder = Storage(out, option="--out")
     folder.check_writable()  # before the work, not after it
-    with tempfile.TemporaryDirectory(prefix="rnn-models-prepare-") as tmp:
-        yield Path(tmp)
-        _publish(Path(tmp), folder)
-
-
-def _publish(built: Path, folder: Storage) -> None:
-    """Upload a built folder. The old manifest goes first and the new one last: a reader never sees a
-    manifest beside shards it does not describe (an interrupted upload leaves no manifest: prepare again)."""
     folder.delete("manifest.json")
     for name in folder.files(".parquet"):
         if name.split("/")[0] in SPLITS:
             folder.delete(name)
-    for path in sorted(built.rglob("*")):
-        if path.is_file() and path.name != "manifest.json":
-            folder.upload(path, *path.relative_to(built).parts)
-    folder.upload(built / "manifest.json", "manifest.json")
-    log.info("uploaded to %s", folder.root)
+    yield folder
+    log.info("written to %s", folder.root)
 
 
 def _held(out: str, fingerprint: str) -> PreparedData | None:
-    """The prepared data at `out` if it is exactly this (verified against its manifest), else None."""
+    """The prepared data at `out` if it is exactly this (every file's hash verified against its manifest), else None."""
     try:
-        data = open_prepared(out)
+        data = open_prepared(out, verify=True)
     except UserError:
         return None  # absent or damaged: rebuild
     return data if data.fingerprint == fingerprint else None
@@ -125,13 +116,14 @@ def _fingerprint(raw: RawReviews, cfg: PrepareConfig) -> str:
 
 
 def _blocks(splits: dict[str, pa.Table], num_shards: int) -> list[pa.Table]:
-    """Each split cut into at most `num_shards` blocks (text, label, split): each block becomes one shard."""
+    """Each split cut into at most `num_shards` blocks (text, label, split, shard): block `shard` of a split
+    becomes its shard of that number."""
     blocks = []
     for name, table in splits.items():
         bounds = np.linspace(0, table.num_rows, max(1, min(num_shards, table.num_rows)) + 1).astype(int)
         table = table.append_column("split", pa.array([name] * table.num_rows, pa.string()))
-        for a, b in zip(bounds[:-1], bounds[1:]):  # `block` numbers them, to write them back in this order
-            blocks.append(table.slice(a, b - a).append_column("block", pa.array([len(blocks)] * (b - a), pa.int32())))
+        for shard, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            blocks.append(table.slice(a, b - a).append_column("shard", pa.array([shard] * (b - a), pa.int32())))
     return blocks
 
 
@@ -144,12 +136,8 @@ def _summarise_block(block: pa.Table, strip_br: bool) -> pa.Table:
                      "counts": one_list(counts.field("counts")), "lengths": one_list(pc.list_value_length(tokens))})
 
 
-def _tables(dataset: ray.data.Dataset) -> list[pa.Table]:
-    return ray.get(dataset.to_arrow_refs())
-
-
 def _collect(dataset: ray.data.Dataset) -> pa.Table:
-    return pa.concat_tables(_tables(dataset))
+    return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
 
 
 def _token_counts(summaries: pa.Table, split: str) -> pa.Table:
@@ -166,27 +154,31 @@ def count_vocabulary(summaries: pa.Table, size: int) -> pa.Array:
     return counts["token"].take(order[:size]).combine_chunks()
 
 
-def _write_shards(reviews: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig, out: Path) -> dict[str, dict]:
-    """Encode every review (Ray tasks, anywhere) and write `out/<split>/<split>-NNNNN.parquet` here, on the
-    driver: no task opens a path of this node's disk, so any node may encode. Returns each split's files."""
-    encoded = reviews.map_batches(_encode_block, batch_format="pyarrow", batch_size=None,
-                                  fn_kwargs={"vocab": vocab, "max_len": cfg.max_len, "strip_br": cfg.strip_br})
-    blocks = sorted((t for t in _tables(encoded) if t.num_rows), key=lambda t: t["block"][0].as_py())
+def _write_shards(reviews: ray.data.Dataset, vocab: pa.Array, cfg: PrepareConfig, folder: Storage) -> dict[str, dict]:
+    """Encode every block and write it as `<split>/<split>-NNNNN.parquet` in `folder`, in Ray tasks: on any node
+    for a bucket, on this node for a local folder. Returns each split's files: rows, bytes and SHA-256."""
+    where = on_this_node(cpus=1) if folder.is_local else {}
+    written = reviews.map_batches(_write_block, batch_format="pyarrow", batch_size=None, **where,
+                                  fn_kwargs={"vocab": vocab, "max_len": cfg.max_len, "strip_br": cfg.strip_br,
+                                             "root": folder.root})
     files = {name: {} for name in SPLITS}
-    for block in blocks:  # in the order _blocks cut them: the same source gives the same shards
-        split = block["split"][0].as_py()
-        name = f"{split}/{split}-{len(files[split]):05d}.parquet"
-        (out / split).mkdir(exist_ok=True)
-        pq.write_table(block.drop_columns(["split", "block"]), out / name)
-        files[split][name] = {"rows": block.num_rows, "sha256": sha256_file(out / name)}
+    for shard in sorted(_collect(written).to_pylist(), key=lambda shard: shard["name"]):  # in the order cut
+        files[shard["split"]][shard["name"]] = {k: shard[k] for k in ("rows", "bytes", "sha256")}
     return files
 
 
-def _encode_block(block: pa.Table, vocab: pa.Array, max_len: int, strip_br: bool) -> pa.Table:
+def _write_block(block: pa.Table, vocab: pa.Array, max_len: int, strip_br: bool, root: str) -> pa.Table:
+    """A write task: one block encoded and written whole as its shard; one row describing it."""
     columns = encode(normalise(block["text"], strip_br), vocab, max_len)
     ids = pa.FixedSizeListArray.from_arrays(pa.array(columns["ids"].ravel()), max_len)
-    return pa.table({"ids": ids, "length": columns["length"], "label": block["label"], "split": block["split"],
-                     "block": block["block"]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"ids": ids, "length": columns["length"], "label": block["label"]}), sink)
+    data = sink.getvalue().to_pybytes()  # hashed as written: nothing is read back
+    split, shard = block["split"][0].as_py(), block["shard"][0].as_py()
+    name = f"{split}/{split}-{shard:05d}.parquet"
+    Storage(root, option="--out").write(data, name)
+    return pa.table({"split": [split], "name": [name], "rows": [block.num_rows], "bytes": [len(data)],
+                     "sha256": [hashlib.sha256(data).hexdigest()]})
 
 
 def _split_stats(table: pa.Table, summaries: pa.Table, vocab: pa.Array, split: str, max_len: int) -> dict:
@@ -211,8 +203,8 @@ def _split_stats(table: pa.Table, summaries: pa.Table, vocab: pa.Array, split: s
     }
 
 
-def _manifest(raw: RawReviews, cfg: PrepareConfig, fingerprint: str, stats: dict, root: Path, seconds: float) -> dict:
-    vocab_path = root / "vocab.json"
+def _manifest(raw: RawReviews, cfg: PrepareConfig, fingerprint: str, stats: dict, vocab_json: bytes,
+              seconds: float) -> dict:
     return {
         "format": FORMAT_VERSION,
         "fingerprint": fingerprint,
@@ -220,7 +212,7 @@ def _manifest(raw: RawReviews, cfg: PrepareConfig, fingerprint: str, stats: dict
                    "decode_errors": len(raw.decode_errors), "decode_error_files": raw.decode_errors[:20]},
         "options": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
         "splits": stats,
-        "vocab": {"size": len(json.loads(vocab_path.read_text())), "sha256": sha256_file(vocab_path)},
+        "vocab": {"size": len(json.loads(vocab_json)), "sha256": hashlib.sha256(vocab_json).hexdigest()},
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 1),

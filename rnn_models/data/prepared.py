@@ -2,7 +2,8 @@
 
 Shard columns: `ids` (fixed-size list<int32>[max_len], 0 = padding at the end, 1 = out-of-vocabulary),
 `length` (int32, ids that are not padding), `label` (int8, 0 = negative, 1 = positive). The manifest lists
-every file with its row count and SHA-256, so a tampered or half-copied folder is refused, not trained on.
+every file with its row count, size and SHA-256, so a tampered or half-copied folder is refused, not trained
+on: its names and sizes are checked on every open (one listing), its hashes where asked (`verify`).
 The folder is a local path or a URI (`s3://…`, `gs://…`): see `storage.py`.
 """
 
@@ -62,8 +63,9 @@ class PreparedData:
         return self.manifest["splits"][split]["reviews"]
 
 
-def open_prepared(root: str, verify: bool = True) -> PreparedData:
-    """The prepared data at `root` (path or URI), checked against its manifest (file list, hashes)."""
+def open_prepared(root: str, verify: bool = False) -> PreparedData:
+    """The prepared data at `root` (path or URI), checked against its manifest: its file names and sizes, and
+    with `verify` every file's SHA-256 too (which reads every byte)."""
     folder = Storage(str(root), option="--data")
     try:
         if not folder.is_file("manifest.json"):
@@ -81,11 +83,10 @@ def open_prepared(root: str, verify: bool = True) -> PreparedData:
         raise UserError(f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
                         "prepare the data again with --force")
     data = PreparedData(folder, manifest)
-    if verify:
-        try:
-            _verify(data)
-        except READ_ERRORS as e:  # a bucket that answered once may still fail or time out mid-way
-            raise unreadable(root, e) from e
+    try:
+        _check_files(data, verify)
+    except READ_ERRORS as e:  # a bucket that answered once may still fail or time out mid-way
+        raise unreadable(root, e) from e
     return data
 
 
@@ -96,19 +97,24 @@ def unreadable(root: str, error: Exception) -> UserError:
     return UserError(f"--data {root}: cannot be read ({reason(error)})")
 
 
-def _verify(data: PreparedData) -> None:
-    expected = {"vocab.json": data.vocab_sha256}
+def _check_files(data: PreparedData, hashes: bool) -> None:
+    expected = {"vocab.json": {"sha256": data.vocab_sha256}}
     for split in SPLITS:
-        expected.update({name: f["sha256"] for name, f in data.manifest["splits"][split]["files"].items()})
-    for name, sha256 in expected.items():
-        if not data.folder.is_file(name):
+        expected.update(data.manifest["splits"][split]["files"])
+    listed = data.folder.sizes()
+    for name, written in expected.items():
+        if name not in listed:
             raise UserError(f"{data.root}: {name} is listed in manifest.json but missing; "
                             "the folder is incomplete, prepare it again with --force")
-        with data.folder.open(name) as stream:
-            if sha256_stream(stream) != sha256:
-                raise UserError(f"{data.root}: {name} does not match manifest.json (changed after it was "
-                                "written); prepare the data again with --force")
-    extra = {name for name in data.folder.files(".parquet") if name.count("/") == 1} - set(expected)
+        if written.get("bytes", listed[name]) != listed[name]:  # older manifests have no sizes
+            raise UserError(f"{data.root}: {name} does not match manifest.json ({listed[name]} bytes, written "
+                            f"with {written['bytes']}: changed after it was written); prepare the data again with --force")
+        if hashes:
+            with data.folder.open(name) as stream:
+                if sha256_stream(stream) != written["sha256"]:
+                    raise UserError(f"{data.root}: {name} does not match manifest.json (changed after it was "
+                                    "written); prepare the data again with --force")
+    extra = {name for name in listed if name.endswith(".parquet") and name.count("/") == 1} - set(expected)
     if extra:
         raise UserError(f"{data.root}: shard(s) not in manifest.json: {', '.join(sorted(extra))}; "
                         "prepare the data again with --force")

@@ -1,7 +1,8 @@
-"""Feeding prepared shards to training: Ray Data datasets on the driver, torch batches on the workers.
+"""Feeding prepared shards to training: Ray Data datasets read on the nodes, torch batches on the workers.
 
-The driver reads the shards itself and hands the tables to Ray (`DataSpec.load`): the object store carries
-them to workers on any node, and nothing but the driver opens the prepared folder.
+Ray Data tasks read the shards (`read_shards`), one task per shard, wherever Ray runs them: a bucket's on any
+node, a local folder's on the node that holds it. Small splits are read once into the object store
+(`DataSpec.load`), large ones streamed from their shards every epoch. The driver only reads the manifest.
 """
 
 import dataclasses
@@ -15,16 +16,16 @@ import ray
 import ray.train
 import torch
 
+from rnn_models.cluster import node_resources, on_this_node
 from rnn_models.config import TrainConfig
 from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
-from rnn_models.errors import UserError
+from rnn_models.resources import READ_CPUS
 from rnn_models.training.loop import EVAL_BATCH
 from rnn_models.storage import is_uri
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
 BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32}
 CHUNK_ROWS = 4096
-READ_CPUS = 0.25  # per read task: reading a few MB of parquet is light, and trials share DATA_CPUS
 IN_MEMORY_SHARE = 0.25  # splits read once into the object store when they fill at most this share of it
 
 log = logging.getLogger(__name__)
@@ -50,37 +51,53 @@ class DataSpec:
                    data.folder.is_local)
 
     def dataset(self, split: str) -> ray.data.Dataset:
-        """One split: from the object store if `load` put it there, else streamed from a bucket's shards."""
+        """One split: from the object store if `load` put it there, else streamed from its shards."""
         if split in self.datasets:
             return self.datasets[split]
-        return ray.data.read_parquet(self.files[split], num_cpus=READ_CPUS)
+        return read_shards(self.files[split], self.local)
 
-    def load(self, shared_disk: bool = True, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
-        """Read every split here, on the driver, into Ray's object store, if they are small next to it.
-
-        Every trial then streams its epochs from memory on whatever node its workers run (re-reading parquet
-        each epoch cost ~25 s per epoch with four trials on two cores), and no Ray task or actor ever opens
-        a path of this node's disk: on a cluster, other nodes cannot see it. Splits too big for that stream
-        from their shards, which only works where every node reads them: a bucket, or one node
-        (`shared_disk`, a single-node cluster).
+    def load(self, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
+        """Read the splits into Ray's object store once, if they are small next to it; else leave them to be
+        streamed from their shards each epoch (re-reading parquet each epoch cost ~25 s per epoch with four
+        trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
         row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
         needed = row_bytes * sum(self.counts[s] for s in splits)
-        capacity = _local_object_store_bytes()
-        if needed <= IN_MEMORY_SHARE * capacity:
-            log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
-            try:
-                tables = {s: _read(self.files[s]) for s in splits}
-            except READ_ERRORS as e:
-                raise unreadable(self.root, e) from e
-            return dataclasses.replace(self, datasets={s: ray.data.from_arrow(t) for s, t in tables.items()})
-        if self.local and not shared_disk:
-            raise UserError(f"--data {self.root}: {needed / 1e6:.0f} MB of prepared "
-                            f"data, more than a quarter of this node's object store ({capacity / 1e6:.0f} MB), and "
-                            "the other nodes cannot read this node's disk; prepare it into a bucket instead "
-                            "(rnn-models prepare --out s3://BUCKET/prepared …) and train with --data on that URI")
-        log.info("streaming the splits from parquet (%.0f MB, object store %.0f MB)", needed / 1e6, capacity / 1e6)
-        return self
+        capacity = _object_store_bytes(here_only=self.local)
+        if needed > IN_MEMORY_SHARE * capacity:
+            log.info("streaming the splits from their shards (%.0f MB, object store %.0f MB)", needed / 1e6,
+                     capacity / 1e6)
+            return self
+        log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
+        try:
+            datasets = {s: read_shards(self.files[s], self.local).materialize() for s in splits}
+        except READ_ERRORS as e:  # a read task's error is raised here as an instance of its cause
+            raise unreadable(self.root, e) from e
+        return dataclasses.replace(self, datasets=datasets)
+
+
+def read_shards(files: list[str], local: bool) -> ray.data.Dataset:
+    """The shards as a dataset, in file order, each read by a Ray Data task of READ_CPUS.
+
+    The manifest lists the shards, so nothing lists a folder (Ray Data's `read_parquet` starts a listing task
+    of one whole CPU, which a node whose workers hold all but a fraction of its CPUs never runs: a silent
+    hang). Shards on this node's disk (`local`) are read by tasks pinned to this node, the only one that sees
+    them; with no CPU where this node has none (a head of 0 CPUs), as reading a file barely needs one.
+    """
+    remote_args = on_this_node(READ_CPUS) if local else {"num_cpus": READ_CPUS}
+    paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files)))
+    dataset = paths.map_batches(_read_files, batch_format="pyarrow", batch_size=None, **remote_args)
+    dataset.context.execution_options.preserve_order = True  # file order: reruns see the same data order
+    return dataset
+
+
+def _read_files(batch: pa.Table) -> pa.Table:
+    """A read task: the shards named in `batch`, read whole (a shard is one block)."""
+    tables = []
+    for path in batch["path"].to_pylist():
+        filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (None, path)
+        tables.append(pq.read_table(inner, filesystem=filesystem))
+    return pa.concat_tables(tables)
 
 
 class Shares(ray.train.DataConfig):
@@ -107,21 +124,12 @@ class Shares(ray.train.DataConfig):
         return shares
 
 
-def _read(files: list[str]) -> list[pa.Table]:
-    """The shards as tables, in file order (so reruns see the same data order), read by this process."""
-    tables = []
-    for path in files:
-        filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (None, path)
-        tables.append(pq.read_table(inner, filesystem=filesystem))
-    return tables
-
-
-def _local_object_store_bytes() -> float:
-    """The object store of this process's node, where the tables it puts are kept."""
-    here = ray.get_runtime_context().get_node_id()
-    node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
-    return (node or {}).get("Resources", {}).get("object_store_memory", 0) or ray.cluster_resources().get(
-        "object_store_memory", 0)
+def _object_store_bytes(here_only: bool) -> float:
+    """The object store the splits' blocks go to: this node's (`here_only`: read tasks pinned here), or the
+    whole cluster's (read tasks anywhere keep their blocks where they ran)."""
+    if here_only:
+        return node_resources(ray.get_runtime_context().get_node_id()).get("object_store_memory", 0)
+    return ray.cluster_resources().get("object_store_memory", 0)
 
 
 def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = None, drop_last: bool = False,

@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
-from rnn_models.cluster import connect, one_node, require_shared_storage, wait_for_gpus
+from rnn_models.cluster import connect, require_shared_storage, wait_for_gpus
 from rnn_models.config import RunConfig
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.report import write_report
 from rnn_models.resources import Plan, cluster_plan
+from rnn_models.stalls import StallWatch
 from rnn_models.storage import Storage
 from rnn_models.training.ingest import DataSpec
 from rnn_models.tuning.trial import TrialSettings, default_name, interrupted, run_experiment
@@ -58,7 +59,7 @@ class Session:
 def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, address: str | None = None,
           prefix: str = "train") -> Session:
     """Check the data and storage (before a cluster starts), connect, and size `n_trials` trials."""
-    data = open_prepared(run.data)
+    data = open_prepared(run.data, verify=run.verify)
     storage = Storage(run.storage)
     storage.check_writable()
     name = run.name or default_name(prefix)
@@ -101,21 +102,28 @@ def require_batches(session: Session, batch_sizes: dict[str, int]) -> None:
 
 def fit(session: Session, param_space: dict, **tune_config) -> tune.ResultGrid:
     """Run (or resume) the experiment; on Ctrl-C or SIGTERM, say how to continue it."""
-    data = DataSpec.from_prepared(session.data).load(shared_disk=one_node())
+    data = DataSpec.from_prepared(session.data).load()
     if not session.resume:
         session.storage.write(json.dumps(session.recipe.as_dict(), indent=2).encode() + b"\n", session.name,
                               RECIPE_FILE)
-    try:
-        grid = run_experiment(session.storage, session.name, data, session.settings, session.recipe, param_space,
-                              session.resume, **tune_config)
-    except KeyboardInterrupt:
-        log.warning("interrupted; continue this run with:\n  %s", resume_command(session.name))
-        raise
-    if interrupted(session.storage.join(session.name)):  # Ctrl-C or SIGTERM: Tune saved the state
-        log.warning("stopped before every trial finished; continue this run with:\n  %s",
-                    resume_command(session.name))
-        raise KeyboardInterrupt
+    with StallWatch(session.run.schedule_timeout) as stalls:
+        try:
+            grid = run_experiment(session.storage, session.name, data, session.settings, session.recipe,
+                                  param_space, session.resume, **tune_config)
+        except KeyboardInterrupt:
+            _stopped(session, stalls)
+        if interrupted(session.storage.join(session.name)):  # Ctrl-C, SIGTERM or a stall: Tune saved the state
+            _stopped(session, stalls)
     return grid
+
+
+def _stopped(session: Session, stalls: StallWatch):
+    """A run stopped before its end: a stall is the user's to fix (an error); Ctrl-C or SIGTERM, an interruption."""
+    if stalls.reason:
+        raise UserError(f"{stalls.reason}. Free or add resources (or lower --workers-per-trial), then continue "
+                        f"this run with: {resume_command(session.name)}")
+    log.warning("stopped before every trial finished; continue this run with:\n  %s", resume_command(session.name))
+    raise KeyboardInterrupt
 
 
 def report(session: Session, results: list[dict], config: dict) -> None:

@@ -1,0 +1,82 @@
+"""No silent hang: a run whose cluster leaves a task, actor or worker group waiting for resources that never
+free stops with an error naming what waits and what the nodes hold, instead of waiting forever.
+
+Ray never raises for a demand that no node can meet while others hold the resources (a Ray Data task of one
+whole CPU beside workers that hold all but half a CPU of each node; a worker group while another job holds
+the CPUs). `StallWatch` reads the cluster's pending demands from the GCS (what `ray status` shows) every few
+seconds; once demand has waited `bound` seconds while nothing moved (what the nodes hold unchanged, no node
+launching), it stops the run as Ctrl-C does (Tune saves its state, so `--resume` continues) and keeps the reason for the error.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import ray
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 5
+
+
+class StallWatch:
+    """`with StallWatch(bound): ...` stops the block (SIGINT) once a demand has waited `bound` s; `reason` then
+    says what waited. `bound` 0 watches nothing."""
+
+    def __init__(self, bound: float, poll: float = POLL_SECONDS):
+        self.bound, self.poll = bound, poll
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
+
+    def __enter__(self) -> "StallWatch":
+        if self.bound:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        waiting_since, last_nodes = None, None
+        while not self._stop.wait(self.poll):
+            try:
+                demands, nodes, launching = _cluster_demands()
+            except Exception as e:  # the GCS busy or restarting: judge on the next look
+                log.debug("cluster status unavailable: %s", e)
+                continue
+            # a stall is demand with nothing moving: tasks that start and end change what the nodes hold
+            if not demands or launching or nodes != last_nodes:
+                waiting_since, last_nodes = None, nodes
+                continue
+            waiting_since = waiting_since or time.monotonic() - self.poll
+            if time.monotonic() - waiting_since >= self.bound:
+                self.reason = (f"{'; '.join(demands)} waited {self.bound:g} s (--schedule-timeout) for resources "
+                               f"no node frees; the nodes: {'; '.join(nodes)}")
+                log.error("stopping the run: %s", self.reason)
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Tune saves the run's state and stops
+                return
+
+
+def _cluster_demands() -> tuple[list[str], list[str], bool]:
+    """The pending demands (tasks, actors, placement groups; not `request_resources` asks), each node's
+    resources as "used/total", and whether an autoscaler is launching nodes."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    summary = status.resource_demands
+    demands = [f"{d.count} x {_shape(d.bundle)} (tasks or actors)"
+               for demand in summary.ray_task_actor_demand for d in demand.bundles_by_count]
+    demands += [f"a worker group of {', '.join(f'{d.count} x {_shape(d.bundle)}' for d in demand.bundles_by_count)}"
+                for demand in summary.placement_group_demand]
+    nodes = []
+    for node in status.active_nodes + status.idle_nodes:
+        usage = {u.resource_name: u for u in node.resource_usage.usage if u.resource_name in ("CPU", "GPU")}
+        held = ", ".join(f"{name} {u.used:g}/{u.total:g} used" for name, u in sorted(usage.items())) or "no CPU"
+        nodes.append(f"{node.node_id[:8]} ({held})")
+    return demands, nodes, bool(status.pending_launches or status.pending_nodes)
+
+
+def _shape(bundle: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items()) if not k.startswith("node:")) + "}"

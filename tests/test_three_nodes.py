@@ -1,0 +1,59 @@
+"""Ray Data on a three-node cluster whose nodes share no disk, as the data plane runs at scale: a head of 0 CPUs
+and small object stores, two worker nodes of 2 CPUs, data and runs in a bucket (moto's S3 on loopback).
+`prepare` writes the shards from tasks on the worker nodes; a trial's two DDP ranks, on two nodes, stream
+the splits from the bucket (more than fit in the object stores), where a Ray Data listing task of one whole
+CPU once waited forever beside them."""
+
+import json
+import os
+
+import pytest
+import ray
+
+from cluster_harness import MotoS3, TwoNodeCluster
+from test_two_nodes import bucket_json, cli
+
+pytestmark = pytest.mark.slow  # minutes: real training through Ray
+
+STORE = 100 * 1024**2  # each node's object store: the splits below (~96 MB) are more than a quarter of all three
+REVIEWS, VAL, MAX_LEN = 4000, 400, 3000
+
+
+@pytest.fixture(scope="module")
+def cluster(imdb_path, tmp_path_factory):
+    ray.shutdown()  # a local Ray another test started: this cluster is the only Ray here
+    head_data, logs = tmp_path_factory.mktemp("head-data"), tmp_path_factory.mktemp("three-node-logs")
+    with MotoS3(log_path=logs / "moto.log") as s3:
+        with TwoNodeCluster(hidden_dirs=[head_data], env={**os.environ, **s3.env}, log_dir=logs,
+                            object_store_bytes=STORE, extra_worker_nodes=1) as nodes:
+            nodes.s3, nodes.data = s3, f"{s3.url}/prepared"
+            nodes.prepared = cli(nodes, "prepare", "--source", str(imdb_path), "--out", nodes.data,
+                                 "--max-reviews-per-split", str(REVIEWS), "--val-size", str(VAL), "--max-len",
+                                 str(MAX_LEN), "--vocab-size", "20000")
+            yield nodes
+
+
+def test_prepare_writes_the_shards_from_the_worker_nodes_into_the_bucket(cluster):
+    assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
+    manifest = bucket_json(cluster, "prepared/manifest.json")
+    files = {name: f for split in manifest["splits"].values() for name, f in split["files"].items()}
+    listed = cluster.s3.client().list_objects_v2(Bucket=cluster.s3.bucket, Prefix="prepared/")["Contents"]
+    sizes = {o["Key"].removeprefix("prepared/"): o["Size"] for o in listed}
+    assert {name: f["bytes"] for name, f in files.items()} == {name: sizes[name] for name in files}
+    writers = [t for t in cluster.listed("tasks") if "_write_block" in t["name"] and t["state"] == "FINISHED"]
+    workers = {cluster.worker_node_id, cluster.extra[0][2]}
+    assert len(writers) == len(files) and {t["node_id"] for t in writers} <= workers  # never on the head
+
+
+def test_two_ranks_on_two_nodes_stream_from_the_bucket(cluster):
+    storage = f"{cluster.s3.url}/runs"
+    assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
+    done = cli(cluster, "train", "--data", cluster.data, "--storage", storage, "--name", "streamed", "--archs", "mlp",
+               "--workers-per-trial", "2", "--epochs", "1", "--verify", "--verbose", timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "streaming the splits from their shards" in done.stderr
+    results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
+    assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
+    ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
+    assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2
+
