@@ -5,7 +5,9 @@
     python jobs/benchmark.py --source ../shared/data/imdb --sections gpu      # the GPU check, < 8 min on one GPU
     ray job submit --working-dir . -- python jobs/benchmark.py --source /abs/path --work /abs/bench
 
-Sections: end_to_end (runs jobs/train_all.py in its own process), tokenize, throughput, scaling, gpu.
+    python jobs/benchmark.py --source ../shared/data/imdb --sections scale --scale-factors 1,4
+
+Sections: end_to_end (runs jobs/train_all.py in its own process), tokenize, throughput, scaling, gpu, scale.
 """
 
 import argparse
@@ -25,11 +27,13 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=10, help="end_to_end epochs (the notebook's 10)")
     parser.add_argument("--threads", type=int, default=0,
                         help="throughput: torch threads of both loops (default: what the resource rule gives one trial)")
+    parser.add_argument("--scale-factors", default="1,4,16", help="scale: corpus sizes, in copies of the source")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     try:
         results = benchmark.run(Path(__file__).with_name("train_all.py"), args.source, work, args.sections.split(","),
-                                args.archs.split(","), args.epochs, args.threads)
+                                args.archs.split(","), args.epochs, args.threads,
+                                tuple(int(f) for f in args.scale_factors.split(",")))
     except UserError as e:
         sys.exit(f"error: {e}")
     print(benchmark.report(results), flush=True)

@@ -123,32 +123,37 @@ def require_shared_storage(storage: Storage, config_path: str = AUTOSCALER_CONFI
 
 
 def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, config_path: str = AUTOSCALER_CONFIG) -> None:
-    """With `--use-gpu auto|yes` on an autoscaling cluster with GPU node types but no GPU node up yet,
-    ask the autoscaler for `gpus` GPUs (what one trial needs: the plan then shares or queues) and wait (with progress, at most `timeout` s) until one joins,
-    instead of sizing the run from a snapshot that saw none and training on the head's CPUs."""
-    if use_gpu == "no" or ray.cluster_resources().get("GPU", 0) > 0:
+    """With `--use-gpu auto|yes` on an autoscaling cluster with GPU node types but fewer than `gpus` GPUs up (what
+    one trial needs: the plan then shares or queues), ask the autoscaler for them and wait (with progress, at
+    most `timeout` s) until all have joined, instead of sizing the run from a snapshot that saw too few."""
+    if use_gpu == "no" or _gpus() >= gpus:
         return
     gpu_types = [name for name, spec in autoscaled_node_types(config_path).items()
                  if (spec.get("resources") or {}).get("GPU")]
     if not gpu_types:
-        return  # auto: train on CPUs; yes: the plan says there is no GPU
+        return  # auto: train on what is there; yes: the plan says what is missing
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[{"GPU": 1}] * gpus)
-    log.info("no GPU node is up: asked the autoscaler for %d GPU(s) (node types %s); waiting up to %d s",
-             gpus, ", ".join(gpu_types), timeout)
+    log.info("%g of %d GPU(s) up: asked the autoscaler for them (node types %s); waiting up to %d s",
+             _gpus(), gpus, ", ".join(gpu_types), timeout)
     started, next_report = time.monotonic(), 30
     try:
-        while ray.cluster_resources().get("GPU", 0) < 1:
+        while _gpus() < gpus:
             waited = time.monotonic() - started
             if waited >= timeout:
-                raise UserError(f"--use-gpu {use_gpu}: no GPU node joined the cluster within --gpu-wait {timeout:g} s; "
-                                "see `ray status` (or `ray monitor cluster.yaml`) for why, raise --gpu-wait, or "
-                                "train on CPUs with --use-gpu no")
+                raise UserError(f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
+                                f"cluster within --gpu-wait {timeout:g} s; see `ray status` (or `ray monitor "
+                                "cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, or train on "
+                                "CPUs with --use-gpu no")
             if waited >= next_report:
-                log.info("still waiting for a GPU node (%.0f s of %g)", waited, timeout)
+                log.info("still waiting for GPU nodes: %g of %d up (%.0f s of %g)", _gpus(), gpus, waited, timeout)
                 next_report += 30
             time.sleep(GPU_POLL_SECONDS)
-        log.info("%g GPU(s) up after %.0f s", ray.cluster_resources()["GPU"], time.monotonic() - started)
+        log.info("%g GPU(s) up after %.0f s", _gpus(), time.monotonic() - started)
     finally:
         request_resources(bundles=[])  # the trials' own requests keep the nodes they use
+
+
+def _gpus() -> float:
+    return ray.cluster_resources().get("GPU", 0)

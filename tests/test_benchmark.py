@@ -96,3 +96,26 @@ def test_the_gpu_sections_timed_loops_run_here_on_the_cpu(ray_session, imdb_samp
     runs = {"seed/bilstm": run_spec(model_cfg, cfg, "seed", spec.info, imdb_sample.count("train"))}
     rows = ray_worker_throughput(runs, {"seed": spec.dataset("train")}, str(tmp_path), cpus=1, threads=1, gpus=0)
     assert set(rows) == {"seed/bilstm"} and rows["seed/bilstm"] > 0
+
+
+def test_the_synthetic_corpus_is_the_source_rebuilt_from_its_own_sentences(tmp_path):
+    import corpus
+    from benchmarks.scale import SENTENCE_END, synthetic_corpus
+
+    source = corpus.write_hf_parquet(tmp_path / "hf")
+    built = {s: pq.read_table(synthetic_corpus(str(source), tmp_path / "x3", factor=3) / "plain_text"
+                              / f"{s}-00000-of-00001.parquet").to_pylist() for s in ("train", "test")}
+    again = pq.read_table(synthetic_corpus(str(source), tmp_path / "again", factor=3) / "plain_text"
+                          / "train-00000-of-00001.parquet").to_pylist()
+    assert again == built["train"]  # seeded: the same corpus every time
+    for split in ("train", "test"):
+        originals = [(t, l) for t, l, s in corpus.REVIEWS if s == split]
+        assert sorted(r["label"] for r in built[split]) == sorted(3 * [l for _, l in originals])
+        for row in built[split]:  # made of sentences of reviews of the same label and split, and nothing else
+            donors = {p for t, l in originals if l == row["label"] for p in SENTENCE_END.split(t)}
+            assert _made_of(row["text"], donors), row
+
+
+def _made_of(text: str, pieces: set[str]) -> bool:
+    """Whether `text` is pieces joined by single spaces."""
+    return text in pieces or any(text.startswith(p + " ") and _made_of(text[len(p) + 1:], pieces) for p in pieces)

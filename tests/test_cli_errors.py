@@ -44,6 +44,17 @@ def test_more_workers_than_the_cluster_can_ever_provide(ray_session, imdb_sample
     assert "--workers-per-trial 16 needs at least" in err and "the Ray cluster has 2" in err
 
 
+def test_a_model_no_node_can_hold_is_refused_before_ray_starts(imdb_sample, capsys, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr("rnn_models.tuning.session.connect", never)
+    err = fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", str(tmp_path), "--archs", "mlp,lstm",
+                "--hidden-size", "100000000")
+    assert "mlp: its weights, gradients and Adam's two moments alone need 6,106.5 GiB, more than this machine" in err
+    assert "lower --hidden-size" in err
+
+
 def test_a_storage_path_that_is_not_writable(ray_session, imdb_sample, capsys):
     err = fails(capsys, "train", "--data", str(imdb_sample.root), "--storage", "/etc/hostname/runs")
     assert "--storage /etc/hostname/runs: cannot write there" in err

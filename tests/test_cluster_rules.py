@@ -9,6 +9,7 @@ import yaml
 
 from conftest import cpus_held, fails
 from rnn_models.cluster import require_shared_storage, wait_for_gpus
+from rnn_models.data.shards import read_shards
 from rnn_models.errors import UserError
 from rnn_models.storage import Storage
 from rnn_models.training import ingest
@@ -53,11 +54,26 @@ def test_local_storage_is_refused_where_nodes_can_be_added(ray_session, tmp_path
 
 def test_gpus_an_autoscaler_must_add_are_waited_for_then_refused(ray_session, autoscaler_config):
     started = time.monotonic()
-    with pytest.raises(UserError, match=r"--use-gpu auto: no GPU node joined the cluster within --gpu-wait 1 s"):
+    with pytest.raises(UserError, match=r"--use-gpu auto: 0 of the 1 GPU\(s\) a trial needs joined the cluster "
+                                        r"within --gpu-wait 1 s"):
         wait_for_gpus(1, timeout=1, use_gpu="auto", config_path=autoscaler_config)
     assert 1 <= time.monotonic() - started < 30
     wait_for_gpus(1, timeout=1, use_gpu="no", config_path=autoscaler_config)  # CPUs asked for: no wait
     wait_for_gpus(1, timeout=1, use_gpu="auto", config_path="/nonexistent.yaml")  # nothing to wait for
+
+
+def test_a_trial_of_two_gpus_waits_for_both(autoscaler_config):
+    """One GPU up is not enough for `--workers-per-trial 2`: the wait goes on for the second (here it never comes)."""
+    import ray
+
+    ray.shutdown()  # a Ray of its own, with one (logical) GPU
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(UserError, match=r"--use-gpu yes: 1 of the 2 GPU\(s\) a trial needs joined"):
+            wait_for_gpus(2, timeout=1, use_gpu="yes", config_path=autoscaler_config)
+        wait_for_gpus(1, timeout=1, use_gpu="yes", config_path=autoscaler_config)  # one is there: no wait
+    finally:
+        ray.shutdown()
 
 
 def test_splits_too_big_for_the_object_store_are_streamed_from_their_shards(ray_session, imdb_sample, monkeypatch):
@@ -89,7 +105,7 @@ def test_splits_are_read_where_no_whole_cpu_is_free(ray_session, imdb_sample):
     counts = {}
 
     def read(local: bool) -> None:
-        counts[local] = ingest.read_shards(imdb_sample.files("val"), local=local).materialize().count()
+        counts[local] = read_shards(imdb_sample.files("val"), local=local).materialize().count()
 
     with cpus_held(ray_session, 1.7):  # as Train workers would, on this 2-CPU node
         for local in (False, True):  # anywhere, and pinned to the node that holds the files

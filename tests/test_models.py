@@ -65,6 +65,16 @@ VARIED = [T, 1, 5, 0, 7, T - 1, 3, 9]  # includes an empty review and a full one
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_memory_estimate_counts_every_parameter_of_the_built_model(case):
+    from rnn_models.config import ModelConfig
+    from rnn_models.models import training_bytes
+
+    arch, options = case
+    built = count_parameters(build_model(arch, K, T, seed=0, **SMALL, **options))
+    assert training_bytes(ModelConfig(arch=arch, **SMALL, **options), K, T) == 16 * built
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_shape_finite_and_every_parameter_gets_a_gradient(case):
     arch, options = case
     model = build_model(arch, K, T, seed=0, **SMALL, **options)

@@ -9,6 +9,8 @@ Sections (each a function returning a dict for benchmark.json):
               job's peak memory (proportional set size of every process it started, Ray's included)
 - gpu:        the GPU path: each arch's epoch loop bare and in one Ray worker, `train_all --preset seed`, and the
               best preset's test accuracies (`gpu.py`); skipped, saying so, without a GPU
+- scale:      `prepare` on synthetic corpora of 1x, 4x, 16x IMDB: wall time, reviews/s, the driver's peak RSS
+              (`scale.py`)
 
 benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """
@@ -27,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks import scale as benchmark_scale
 from rnn_models.ablation import split_tensors
 from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
@@ -238,16 +241,18 @@ def report(results: dict) -> str:
         from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
 
         lines += benchmark_gpu.report_lines(results["gpu"])
+    if "scale" in results:
+        lines += benchmark_scale.report_lines(results["scale"])
     return "\n".join(lines)
 
 
-SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu")
+SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu", "scale")
 
 
 def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int,
-        threads: int = 0) -> dict:
-    """The chosen sections, the jobs that start their own Ray first (end_to_end, gpu's train_all), so that
-    nothing else runs meanwhile."""
+        threads: int = 0, scale_factors: tuple[int, ...] = (1, 4, 16)) -> dict:
+    """The chosen sections, the jobs that start their own Ray first (end_to_end, scale, gpu's train_all), so
+    that nothing else runs meanwhile."""
     from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
 
     unknown = set(sections) - set(SECTIONS)
@@ -267,10 +272,12 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
         sections = [s for s in sections if s != "gpu"]
     if "end_to_end" in sections:
         record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))
+    if "scale" in sections:
+        record("scale", benchmark_scale.scale(source, work, scale_factors))
     if "gpu" in sections:  # its train_all job starts its own Ray too
         gpu_started = time.perf_counter()
         seed_run = benchmark_gpu.train_all_seed(train_all, source, data_dir, work, archs)
-    if not set(sections) - {"end_to_end"}:
+    if not set(sections) - {"end_to_end", "scale"}:
         return results
     connect()
     data = prepare(PrepareConfig(source=source, out=data_dir))

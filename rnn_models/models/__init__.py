@@ -89,4 +89,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHS", "MODELS", "OPTIONS", "build_model", "model_from_config", "takes_any_length", "count_parameters"]
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and Adam's two moments
+
+
+def training_bytes(cfg: ModelConfig, vocab_size: int, max_len: int) -> int:
+    """The memory that training `cfg` holds beside its activations, counted on the meta device: nothing is
+    allocated, so a model too large for any node is refused before anything is built or started."""
+    with torch.device("meta"):
+        model = MODELS[cfg.arch](cfg, vocab_size, max_len)
+    return TRAINING_BYTES_PER_PARAMETER * count_parameters(model)
+
+
+__all__ = ["ARCHS", "MODELS", "OPTIONS", "build_model", "model_from_config", "takes_any_length", "count_parameters",
+           "training_bytes"]

@@ -7,16 +7,18 @@ continues with those whatever the command line says now.
 
 import json
 import logging
+import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
-from rnn_models.cluster import connect, require_shared_storage, wait_for_gpus
+from rnn_models.cluster import alive_nodes, connect, require_shared_storage, wait_for_gpus
 from rnn_models.config import RunConfig
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
+from rnn_models.models import training_bytes
 from rnn_models.presets import Recipe
 from rnn_models.report import write_report
 from rnn_models.resources import Plan, cluster_plan
@@ -68,7 +70,13 @@ def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, a
     elif storage.exists(name):
         raise UserError(f"--name {name}: {storage.join(name)} already exists; add --resume to continue it, or "
                         "choose another --name")
+    joining = address or os.environ.get("RAY_ADDRESS")
+    if not joining:  # a local Ray: this machine is the one node
+        _require_models_fit(recipe, run.arch_list, data, _physical_memory(), "this machine")
     connect(address)
+    if joining:
+        _require_models_fit(recipe, run.arch_list, data, max(n["Resources"].get("memory", 0) for n in alive_nodes()),
+                            "the largest node (Ray's memory resource)")
     require_shared_storage(storage)
     wait_for_gpus(max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu)  # a trial's: the others share or queue
     plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
@@ -76,6 +84,21 @@ def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, a
         plan = replace(plan, torch_threads=run.torch_threads)
     log.info("run %s: %s", storage.join(name), plan.describe(n_trials))
     return Session(run, recipe, data, storage, name, plan, resume)
+
+
+def _require_models_fit(recipe: Recipe, archs: list[str], data: PreparedData, memory: float, where: str) -> None:
+    """Refuse, before any trial starts, an architecture whose parameters and optimizer state alone exceed `memory`
+    bytes: its workers would die allocating them, and be restarted to die again."""
+    for arch in archs:
+        need = training_bytes(recipe.resolve(arch)[0], data.vocab_size, data.max_len)
+        if need > memory:
+            raise UserError(f"{arch}: its weights, gradients and Adam's two moments alone need {need / 2**30:,.1f} GiB, "
+                            f"more than {where} has ({memory / 2**30:,.1f} GiB); lower --hidden-size, "
+                            "--embedding-size, --bigram-buckets or --vocab-size")
+
+
+def _physical_memory() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _started_with(storage: Storage, name: str, given: Recipe) -> Recipe:
