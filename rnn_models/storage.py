@@ -103,13 +103,6 @@ class Storage:
         self.fs.move(tmp, final)
         return self.join(*parts)
 
-    def upload(self, local: Path, *parts: str) -> None:
-        """Copy the local file `local` to `parts` (streamed, not read whole into memory)."""
-        final = self.path(*parts)
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        pyarrow.fs.copy_files(str(local), final, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                              destination_filesystem=self.fs)
-
     def download(self, local: Path, *parts: str) -> None:
         """Copy the file `parts` to the local path `local`."""
         pyarrow.fs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs,
