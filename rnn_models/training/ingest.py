@@ -36,7 +36,7 @@ class DataSpec:
     counts: dict[str, int]
     vocab: list[str]
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
-    local: bool  # the shards sit on this node's disk: only this process may open them
+    local: bool  # the shards sit on this node's disk: only tasks on this node may read them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
 
     @classmethod
