@@ -4,9 +4,9 @@ The rule (README, "Resources"):
 - Ray Data keeps `DATA_CPUS` (one CPU, over the whole cluster) free for its tasks; when Train workers hold
   the rest, ingest starves and the run hangs without an error. Its read tasks ask for `READ_CPUS` each, and
   the workers are sized so that, however Ray places them, some node keeps that much free: one CPU left
-  over the cluster may be half a CPU on each of two nodes, where a task of one whole CPU never runs. A trial's driver reserves no CPU (it just waits) but a sliver of the
-  head node (`DRIVER_RESOURCES`): drivers, and the Train controllers Ray puts beside them, must not
-  live on preemptible worker nodes.
+  over the cluster may be half a CPU on each of two nodes, where a task of one whole CPU never runs.
+- A trial's driver reserves no CPU (it just waits) but a sliver of the head node (`DRIVER_RESOURCES`):
+  drivers, and the Train controllers Ray puts beside them, must not live on preemptible worker nodes.
 - No worker asks for more CPUs than the largest node has.
 - CPU only: one worker per trial by default (DDP ranks on one machine only split the same cores), the
   remaining CPUs divided evenly so every trial runs at once, each worker at least `MIN_CPUS_PER_WORKER`

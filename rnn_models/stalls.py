@@ -5,7 +5,8 @@ Ray never raises for a demand that no node can meet while others hold the resour
 whole CPU beside workers that hold all but half a CPU of each node; a worker group while another job holds
 the CPUs). `StallWatch` reads the cluster's pending demands from the GCS (what `ray status` shows) every few
 seconds; once demand has waited `bound` seconds while nothing moved (what the nodes hold unchanged, no node
-launching), it stops the run as Ctrl-C does (Tune saves its state, so `--resume` continues) and keeps the reason for the error.
+launching), it stops the run as Ctrl-C does (Tune saves its state, so `--resume` continues) and keeps the
+reason for the error.
 """
 
 import logging

@@ -434,7 +434,8 @@ class TwoNodeCluster:
         `ray start` then waits its full 30 s drain timeout for it."""
         self._restore_auth_mode()  # shuts down first a driver that `connect` started in this process
         nodes = [(proc, ns, "a worker node") for proc, ns, _ in self.extra]
-        for proc, ns, what in (*nodes, (self.worker, self.worker_ns, "the worker node"), (self.head, self.head_ns, "the head")):
+        nodes += [(self.worker, self.worker_ns, "the worker node"), (self.head, self.head_ns, "the head")]
+        for proc, ns, what in nodes:
             if proc is not None:
                 _stop_group(proc, timeout, leader_only=True)
                 _kill_namespace(ns, 30, what)

@@ -75,8 +75,8 @@ def start(run: RunConfig, recipe: Recipe, n_trials: int, resume: bool = False, a
         _require_models_fit(recipe, run.arch_list, data, _physical_memory(), "this machine")
     connect(address)
     if joining:
-        _require_models_fit(recipe, run.arch_list, data, max(n["Resources"].get("memory", 0) for n in alive_nodes()),
-                            "the largest node (Ray's memory resource)")
+        largest = max(n["Resources"].get("memory", 0) for n in alive_nodes())
+        _require_models_fit(recipe, run.arch_list, data, largest, "the largest node (Ray's memory resource)")
     require_shared_storage(storage)
     wait_for_gpus(max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu)  # a trial's: the others share or queue
     plan = cluster_plan(n_trials, run.workers_per_trial, run.use_gpu)
