@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 # A local instance's object store: IMDB's prepared splits are ~7-80 MB, and Ray's default (30 % of memory)
 # maps gigabytes a laptop needs elsewhere. Ignored when joining a running cluster.
 LOCAL_OBJECT_STORE_BYTES = 2 * 1024**3
+# Python processes a local instance's raylet starts at once (Ray's default: one per CPU). Each trial runs five
+# (Tune's trial, its result queue, Train's controller, a synchronization actor, a worker per rank), mostly
+# idle; at one per CPU four trials on two cores made the raylet warn of "13x the maximum expected startup
+# concurrency" eight times a run.
+STARTUP_CONCURRENCY = 8
 
 
 _show_ray_logs = False
@@ -37,6 +42,13 @@ def show_ray_logs(verbose: bool) -> None:
 
     for name in ("ray", "ray.data", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Notices of choices made here, nothing for a user to act on: Ray's token authentication is on (the
+    # default, kept), Data's progress bars are off (turned off above).
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # Tune warns when handling a result takes over 0.5 s; on two cores shared by four trials' processes the
+    # wait for a CPU alone takes that long. Slower than 5 s is still worth a warning.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 
 
 def verbose() -> bool:
@@ -63,6 +75,7 @@ def connect(address: str | None = None) -> None:
         context = ray.init(address=address, **_ray_output())
     else:
         context = ray.init(address="local", dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                           _system_config={"worker_maximum_startup_concurrency": STARTUP_CONCURRENCY},
                            **_ray_output())
     resources = ray.cluster_resources()
     log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),

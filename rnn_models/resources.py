@@ -1,6 +1,6 @@
 """How many Train workers each trial gets, with how much CPU and GPU, computed from the cluster.
 
-The rule (README, "Resources"):
+The rule (docs/training.md, "Resources"):
 - Ray Data keeps `DATA_CPUS` (one CPU, over the whole cluster) free for its tasks; when Train workers hold
   the rest, ingest starves and the run hangs without an error. Its read tasks ask for `READ_CPUS` each, and
   the workers are sized so that, however Ray places them, some node keeps that much free: one CPU left

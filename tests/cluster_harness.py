@@ -425,10 +425,11 @@ class TwoNodeCluster:
         _kill_namespace(ns, 30, "the worker node")
         proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 3) -> None:
         """Stop everything this cluster started, worker node first: SIGTERM each node's `ray start --block`
-        (it stops its node's processes in order), a bounded wait, SIGKILL its process group, then SIGKILL
-        whatever is left in the node's mount namespace.
+        (it stops its node's processes in order), a short wait (a test cluster holds nothing worth a graceful
+        stop; a node's `ray start` otherwise waited out the whole 30 s it gave its raylet), SIGKILL its process
+        group, then SIGKILL whatever is left in the node's mount namespace.
 
         Only the leader gets SIGTERM: sent to the whole group, the head's GCS ends at once and the head's
         `ray start` then waits its full 30 s drain timeout for it."""

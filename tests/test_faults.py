@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from rnn_models.config import RunConfig
+from rnn_models.config import PrepareConfig, RunConfig
+from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import open_prepared
 from rnn_models.presets import Recipe
 from rnn_models.tuning.train import train
@@ -69,8 +70,8 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _reap(group: int, timeout: float = 30) -> None:
-    """Wait for the processes a killed driver left (Ray's agents exit on their own), then end stragglers."""
+def _reap(group: int, timeout: float = 5) -> None:
+    """Wait briefly for the processes a killed driver left (Ray's agents exit on their own), then end the rest."""
     try:
         wait_for(lambda: not _group_alive(group), timeout, "the killed driver's Ray processes to exit")
     except AssertionError:
@@ -133,12 +134,11 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
 
 
 def test_an_interrupted_prepare_leaves_the_previous_output_intact(ray_session, imdb_path, tmp_path):
-    ray_session.shutdown()
     out = tmp_path / "prepared"
+    before = prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=100, val_size=10)).manifest
+    ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
     small = ["prepare", "--source", str(imdb_path), "--out", str(out), "--max-reviews-per-split", "100",
              "--val-size", "10"]
-    assert subprocess.run([*CLI, *small], capture_output=True).returncode == 0
-    before = open_prepared(out).manifest
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         full = _start(["prepare", "--source", str(imdb_path), "--out", str(out), "--force"], tmp_path / "full.log")

@@ -130,3 +130,21 @@ def test_scored_splits_keep_every_review_and_train_shares_are_equal(ray_session)
     assert len(train[0]) == len(train[1]) == 150 and not set(train[0]) & set(train[1])  # DDP steps together
     alone = read_shares("test", 301, workers=1)
     assert alone == [list(range(301))]  # a lone worker reads the whole split, in order
+
+
+def test_splits_in_the_object_store_are_cut_into_shares_here(ray_session):
+    """Without Train's dataset actors: train in equal shares, the scored splits keeping every review; a split
+    that is streamed leaves the cutting to Ray Train."""
+    from rnn_models.training.ingest import DataSpec
+
+    splits = {split: ray.data.range(301, override_num_blocks=8).materialize() for split in ("train", "val", "test")}
+    spec = DataSpec(root="", files={}, counts={}, vocab=[], info={}, local=True, datasets=splits)
+    shares = spec.shares(2)
+    ids = lambda dataset: [row["id"] for row in dataset.iter_rows()]
+    val = [ids(share["val"]) for share in shares]
+    assert sorted(val[0] + val[1]) == list(range(301))
+    train = [ids(share["train"]) for share in shares]
+    assert len(train[0]) == len(train[1]) == 150 and not set(train[0]) & set(train[1])
+    assert spec.shares(1) == [splits]  # a lone worker reads each whole split
+    streamed = DataSpec(root="", files={}, counts={}, vocab=[], info={}, local=True, datasets={"val": splits["val"]})
+    assert streamed.shares(2) is None

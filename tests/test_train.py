@@ -1,6 +1,7 @@
 """All four architectures through Ray Tune + Ray Train on real IMDB reviews, then the report."""
 
 import json
+from collections import Counter
 from dataclasses import asdict
 
 import pytest
@@ -14,12 +15,26 @@ from rnn_models.tuning.train import train
 pytestmark = pytest.mark.slow  # minutes: real training through Ray
 
 
+STARTED = Counter()  # the classes of the actors the run below started, and how many of each
+
+
 @pytest.fixture(scope="module")
 def run(imdb_sample, tmp_path_factory):
     """One real run of all four architectures, 2 epochs, shared by the tests of this module."""
     storage = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(storage), name="e2e")
-    return train(cfg, Recipe(options=TRAINING)), storage / "e2e"
+    before = _actor_classes()
+    result = train(cfg, Recipe(options=TRAINING))
+    STARTED.update(_actor_classes() - before)
+    return result, storage / "e2e"
+
+
+def _actor_classes() -> Counter:
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, raise_on_missing_output=False)
+    return Counter(actor.class_name for actor in actors)
 
 
 TRAINING = {"epochs": 2, "lr": 1e-3, "bucket_batches": 4}  # length buckets: batches cut at their longest review
@@ -39,6 +54,14 @@ def test_every_architecture_is_trained_tested_and_reported(run):
     table = (folder / "results.md").read_text()
     assert all(f"| {arch} |" in table for arch in ARCHS)
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_trial_starts_only_the_processes_it_uses(run):
+    """Each of these is a Python process that costs a trial seconds to start on two cores: Train's dataset
+    manager is not needed when the workers get their shares in their config, nor its placement-group cleaner
+    and preemption watcher for trials that checkpoint every epoch."""
+    assert STARTED["RayTrainWorker"] == STARTED["TrainController"] == STARTED["ImplicitFunc"] == len(ARCHS)
+    assert STARTED["DatasetManager"] == STARTED["PlacementGroupCleaner"] == STARTED["PreemptionWatcher"] == 0
 
 
 def test_every_epoch_was_reported_to_tune_as_it_happened(run):

@@ -71,6 +71,18 @@ class DataSpec:
             raise unreadable(self.root, e) from e
         return dataclasses.replace(self, datasets=datasets)
 
+    def shares(self, workers: int) -> list[dict] | None:
+        """Each rank's share of every split, cut from the splits `load` read into the object store: train in
+        equal shares (DDP ranks take the same number of steps), the others keeping every review. None while a
+        split is streamed: Ray Train cuts those (`Shares`). Handed to the workers in their config, these need
+        none of Train's dataset actors, which cost a trial seconds to start on a small machine."""
+        if set(self.datasets) != set(SPLITS):
+            return None
+        if workers == 1:
+            return [dict(self.datasets)]
+        cut = {split: dataset.split(workers, equal=split == "train") for split, dataset in self.datasets.items()}
+        return [{split: cut[split][rank] for split in SPLITS} for rank in range(workers)]
+
 
 class Shares(ray.train.DataConfig):
     """How a worker group gets its datasets, blocks kept in order (with the seeded shuffle, the same seed then

@@ -67,8 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size)
     first_epoch, history, tested = _restore(model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
 
-    train_shard = ray.train.get_dataset_shard("train")  # [3] this worker's share, streamed by Ray Data
-    val_shard = ray.train.get_dataset_shard("val")
+    train_shard, val_shard = _share("train", config, rank), _share("val", config, rank)  # [3]
     for epoch in range(first_epoch, cfg.epochs + 1):
         if _stopped_early(history, cfg.patience):
             break
@@ -91,7 +90,7 @@ def train_loop_per_worker(config: dict) -> None:
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
-    batches = scoring_batches(ray.train.get_dataset_shard("test"), device, any_length)
+    batches = scoring_batches(_share("test", config, rank), device, any_length)
     test, = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
@@ -99,6 +98,13 @@ def train_loop_per_worker(config: dict) -> None:
     metrics = {"val_accuracy": next(h["val_accuracy"] for h in history if h["epoch"] == best), "tested_epoch": best,
                **scores, "parameters": parameters, "history_json": json.dumps(history), **configs}
     _report(metrics, rank, model, None, None, meta, config["vocab"], tested=None)
+
+
+def _share(split: str, config: dict, rank: int):
+    """This worker's share of `split`: in the object store (cut by the trial), or streamed by Ray Train."""
+    if config["shares"]:
+        return config["shares"][rank][split]
+    return ray.train.get_dataset_shard(split)
 
 
 def tested_epoch(history: list[dict], cfg: TrainConfig) -> int:

@@ -12,6 +12,7 @@ a retried trial or a resumed experiment finds its checkpoints and continues inst
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,8 @@ import ray
 import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from rnn_models.cluster import verbose
@@ -51,6 +54,9 @@ def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
     """One trial: train one architecture with a TorchTrainer, whose workers then score the test split."""
     model_cfg, train_cfg = recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
+    # Train's preemption watcher is one more process per trial: a lost node already costs at most its epoch
+    # (a checkpoint every epoch). Train hands this setting on from here to its controller.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     result = _trainer(model_cfg, train_cfg, data, settings).fit()
     final = result.metrics  # the workers' last report: the test split's scores, with the tested checkpoint
     history = json.loads(final["history_json"])
@@ -73,11 +79,13 @@ def _uri(checkpoint: ray.train.Checkpoint) -> str:
 def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, settings: TrialSettings) -> TorchTrainer:
     plan = settings.plan
     gpus = {"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {}
-    return TorchTrainer(
+    shares = data.shares(plan.workers)  # splits in the object store go to the workers directly; streamed ones
+    streamed = {} if shares else {split: data.dataset(split) for split in ("train", "val", "test")}  # via Train
+    return _TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data.info,
                            "vocab": data.vocab, "train_reviews": data.counts["train"],
-                           "torch_threads": plan.torch_threads},
+                           "torch_threads": plan.torch_threads, "shares": shares},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=bool(gpus),
                                                resources_per_worker={"CPU": plan.cpus_per_worker, **gpus}),
         run_config=ray.train.RunConfig(
@@ -87,17 +95,31 @@ def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, set
             # the latest only: it holds the weights to test too (or is the tested checkpoint, at the end)
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
-        datasets={split: data.dataset(split) for split in ("train", "val", "test")},  # each rank gets its share
-        dataset_config=Shares(plan.workers),
+        datasets=streamed, dataset_config=Shares(plan.workers),  # each rank gets its share
     )
 
 
-class ProgressLines(tune.Callback):
-    """One line per architecture and epoch as the results arrive, one when a trial ends (Tune's status
-    table only with --verbose). `by_trial`: name trials by id too (a search runs several per arch)."""
+class _TorchTrainer(TorchTrainer):
+    """A TorchTrainer that starts two actors fewer per run: each is a Python process costing seconds of CPU at
+    start, and four trials start theirs at once on a small machine. Ray 2.60 adds both unconditionally in this
+    private hook (the version is pinned in pyproject.toml):
+    - the dataset manager, for a run given no datasets (its workers get their shares in their config);
+    - the placement-group cleaner, a detached actor that removes the workers' placement group should the
+      controller die abruptly; it dies with the trial that owns it, and a placement group with its creator."""
 
-    def __init__(self, by_trial: bool = False):
-        self.by_trial = by_trial
+    def _create_default_callbacks(self):
+        unused = (PlacementGroupCleanerCallback,) if self.datasets else (PlacementGroupCleanerCallback, DatasetsCallback)
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+
+class ProgressLines(tune.Callback):
+    """Progress as the results arrive: a trial's first and last epochs, and any epoch `every` seconds or more
+    after the last one it printed (every epoch with --verbose), then a line when the trial ends. Tune's status
+    table only with --verbose. `by_trial`: name trials by id too (a search runs several per arch)."""
+
+    def __init__(self, by_trial: bool = False, every: float = 30):
+        self.by_trial, self.every = by_trial, 0 if verbose() else every
+        self.printed: dict[str, float] = {}  # trial id -> when its last epoch line was printed
 
     def _name(self, trial) -> str:
         arch = trial.config.get("arch", "?")
@@ -105,7 +127,10 @@ class ProgressLines(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result:
-            epochs = reported_configs(result)[1].epochs
+            epochs, now = reported_configs(result)[1].epochs, time.monotonic()
+            if result["epoch"] not in (1, epochs) and now - self.printed.get(trial.trial_id, -self.every) < self.every:
+                return
+            self.printed[trial.trial_id] = now
             log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
                      self._name(trial), result["epoch"], epochs, result["train_accuracy"], result["val_accuracy"],
                      result["epoch_seconds"], result["samples_per_second"])
