@@ -35,3 +35,20 @@ def test_epoch_lines_come_every_30_seconds_with_the_first_and_last_always(monkey
 def test_verbose_prints_every_epoch(monkeypatch, caplog):
     monkeypatch.setattr(trial_module, "verbose", lambda: True)
     assert _printed_epochs(ProgressLines(), 1, 5, monkeypatch, caplog) == [1, 2, 3, 4, 5]
+
+
+def test_ray_datas_no_free_cpu_notice_stays_off_the_console():
+    from rnn_models.cluster import show_ray_logs
+
+    show_ray_logs(False)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("ray.data.dataset")
+    logger.addHandler(handler)
+    try:
+        logger.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang")
+        logger.warning("a block failed")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["a block failed"]

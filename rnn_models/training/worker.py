@@ -10,6 +10,7 @@ import math
 import tempfile
 import time
 
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -103,6 +104,8 @@ def train_loop_per_worker(config: dict) -> None:
 def _share(split: str, config: dict, rank: int):
     """This worker's share of `split`: in the object store (cut by the trial), or streamed by Ray Train."""
     if config["shares"]:
+        # blocks in their order, as Train's iterators keep them (`Shares`): the same seed, the same batches
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         return config["shares"][rank][split]
     return ray.train.get_dataset_shard(split)
 
