@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 # A local instance's object store: IMDB's prepared splits are ~7-80 MB, and Ray's default (30 % of memory)
 # maps gigabytes a laptop needs elsewhere. Ignored when joining a running cluster.
 LOCAL_OBJECT_STORE_BYTES = 2 * 1024**3
-# Python processes a local instance's raylet starts at once (Ray's default: one per CPU). Each trial runs five
-# (Tune's trial, its result queue, Train's controller, a synchronization actor, a worker per rank), mostly
-# idle; at one per CPU four trials on two cores made the raylet warn of "13x the maximum expected startup
-# concurrency" eight times a run.
+# Python processes a local instance's raylet starts at once (Ray's default: one per CPU). A run starts one per
+# trial of one worker, four plus one per rank for a trial of several (Tune's trial, its result queue, Train's
+# controller and synchronization actor), and Ray Data's; at one per CPU, four trials of five processes on two
+# cores made the raylet warn of "13x the maximum expected startup concurrency" eight times a run.
 STARTUP_CONCURRENCY = 8
 
 

@@ -179,7 +179,7 @@ class RunConfig:
     storage: str = opt("runs", "where runs are kept: a local path, or on a multi-node cluster a URI every node "
                        "reaches (s3://..., gs://..., or file:///path for a folder every node mounts)")
     name: str = opt("", "run name, a folder under --storage; default: train-<date>-<time>")
-    max_failures: int = opt(3, "worker-group restarts allowed per trial, each resuming from the last checkpoint")
+    max_failures: int = opt(3, "restarts allowed per trial, each from its last checkpoint")
     torch_threads: int = opt(0, "intra-op torch threads per worker; 0 = sized from the CPUs it holds")
     gpu_wait: int = opt(900, "seconds --use-gpu auto|yes waits for an autoscaling cluster to add a GPU node")
     schedule_timeout: int = opt(120, "seconds a task, actor or worker group may wait for resources that no node "

@@ -1,12 +1,13 @@
-"""How many Train workers each trial gets, with how much CPU and GPU, computed from the cluster.
+"""How many workers each trial gets, with how much CPU and GPU, computed from the cluster.
 
 The rule (docs/training.md, "Resources"):
 - Ray Data keeps `DATA_CPUS` (one CPU, over the whole cluster) free for its tasks; when Train workers hold
   the rest, ingest starves and the run hangs without an error. Its read tasks ask for `READ_CPUS` each, and
   the workers are sized so that, however Ray places them, some node keeps that much free: one CPU left
   over the cluster may be half a CPU on each of two nodes, where a task of one whole CPU never runs.
-- A trial's driver reserves no CPU (it just waits) but a sliver of the head node (`DRIVER_RESOURCES`):
-  drivers, and the Train controllers Ray puts beside them, must not live on preemptible worker nodes.
+- A trial of one worker is that worker (it holds the worker's resources). A trial driving a Train worker group
+  reserves no CPU (it just waits) but a sliver of the head node (`DRIVER_RESOURCES`): such trials, and the
+  Train controllers Ray puts beside them, must not live on preemptible worker nodes.
 - No worker asks for more CPUs than the largest node has.
 - CPU only: one worker per trial by default (DDP ranks on one machine only split the same cores), the
   remaining CPUs divided evenly so every trial runs at once, each worker at least `MIN_CPUS_PER_WORKER`
@@ -32,7 +33,7 @@ MIN_GPUS_PER_WORKER = 0.1  # at most ten trials share a GPU; more queue
 
 @dataclass(frozen=True)
 class Plan:
-    workers: int  # Train workers (DDP ranks) per trial
+    workers: int  # workers (DDP ranks) per trial: one trains in its trial's process, more in a Train worker group
     cpus_per_worker: float
     gpus_per_worker: float
     concurrent_trials: int

@@ -16,25 +16,34 @@ def _result(epoch: int, epochs: int) -> dict:
             "samples_per_second": 100.0, "configs_json": json.dumps(configs)}
 
 
-def _printed_epochs(progress: ProgressLines, seconds_per_epoch: float, epochs: int, monkeypatch, caplog) -> list[int]:
-    clock = iter(seconds_per_epoch * e for e in range(1, epochs + 1))
-    monkeypatch.setattr(trial_module.time, "monotonic", lambda: next(clock))
-    trial = SimpleNamespace(config={"arch": "lstm"}, trial_id="t1")
+def _printed(results: list[tuple[float, str, int, int]], monkeypatch, caplog, **options) -> list[str]:
+    """The lines ProgressLines prints for `results`: (seconds since the run started, arch, epoch, epochs) each."""
+    clock = [0.0]
+    monkeypatch.setattr(trial_module.time, "monotonic", lambda: clock[0])
+    progress = ProgressLines(**options)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=trial_module.__name__):
-        for epoch in range(1, epochs + 1):
+        for seconds, arch, epoch, epochs in results:
+            clock[0] = seconds
+            trial = SimpleNamespace(config={"arch": arch}, trial_id=f"t-{arch}")
             progress.on_trial_result(epoch, [trial], trial, _result(epoch, epochs))
-    return [int(r.getMessage().split("epoch ")[1].split("/")[0]) for r in caplog.records]
+    return [r.getMessage().split(":")[0] if " epoch " in r.getMessage() else r.getMessage() for r in caplog.records]
 
 
-def test_epoch_lines_come_every_30_seconds_with_the_first_and_last_always(monkeypatch, caplog):
-    assert _printed_epochs(ProgressLines(), 10, 10, monkeypatch, caplog) == [1, 4, 7, 10]
-    assert _printed_epochs(ProgressLines(), 40, 4, monkeypatch, caplog) == [1, 2, 3, 4]  # slow epochs: each
+def test_first_and_last_epochs_get_a_line_each_and_the_others_one_line_a_minute(monkeypatch, caplog):
+    # lstm: 10 epochs of 10 s; mlp: 20 epochs of 5 s
+    results = sorted([(10.0 * e, "lstm", e, 10) for e in range(1, 11)] +
+                     [(5.0 * e, "mlp", e, 20) for e in range(1, 21)])
+    assert _printed(results, monkeypatch, caplog) == [
+        "mlp epoch 1/20", "lstm epoch 1/10",
+        "epochs: mlp 11/20 (val 0.5000), lstm 6/10 (val 0.5000)",  # at 60 s: each trial's latest epoch
+        "lstm epoch 10/10", "mlp epoch 20/20"]  # at 100 s: their last epochs; none between (under a minute)
 
 
 def test_verbose_prints_every_epoch(monkeypatch, caplog):
     monkeypatch.setattr(trial_module, "verbose", lambda: True)
-    assert _printed_epochs(ProgressLines(), 1, 5, monkeypatch, caplog) == [1, 2, 3, 4, 5]
+    results = [(1.0 * e, "lstm", e, 5) for e in range(1, 6)]
+    assert _printed(results, monkeypatch, caplog) == [f"lstm epoch {e}/5" for e in range(1, 6)]
 
 
 def test_ray_datas_no_free_cpu_notice_stays_off_the_console():

@@ -1,8 +1,10 @@
-"""All four architectures through Ray Tune + Ray Train on real IMDB reviews, then the report."""
+"""All four architectures through Ray Tune on real IMDB reviews (one worker each, training in its trial's
+process), then the report. Worker groups of several DDP ranks: test_ddp.py, test_faults.py, test_three_nodes.py."""
 
 import json
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +51,9 @@ def test_every_architecture_is_trained_tested_and_reported(run):
         assert r["test_reviews"] == 300 and isinstance(r["test_reviews"], int)  # every test review, counted
         assert r["epochs"] == 2 and 1 <= r["best_epoch"] <= 2
         assert r["parameters"] > 0 and r["samples_per_second"] > 0
-        assert (folder / "train").as_posix() in r["checkpoint"]
+        tested = json.loads((Path(r["checkpoint"]) / "meta.json").read_text())  # in the trial's own folder
+        assert r["checkpoint"].startswith(folder.as_posix()) and f"arch={arch}_" in r["checkpoint"]
+        assert tested["epoch"] == r["best_epoch"] and tested["test"]["test_accuracy"] == r["test_accuracy"]
     assert document["data"]["reviews"] == {"train": 240, "val": 60, "test": 300}
     table = (folder / "results.md").read_text()
     assert all(f"| {arch} |" in table for arch in ARCHS)
@@ -57,11 +61,12 @@ def test_every_architecture_is_trained_tested_and_reported(run):
 
 
 def test_a_trial_starts_only_the_processes_it_uses(run):
-    """Each of these is a Python process that costs a trial seconds to start on two cores: Train's dataset
-    manager is not needed when the workers get their shares in their config, nor its placement-group cleaner
-    and preemption watcher for trials that checkpoint every epoch."""
-    assert STARTED["RayTrainWorker"] == STARTED["TrainController"] == STARTED["ImplicitFunc"] == len(ARCHS)
-    assert STARTED["DatasetManager"] == STARTED["PlacementGroupCleaner"] == STARTED["PreemptionWatcher"] == 0
+    """Each actor is a Python process that costs a trial seconds of CPU to start on two cores: a lone worker
+    trains in its trial's process, with none of Ray Train's (controller, worker, synchronization, the queue
+    that hands Train's reports to Tune)."""
+    assert STARTED["ImplicitFunc"] == len(ARCHS)
+    assert sum(STARTED[name] for name in ("TrainController", "RayTrainWorker", "SynchronizationActor",
+                                          "_QueueActor")) == 0, STARTED
 
 
 def test_every_epoch_was_reported_to_tune_as_it_happened(run):

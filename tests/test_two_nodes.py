@@ -50,9 +50,10 @@ def bucket_json(nodes: TwoNodeCluster, key: str) -> dict:
 
 
 def checkpoint_metas(nodes: TwoNodeCluster, run: str, arch: str) -> list[dict]:
-    """meta.json of each checkpoint of `arch`'s Train run in the bucket, by epoch."""
-    listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/train/{arch}-")
-    keys = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("/meta.json")]
+    """meta.json of each checkpoint of `arch`'s trial (one worker: in the trial's folder) in the bucket, by epoch."""
+    listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/run_trial_")
+    keys = [o["Key"] for o in listed.get("Contents", [])
+            if f"arch={arch}_" in o["Key"] and "/checkpoint_" in o["Key"] and o["Key"].endswith("/meta.json")]
     return sorted((bucket_json(nodes, k) for k in keys), key=lambda meta: meta["epoch"])
 
 
@@ -80,7 +81,7 @@ def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
     results = bucket_json(cluster, "runs/two-node/results.json")["results"]
     assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == REVIEWS for r in results.values())
     lstm = results["lstm"]
-    assert lstm["checkpoint"].startswith(f"s3://{cluster.s3.bucket}/runs/two-node/train/lstm-")
+    assert lstm["checkpoint"].startswith(f"s3://{cluster.s3.bucket}/runs/two-node/run_trial_")
 
     evaluated = cli(cluster, "evaluate", "--checkpoint", lstm["checkpoint"], "--data", cluster.data)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -136,7 +136,7 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
 
 def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1,
                threads: int = 0) -> dict:
-    """The production path (Tune trial → TorchTrainer → workers streaming from Ray Data) for one arch."""
+    """The production path (a Tune trial training in its process, or a TorchTrainer's workers for several) for one arch."""
     run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
                     name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}", torch_threads=threads)
     history = train(run, Recipe(options=dataclasses.asdict(cfg)))["results"][0]["history"]

@@ -75,7 +75,8 @@ class DataSpec:
         """Each rank's share of every split, cut from the splits `load` read into the object store: train in
         equal shares (DDP ranks take the same number of steps), the others keeping every review. None while a
         split is streamed: Ray Train cuts those (`Shares`). Handed to the workers in their config, these need
-        none of Train's dataset actors, which cost a trial seconds to start on a small machine."""
+        none of Train's dataset actors, which cost a trial seconds to start on a small machine. (A lone worker
+        trains in its trial's process and reads the splits themselves, `DataSpec.dataset`.)"""
         if set(self.datasets) != set(SPLITS):
             return None
         if workers == 1:
@@ -85,11 +86,10 @@ class DataSpec:
 
 
 class Shares(ray.train.DataConfig):
-    """How a worker group gets its datasets, blocks kept in order (with the seeded shuffle, the same seed then
-    gives the same batches, so a rerun reproduces its metrics). With several workers, train is cut into equal
-    shares (DDP ranks must take the same number of steps) and the other splits into shares that keep every
-    review, which may differ by a block (scoring runs no collective until its sums are added). A lone worker
-    iterates each whole split itself: no split coordinator actors to start, three processes fewer per trial."""
+    """How a worker group gets its streamed datasets, blocks kept in order (with the seeded shuffle, the same seed
+    then gives the same batches, so a rerun reproduces its metrics): train cut into equal shares (DDP ranks must
+    take the same number of steps), the other splits into shares that keep every review, which may differ by a
+    block (scoring runs no collective until its sums are added). A group of one iterates each whole split."""
 
     def __init__(self, workers: int):
         super().__init__(datasets_to_split="all" if workers > 1 else [],

@@ -1,8 +1,12 @@
-"""The Ray Train worker: DDP training of one architecture, reporting and checkpointing every epoch.
+"""Training one architecture on Ray: every epoch reported with a checkpoint, then the test split scored.
 
-Ray appears only at the marked lines; each epoch is the plain PyTorch of `loop.py`. After the last epoch the
-same workers score the test split with the weights of the tested epoch (`tested_epoch`) and report the scores
-with a checkpoint of those weights: the Train run's last result, and the checkpoint a report points to.
+`train_and_test` is the loop; Ray appears only through its `edges`, at the marked lines [1]-[4]:
+- `TrainWorker`: a rank of a Ray Train worker group (several DDP ranks), via `train_loop_per_worker`;
+- `LoneWorker`: a trial's own process, reporting to Ray Tune. One worker has nothing to coordinate, and Train's
+  controller, worker and synchronization processes cost a trial more CPU at start than its first epochs.
+Each epoch is the plain PyTorch of `loop.py`. After the last epoch the same workers score the test split with
+the weights of the tested epoch (`tested_epoch`) and report the scores with a checkpoint of those weights:
+the run's last result, and the checkpoint a report points to.
 """
 
 import json
@@ -10,9 +14,11 @@ import math
 import tempfile
 import time
 
+import ray
 import ray.data
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 import torch.distributed as dist
 
@@ -22,6 +28,61 @@ from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, re
                                               unwrap)
 from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import Sums, evaluate, train_epoch
+
+METRIC = "val_accuracy"  # what picks a trial's tested epoch (tested_epoch), stops it early, and picks the best trial
+
+
+class TrainWorker:
+    """The edges inside a Ray Train worker group: DDP, Train's checkpoints and reports, Train's dataset shards."""
+
+    def __init__(self):
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU), on this worker's device
+
+    def checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.train.get_checkpoint()
+
+    def share(self, split: str, config: dict):
+        """This rank's share of `split`: cut by the trial from the object store, or streamed by Ray Train."""
+        if config["shares"]:
+            _keep_block_order()
+            return config["shares"][self.rank][split]
+        return ray.train.get_dataset_shard(split)
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        ray.train.report(metrics, checkpoint=directory and ray.train.Checkpoint.from_directory(directory))
+
+
+class LoneWorker:
+    """The edges of a trial that trains in its own process: Tune's checkpoints and reports, whole splits."""
+
+    rank, world = 0, 1
+
+    def __init__(self, splits: dict):
+        self.splits = splits  # split -> dataset, in the object store or streamed from its shards
+        self.device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")  # Ray shows the trial its own GPU only
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def checkpoint(self) -> ray.tune.Checkpoint | None:
+        return ray.tune.get_checkpoint()
+
+    def share(self, split: str, config: dict):
+        _keep_block_order()
+        return self.splits[split]
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        ray.tune.report(metrics, checkpoint=directory and ray.tune.Checkpoint.from_directory(directory))
+
+
+def _keep_block_order() -> None:
+    """Blocks in their order, as Train's iterators keep them (`Shares`): the same seed, the same batches."""
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -51,11 +112,15 @@ def all_reduced(*sums: Sums, device) -> list[Sums]:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point on each rank of a trial's worker group."""
+    train_and_test(config, TrainWorker())
+
+
+def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
+    """Train by `config`, reporting every epoch, then score the test split; returns the last report's metrics."""
     model_cfg, cfg, data = ModelConfig(**config["model"]), TrainConfig(**config["train"]), config["data"]
     torch.set_num_threads(config["torch_threads"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = edges.rank, edges.world, edges.device
     any_length = takes_any_length(model_cfg)
     configs = {"configs_json": json.dumps({"model": config["model"], "train": config["train"]})}  # in every report
     # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
@@ -63,12 +128,13 @@ def train_loop_per_worker(config: dict) -> None:
 
     model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
     parameters = count_parameters(model)
-    model = ray.train.torch.prepare_model(model)  # [1] DDP (gloo on CPU, NCCL on GPU), on this worker's device
+    model = edges.wrap(model)  # [1]
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size)
-    first_epoch, history, tested = _restore(model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
+    first_epoch, history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg,
+                                            data)  # [2]
 
-    train_shard, val_shard = _share("train", config, rank), _share("val", config, rank)  # [3]
+    train_shard, val_shard = edges.share("train", config), edges.share("val", config)  # [3]
     for epoch in range(first_epoch, cfg.epochs + 1):
         if _stopped_early(history, cfg.patience):
             break
@@ -85,29 +151,21 @@ def train_loop_per_worker(config: dict) -> None:
         if best == epoch:  # the weights to test, kept here: scoring them reads no checkpoint back
             tested = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
         meta = checkpoint_meta(epoch, model_cfg, cfg, data, history)
-        _report({**history[-1], **configs}, rank, model, optimizer, scheduler, meta, config["vocab"],
+        _report(edges, {**history[-1], **configs}, model, optimizer, scheduler, meta, config["vocab"],
                 tested=None if best == epoch else tested)
 
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
-    batches = scoring_batches(_share("test", config, rank), device, any_length)
+    batches = scoring_batches(edges.share("test", config), device, any_length)
     test, = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
     meta = {**checkpoint_meta(best, model_cfg, cfg, data, history), "test": scores}
-    metrics = {"val_accuracy": next(h["val_accuracy"] for h in history if h["epoch"] == best), "tested_epoch": best,
+    metrics = {METRIC: next(h[METRIC] for h in history if h["epoch"] == best), "tested_epoch": best,
                **scores, "parameters": parameters, "history_json": json.dumps(history), **configs}
-    _report(metrics, rank, model, None, None, meta, config["vocab"], tested=None)
-
-
-def _share(split: str, config: dict, rank: int):
-    """This worker's share of `split`: in the object store (cut by the trial), or streamed by Ray Train."""
-    if config["shares"]:
-        # blocks in their order, as Train's iterators keep them (`Shares`): the same seed, the same batches
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        return config["shares"][rank][split]
-    return ray.train.get_dataset_shard(split)
+    _report(edges, metrics, model, None, None, meta, config["vocab"], tested=None)
+    return metrics
 
 
 def tested_epoch(history: list[dict], cfg: TrainConfig) -> int:
@@ -115,14 +173,13 @@ def tested_epoch(history: list[dict], cfg: TrainConfig) -> int:
     `test_checkpoint` 'last' (the notebook) the last one."""
     if cfg.test_checkpoint == "last":
         return history[-1]["epoch"]
-    return max(history, key=lambda h: h["val_accuracy"])["epoch"]  # max keeps the first of equals
+    return max(history, key=lambda h: h[METRIC])["epoch"]  # max keeps the first of equals
 
 
-def _restore(model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig,
+def _restore(checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig,
              data: dict) -> tuple[int, list[dict], dict | None]:
-    """Continue from the last checkpoint after a restart of the worker group or of the run: (epoch, history,
-    the weights the test will score)."""
-    checkpoint = ray.train.get_checkpoint()
+    """Continue from the last checkpoint after a restart of the worker group, the trial or the run: (epoch,
+    history, the weights the test will score)."""
     if not checkpoint:
         return 1, [], None
     with checkpoint.as_directory() as directory:
@@ -148,18 +205,16 @@ def _elapsed(started: float, device: torch.device) -> float:
 def _stopped_early(history: list[dict], patience: int) -> bool:
     if not patience or not history:
         return False
-    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    best = max(range(len(history)), key=lambda i: history[i][METRIC])
     return len(history) - 1 - best >= patience
 
 
-def _report(metrics: dict, rank: int, model, optimizer, scheduler, meta: dict, vocab: list[str],
-            tested: dict | None) -> None:
+def _report(edges: TrainWorker | LoneWorker, metrics: dict, model, optimizer, scheduler, meta: dict,
+            vocab: list[str], tested: dict | None) -> None:
     """Report `metrics` with a checkpoint (saved by rank 0) that also holds the weights to test if they are an
-    earlier epoch's (`tested`), so that a restarted worker group still tests them."""
+    earlier epoch's (`tested`), so that a restarted worker group or trial still tests them."""
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if rank == 0:  # one copy of the weights is enough: DDP keeps every rank identical
+        if edges.rank == 0:  # one copy of the weights is enough: DDP keeps every rank identical
             save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, meta=meta, vocab=vocab,
                             tested=tested)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)  # [4] every rank reports, only rank 0 saves
+        edges.report(metrics, directory if edges.rank == 0 else None)  # [4] every rank reports, rank 0 saves

@@ -1,13 +1,16 @@
-"""The trial wiring: Ray Tune runs the architectures as parallel trials; each trial drives its own Ray Train run.
+"""The trial wiring: Ray Tune runs the architectures as parallel trials, each trained by one worker or by a
+Ray Train worker group of several (DDP).
 
-    Tuner ── trial (run_trial, ~0 CPU) ── TorchTrainer ── worker 0..N-1 (train_loop_per_worker, DDP)
-                                                          └─ then the same workers score the test split with
-                                                             the best epoch's weights by val accuracy (or the last)
+    Tuner ── trial (run_trial, the worker's resources): the worker, in the trial's process (LoneWorker)
+    Tuner ── trial (run_trial, ~0 CPU, on the head) ── TorchTrainer ── workers 0..N-1 (train_loop_per_worker, DDP)
+    then the worker(s) score the test split with the best epoch's weights by val accuracy (or the last)
 
-A trial's Tune config is its architecture and, in a search, its sampled values; what it trains is resolved
-from the run's `Recipe` (the one merge of options) and carried in every result it reports (`configs_json`).
-A trial's Train run is named after the trial (`<arch>-<trial id>`), so that a restarted worker group,
-a retried trial or a resumed experiment finds its checkpoints and continues instead of starting over.
+A lone worker needs no Train run: its trial reports to Tune and keeps its checkpoints in the trial's folder,
+and Tune retries a failed trial from its last checkpoint. A worker group's Train run is named after the trial
+(`train/<arch>-<trial id>`), so that a restarted worker group, a retried trial or a resumed experiment finds its
+checkpoints and continues instead of starting over. A trial's Tune config is its architecture and, in a
+search, its sampled values; what it trains is resolved from the run's `Recipe` (the one merge of options) and
+carried in every result it reports (`configs_json`).
 """
 
 import json
@@ -30,11 +33,11 @@ from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
+from rnn_models.data.prepared import SPLITS
 from rnn_models.training.ingest import DataSpec, Shares
-from rnn_models.training.worker import train_loop_per_worker
+from rnn_models.training.worker import METRIC, LoneWorker, train_and_test, train_loop_per_worker
 
 log = logging.getLogger(__name__)
-METRIC = "val_accuracy"  # what picks the tested epoch of a trial (worker.tested_epoch), and the best trial
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,20 @@ class TrialSettings:
     """What every trial shares and is not a hyperparameter (recomputed when a run resumes)."""
 
     plan: Plan
-    train_storage: str  # where the trials' Train runs keep their checkpoints
+    train_storage: str  # where the trials' Train runs keep their checkpoints (worker groups only)
     max_failures: int
+
+    @property
+    def lone(self) -> bool:
+        """Whether each trial trains in its own process (one worker) rather than through a Train worker group."""
+        return self.plan.workers == 1
+
+    def trial_resources(self) -> dict:
+        """What a trial holds: a lone worker's CPU and GPU, or a sliver of the head beside its worker group."""
+        if not self.lone:
+            return DRIVER_RESOURCES
+        gpus = {"GPU": self.plan.gpus_per_worker} if self.plan.gpus_per_worker else {}
+        return {"CPU": self.plan.cpus_per_worker, **gpus}
 
 
 def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
@@ -52,19 +67,26 @@ def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
 
 
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
-    """One trial: train one architecture with a TorchTrainer, whose workers then score the test split."""
+    """One trial: train one architecture (in this process, or with a TorchTrainer), then score the test split."""
     model_cfg, train_cfg = recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
-    # Train's preemption watcher is one more process per trial: a lost node already costs at most its epoch
-    # (a checkpoint every epoch). Train hands this setting on from here to its controller.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    result = _trainer(model_cfg, train_cfg, data, settings).fit()
-    final = result.metrics  # the workers' last report: the test split's scores, with the tested checkpoint
+    loop_config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data.info, "vocab": data.vocab,
+                   "train_reviews": data.counts["train"], "torch_threads": settings.plan.torch_threads,
+                   "shares": None if settings.lone else data.shares(settings.plan.workers)}
+    if settings.lone:
+        final = train_and_test(loop_config, LoneWorker({split: data.dataset(split) for split in SPLITS}))
+        checkpoint = tune.get_checkpoint()  # the one just reported with the test scores
+    else:
+        # Train's preemption watcher is one more process per trial: a lost node already costs at most its
+        # epoch (a checkpoint every epoch). Train hands this setting on from here to its controller.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        result = _trainer(loop_config, model_cfg.arch, data, settings).fit()
+        final, checkpoint = result.metrics, result.checkpoint  # the workers' last report: the test split's scores
     history = json.loads(final["history_json"])
     return {
         "arch": model_cfg.arch, METRIC: final[METRIC], "best_epoch": final["tested_epoch"], "epochs": len(history),
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
-        "checkpoint": _uri(result.checkpoint),
+        "checkpoint": _uri(checkpoint),
         **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters", "history_json",
                                  "configs_json")},  # strings: Tune's TensorBoard logger skips them, lists it warns on
     }
@@ -76,20 +98,17 @@ def _uri(checkpoint: ray.train.Checkpoint) -> str:
     return scheme + checkpoint.path
 
 
-def _trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec, settings: TrialSettings) -> TorchTrainer:
+def _trainer(loop_config: dict, arch: str, data: DataSpec, settings: TrialSettings) -> TorchTrainer:
     plan = settings.plan
     gpus = {"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {}
-    shares = data.shares(plan.workers)  # splits in the object store go to the workers directly; streamed ones
-    streamed = {} if shares else {split: data.dataset(split) for split in ("train", "val", "test")}  # via Train
+    # splits in the object store go to the workers in their config (shares); streamed ones via Train
+    streamed = {} if loop_config["shares"] else {split: data.dataset(split) for split in SPLITS}
     return _TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data.info,
-                           "vocab": data.vocab, "train_reviews": data.counts["train"],
-                           "torch_threads": plan.torch_threads, "shares": shares},
+        train_loop_per_worker, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=bool(gpus),
                                                resources_per_worker={"CPU": plan.cpus_per_worker, **gpus}),
         run_config=ray.train.RunConfig(
-            name=f"{model_cfg.arch}-{tune.get_context().get_trial_id()}",  # stable: a resumed trial finds it
+            name=f"{arch}-{tune.get_context().get_trial_id()}",  # stable: a resumed trial finds it
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             # the latest only: it holds the weights to test too (or is the tested checkpoint, at the end)
@@ -113,27 +132,35 @@ class _TorchTrainer(TorchTrainer):
 
 
 class ProgressLines(tune.Callback):
-    """Progress as the results arrive: a trial's first and last epochs, and any epoch `every` seconds or more
-    after the last one it printed (every epoch with --verbose), then a line when the trial ends. Tune's status
-    table only with --verbose. `by_trial`: name trials by id too (a search runs several per arch)."""
+    """Progress as the results arrive: a line for each trial's first and last epochs, and between them one line
+    for all trials at most every `every` seconds, with the latest epoch each has reported since the last one
+    (every epoch on its own line with --verbose); then a line when a trial ends. Tune's status table only with
+    --verbose. `by_trial`: name trials by id too (a search runs several per arch)."""
 
-    def __init__(self, by_trial: bool = False, every: float = 30):
+    def __init__(self, by_trial: bool = False, every: float = 60):
         self.by_trial, self.every = by_trial, 0 if verbose() else every
-        self.printed: dict[str, float] = {}  # trial id -> when its last epoch line was printed
+        self.latest: dict[str, str] = {}  # trial -> its latest epoch not printed yet
+        self.printed = time.monotonic()  # when the last line for all trials was printed
 
     def _name(self, trial) -> str:
         arch = trial.config.get("arch", "?")
         return f"{arch} {trial.trial_id}" if self.by_trial else arch
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result:
-            epochs, now = reported_configs(result)[1].epochs, time.monotonic()
-            if result["epoch"] not in (1, epochs) and now - self.printed.get(trial.trial_id, -self.every) < self.every:
-                return
-            self.printed[trial.trial_id] = now
-            log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
-                     self._name(trial), result["epoch"], epochs, result["train_accuracy"], result["val_accuracy"],
-                     result["epoch_seconds"], result["samples_per_second"])
+        if "epoch" not in result:
+            return
+        name, epoch, epochs = self._name(trial), result["epoch"], reported_configs(result)[1].epochs
+        if not self.every or epoch in (1, epochs):
+            self.latest.pop(name, None)
+            log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)", name, epoch,
+                     epochs, result["train_accuracy"], result["val_accuracy"], result["epoch_seconds"],
+                     result["samples_per_second"])
+            return
+        self.latest[name] = f"{name} {epoch}/{epochs} (val {result['val_accuracy']:.4f})"
+        now = time.monotonic()
+        if now - self.printed >= self.every:
+            log.info("epochs: %s", ", ".join(self.latest.values()))
+            self.latest, self.printed = {}, now
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -148,10 +175,13 @@ class ProgressLines(tune.Callback):
 def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, recipe: Recipe,
                    param_space: dict, resume: bool, **tune_config) -> tune.ResultGrid:
     """Start the experiment `<storage>/<name>` (or, with `resume`, continue it) and wait for every trial."""
-    # A trial's driver only waits on its TorchTrainer, on the head: it and the Train controller that Ray
-    # places beside it survive the loss of a (preemptible) worker node.
+    # A worker group's trial only waits on its TorchTrainer, on the head: it and the Train controller that Ray
+    # places beside it survive the loss of a (preemptible) worker node. A lone worker's trial is its worker.
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings, recipe=recipe),
-                                    DRIVER_RESOURCES)
+                                    settings.trial_resources())
+    # A lone worker's trial keeps its latest checkpoint only (num_to_keep=1 below), so Tune saves the experiment's
+    # state with every checkpoint, as it must, and would warn each time that it does so often.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     path = storage.join(name)
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -163,11 +193,14 @@ def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialS
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", max_concurrent_trials=settings.plan.concurrent_trials,
                                     **tune_config),
-        # One failure budget: Train restarts a trial's worker group up to --max-failures times, each from
-        # the last checkpoint; a trial that still fails has used it up, and Tune does not retry it again.
+        # One failure budget of --max-failures restarts, each from the last checkpoint: Tune's for a lone
+        # worker's trial, else Train's for the worker group (a trial that still fails has used it up).
         run_config=tune.RunConfig(name=name, storage_path=storage.root, verbose=1 if verbose() else 0,
                                   callbacks=[ProgressLines(by_trial="num_samples" in tune_config)],
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+                                  failure_config=tune.FailureConfig(settings.max_failures if settings.lone else 0),
+                                  # a lone worker's latest only: it holds the weights to test too (or is the
+                                  # tested checkpoint, at the end)
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     return tuner.fit()
 
 
