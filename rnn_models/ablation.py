@@ -2,7 +2,7 @@
 
 Every row trains one architecture from a base recipe (a preset) with a few options changed, on the same
 prepared data, with the training pieces the Ray workers use (model builders, `torch_batches` bucketing,
-optimizer, schedule, `train_epoch`, `evaluate`) but no Ray: rows differ only by their options, and a row
+optimizer, schedule, the epoch loop `fit`) but no Ray: rows differ only by their options, and a row
 costs its training and scoring only. Printed as a markdown table of val and test accuracy and seconds.
 """
 
@@ -22,8 +22,7 @@ from rnn_models.errors import UserError
 from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.training.ingest import scoring_batches, training_batches
-from rnn_models.training.loop import evaluate, train_epoch
-from rnn_models.training.worker import make_optimizer, make_scheduler
+from rnn_models.training.loop import evaluate, fit, make_optimizer, make_scheduler, tested_epoch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,15 @@ def split_tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
             "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
 
 
+def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
+    """Batches of in-memory tensors, in `order` if given: the benchmark's bare loops' batches."""
+    n = len(tensors["label"])
+    end = n - n % batch_size if drop_last else n
+    for start in range(0, end, batch_size):
+        rows = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield {k: v[rows] for k, v in tensors.items()}
+
+
 class TensorShard:
     """A split held as tensors, read like a Ray Data shard (`iter_torch_batches`), in its stored order."""
 
@@ -47,30 +55,31 @@ class TensorShard:
         return len(self.tensors["label"])
 
     def iter_torch_batches(self, batch_size: int, dtypes=None, device=None):
-        for start in range(0, len(self), batch_size):
-            yield {k: v[start:start + batch_size] for k, v in self.tensors.items()}
+        return slices(self.tensors, batch_size)
 
 
 def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
-    """Train `model_cfg` by `cfg` in this process; the val accuracy per epoch and the test accuracy of the
-    epoch with the best val accuracy (of the last with `test_checkpoint` 'last')."""
+    """Train `model_cfg` by `cfg` in this process with the workers' loop (`fit`: the same epoch rules, early
+    stopping included); the val accuracy per epoch and the test accuracy of the tested epoch."""
     started, cpu = time.perf_counter(), torch.device("cpu")
     model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=cfg.seed)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=len(splits["train"]) // cfg.batch_size)
-    any_length, best, history = takes_any_length(model_cfg), None, []
-    for epoch in range(1, cfg.epochs + 1):
-        batches = training_batches(splits["train"], cfg, any_length, cpu, epoch)  # as rank 0 of a worker group
-        train = train_epoch(model, batches, optimizer, cpu, cfg.grad_clip, scheduler, cfg.adversarial)
-        val = evaluate(model, scoring_batches(splits["val"], cpu, any_length), cpu).accuracy
-        history.append(val)
-        log.info("  epoch %d: train %.4f, val %.4f (%.0f s)", epoch, train.accuracy, val, time.perf_counter() - started)
-        if best is None or val > best[0] or cfg.test_checkpoint == "last":
-            best = (val, epoch, {k: v.clone() for k, v in model.state_dict().items()})
-    model.load_state_dict(best[2])
+    any_length = takes_any_length(model_cfg)
+
+    def log_epoch(history: list[dict], earlier: dict | None) -> None:
+        h = history[-1]
+        log.info("  epoch %d: train %.4f, val %.4f (%.0f s)", h["epoch"], h["train_accuracy"], h["val_accuracy"],
+                 time.perf_counter() - started)
+
+    history, tested = fit(model, optimizer, scheduler, cfg,
+                          lambda epoch: training_batches(splits["train"], cfg, any_length, cpu, epoch),  # as rank 0
+                          lambda: scoring_batches(splits["val"], cpu, any_length), cpu, after_epoch=log_epoch)
+    model.load_state_dict(tested)
+    best = tested_epoch(history, cfg)
     test = evaluate(model, scoring_batches(splits["test"], cpu, any_length), cpu).accuracy
-    return {"val_accuracy": best[0], "epoch": best[1], "test_accuracy": test, "val_history": history,
-            "seconds": time.perf_counter() - started}
+    return {"val_accuracy": history[best - 1]["val_accuracy"], "epoch": best, "test_accuracy": test,
+            "val_history": [h["val_accuracy"] for h in history], "seconds": time.perf_counter() - started}
 
 
 def ablate(data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int) -> list[dict]:

@@ -75,7 +75,7 @@ def test_a_checkpoint_evaluated_on_another_vocabulary(ray_session, imdb_sample, 
     from rnn_models.models import model_from_config
     from rnn_models.training.checkpoint import checkpoint_meta, save_checkpoint
     from rnn_models.training.ingest import DataSpec
-    from rnn_models.training.worker import make_optimizer
+    from rnn_models.training.loop import make_optimizer
 
     info = DataSpec.from_prepared(imdb_sample).info
     model = model_from_config(ModelConfig(arch="mlp"), info["vocab_size"], info["max_len"])

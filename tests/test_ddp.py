@@ -12,7 +12,8 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.ingest import torch_batches
 from rnn_models.training.loop import Sums, train_epoch
-from rnn_models.training.worker import all_reduced, make_optimizer
+from rnn_models.training.loop import make_optimizer
+from rnn_models.training.worker import all_reduced
 
 ROWS, MAX_LEN = 128, 8
 

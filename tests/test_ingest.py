@@ -8,7 +8,7 @@ import torch
 
 from rnn_models.tuning.session import resume_command
 from rnn_models.training.ingest import torch_batches
-from rnn_models.training.worker import _stopped_early
+from rnn_models.training.loop import stopped_early
 
 
 def _dataset(rows: int, blocks: int) -> ray.data.Dataset:
@@ -51,8 +51,8 @@ def test_on_cuda_the_batches_are_the_cpu_ones_copied_from_pinned_memory(ray_sess
 
 def test_early_stopping_counts_epochs_since_the_best_val_accuracy():
     history = [{"val_accuracy": a} for a in (0.6, 0.7, 0.69, 0.68)]
-    assert _stopped_early(history, patience=2) and not _stopped_early(history, patience=3)
-    assert not _stopped_early(history, patience=0) and not _stopped_early([], patience=1)
+    assert stopped_early(history, patience=2) and not stopped_early(history, patience=3)
+    assert not stopped_early(history, patience=0) and not stopped_early([], patience=1)
 
 
 def test_the_resume_command_repeats_the_run_with_its_name(monkeypatch):

@@ -13,7 +13,7 @@ from rnn_models.models import model_from_config
 from rnn_models.predict import Predictor, read_reviews
 from rnn_models.training.checkpoint import checkpoint_meta, save_checkpoint
 from rnn_models.training.loop import train_epoch
-from rnn_models.training.worker import make_optimizer
+from rnn_models.training.loop import make_optimizer
 
 VOCAB = ["the", "movie", "was", "great", "wonderful", "awful", "boring", "plot", "and"]
 POSITIVE, NEGATIVE = ["great", "wonderful"], ["awful", "boring"]

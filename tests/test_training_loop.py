@@ -10,8 +10,7 @@ from rnn_models.errors import UserError
 from rnn_models.models import model_from_config
 from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
 from rnn_models.training.adversarial import _direction, backward_with_adversary
-from rnn_models.training.loop import LOSS, evaluate, train_epoch
-from rnn_models.training.worker import make_optimizer, make_scheduler
+from rnn_models.training.loop import LOSS, evaluate, make_optimizer, make_scheduler, train_epoch
 
 CPU = torch.device("cpu")
 DATA = {"vocab_size": 20, "max_len": 8, "vocab_sha256": "abc", "fingerprint": "f", "strip_br": False}
@@ -152,8 +151,31 @@ def test_a_checkpoint_keeps_an_earlier_epochs_weights_for_the_test(tmp_path):
     assert all(torch.equal(loaded.state["model"][k], v) for k, v in model.state_dict().items())
 
 
+def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):
+    """Val accuracy 0.6, 0.8, 0.7, 0.75 with patience 2: four epochs, epoch 2's weights kept (and handed to
+    `after_epoch` as the earlier epoch's from epoch 3 on), the fifth never trained."""
+    from rnn_models.training import loop
+
+    scores = iter([0.6, 0.8, 0.7, 0.75, 0.9])
+    monkeypatch.setattr(loop, "evaluate", lambda model, batches, device: loop.Sums(1.0, next(scores) * 100, 100))
+    model = model_from_config(ModelConfig(arch="mlp"), 20, 8, seed=0)
+    cfg = TrainConfig(lr=1e-2, epochs=5, patience=2)
+    optimizer, seen = make_optimizer(model, cfg), []
+
+    def after_epoch(history, earlier):
+        seen.append((history[-1]["epoch"], earlier, {k: v.clone() for k, v in model.state_dict().items()}))
+
+    history, tested = loop.fit(model, optimizer, None, cfg, lambda epoch: _batches(seed=epoch), lambda: [], CPU,
+                               after_epoch=after_epoch)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and [h["val_accuracy"] for h in history][1] == 0.8
+    epoch_2 = seen[1][2]
+    assert all(torch.equal(tested[k], epoch_2[k]) for k in epoch_2)
+    assert seen[0][1] is None and seen[1][1] is None and seen[2][1] is tested and seen[3][1] is tested
+    assert not torch.equal(seen[3][2]["embedding.weight"], epoch_2["embedding.weight"])  # training went on
+
+
 def test_the_tested_epoch_is_the_first_best_or_the_last():
-    from rnn_models.training.worker import tested_epoch
+    from rnn_models.training.loop import tested_epoch  # imported here: pytest would collect a module-level test*
 
     history = [{"epoch": 1, "val_accuracy": 0.7}, {"epoch": 2, "val_accuracy": 0.8}, {"epoch": 3, "val_accuracy": 0.8},
                {"epoch": 4, "val_accuracy": 0.6}]

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.sections import slices
-from rnn_models.ablation import split_tensors
+from rnn_models.ablation import slices, split_tensors
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData

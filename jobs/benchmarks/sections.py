@@ -3,7 +3,7 @@
 Sections (each a function returning a dict for benchmark.json):
 - tokenize:   `prepare` on the full source (Ray Data + pyarrow) vs the rule in plain Python, one process;
               and the two tokenisers compared on every review (mismatches must be 0)
-- throughput: one Ray Train worker streaming from Ray Data vs a bare loop over in-memory tensors, per arch
+- throughput: one Ray worker (a trial's own) streaming from Ray Data vs a bare loop over in-memory tensors, per arch
 - scaling:    one vs two DDP workers for one arch
 - end_to_end: `jobs/train_all.py` (its own process, all archs) vs the sum of the bare loops, with the
               job's peak memory (proportional set size of every process it started, Ray's included)
@@ -29,8 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks import gpu as benchmark_gpu
 from benchmarks import scale as benchmark_scale
-from rnn_models.ablation import split_tensors
+from rnn_models.ablation import slices, split_tensors
 from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.errors import UserError
@@ -43,8 +44,7 @@ from rnn_models.data.text import normalise, normalise_reference
 from rnn_models.models import model_from_config
 from rnn_models.presets import Recipe, load_preset
 from rnn_models.resources import cluster_plan
-from rnn_models.training.loop import EVAL_BATCH, evaluate, train_epoch
-from rnn_models.training.worker import make_optimizer
+from rnn_models.training.loop import EVAL_BATCH, evaluate, make_optimizer, train_epoch
 from rnn_models.tuning.train import train
 
 
@@ -101,15 +101,6 @@ def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> l
                           "label": splits[name]["label"]})
         pq.write_table(table, out / f"{name}.parquet")
     return vocab
-
-
-def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
-    """Batches of in-memory tensors, in `order` if given: the bare loops' batches (gpu.py's too)."""
-    n = len(tensors["label"])
-    end = n - n % batch_size if drop_last else n
-    for start in range(0, end, batch_size):
-        rows = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        yield {k: v[rows] for k, v in tensors.items()}
 
 
 def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, threads: int, test: bool = False) -> dict:
@@ -238,9 +229,7 @@ def report(results: dict) -> str:
         lines += ["## End to end", f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
                   f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)", ""]
     if "gpu" in results:
-        from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
-
-        lines += benchmark_gpu.report_lines(results["gpu"])
+            lines += benchmark_gpu.report_lines(results["gpu"])
     if "scale" in results:
         lines += benchmark_scale.report_lines(results["scale"])
     return "\n".join(lines)
@@ -253,8 +242,6 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
         threads: int = 0, scale_factors: tuple[int, ...] = (1, 4, 16)) -> dict:
     """The chosen sections, the jobs that start their own Ray first (end_to_end, scale, gpu's train_all), so
     that nothing else runs meanwhile."""
-    from benchmarks import gpu as benchmark_gpu  # imported here: it builds on this module's loaders
-
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise UserError(f"--sections: unknown {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")

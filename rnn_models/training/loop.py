@@ -1,22 +1,28 @@
-"""One epoch of training and one pass of evaluation: plain PyTorch over any iterable of batches.
+"""The training loop, plain PyTorch over any iterable of batches: `fit` runs the epochs (`train_epoch`, then
+`evaluate` on val), keeps the weights to test and stops early, by the rules of `tested_epoch` and
+`stopped_early`. Ray stays out of this file: the Ray workers (worker.py), the ablations and tests run it.
 
-A batch is a dict of tensors: `ids` (B, T) int32 or int64, `length` (B,), `label` (B,) float32. Ray stays
-out of this file, so the same loop runs in a Ray Train worker, in the benchmark's bare loop and in tests.
-Both functions return running sums (loss, correct, count), which add up across workers before dividing.
-Forward passes run under the device's precision policy (precision.py).
+A batch is a dict of tensors: `ids` (B, T) int32 or int64, `length` (B,), `label` (B,) float32. Training and
+scoring return running sums (loss, correct, count), which add up across workers before dividing. Forward
+passes run under the device's precision policy (precision.py).
 """
 
 import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from rnn_models.config import TrainConfig
 from rnn_models.training.adversarial import backward_with_adversary
+from rnn_models.training.checkpoint import unwrap
 from rnn_models.training.precision import precision_for
 
 LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
 EVAL_BATCH = 512  # reviews per step when only scoring: no gradients to hold, so more than a training batch
+METRIC = "val_accuracy"  # what picks a trial's tested epoch (tested_epoch), stops it early, and picks the best trial
 
 
 @dataclass
@@ -85,3 +91,74 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> Sums:
             loss = LOSS(logits.float(), batch["label"])
         sums.add(loss, logits, batch["label"])
     return sums
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.weight_decay:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """None for a constant rate; else `cfg.warmup` epochs of linear warm-up, then cosine decay to 0 at the last step."""
+    if cfg.lr_schedule == "constant":
+        return None
+    warmup, total = max(1, round(steps_per_epoch * cfg.warmup)), max(1, steps_per_epoch * cfg.epochs)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(model: nn.Module, optimizer, scheduler, cfg: TrainConfig, train_batches: Callable[[int], Iterable],
+        val_batches: Callable[[], Iterable], device: torch.device, history: list[dict] | None = None,
+        tested: dict | None = None, add_up=lambda *sums: sums, after_epoch=None) -> tuple[list[dict], dict | None]:
+    """Train the epochs after those in `history` up to `cfg.epochs`, or until `cfg.patience` epochs in a row
+    bring no better val accuracy. Returns the history (a dict per epoch) and the weights of the tested epoch
+    (`tested_epoch`), kept on the CPU as they come: scoring them later reads no checkpoint back.
+
+    `train_batches(epoch)` and `val_batches()` give an epoch's batches; `add_up` adds the workers' sums (DDP);
+    `after_epoch(history, earlier)` runs after each epoch (a worker reports and checkpoints there), `earlier`
+    being the weights to test when they are an earlier epoch's. `history` and `tested` continue a restored run.
+    """
+    history = list(history or [])
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        if stopped_early(history, cfg.patience):
+            break
+        started = time.perf_counter()
+        train = train_epoch(model, train_batches(epoch), optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
+        seconds = _elapsed(started, device)
+        val = evaluate(unwrap(model), val_batches(), device)
+        train, val = add_up(train, val)
+        history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
+                        "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
+                        "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]})
+        is_tested = tested_epoch(history, cfg) == epoch
+        if is_tested:
+            tested = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+        if after_epoch:
+            after_epoch(history, None if is_tested else tested)
+    return history, tested
+
+
+def tested_epoch(history: list[dict], cfg: TrainConfig) -> int:
+    """The epoch whose weights the test split scores: the first with the best val accuracy, or with
+    `test_checkpoint` 'last' (the notebook) the last one."""
+    if cfg.test_checkpoint == "last":
+        return history[-1]["epoch"]
+    return max(history, key=lambda h: h[METRIC])["epoch"]  # max keeps the first of equals
+
+
+def stopped_early(history: list[dict], patience: int) -> bool:
+    """Whether the last `patience` epochs (0: never) brought no better val accuracy than an earlier one."""
+    if not patience or not history:
+        return False
+    best = max(range(len(history)), key=lambda i: history[i][METRIC])
+    return len(history) - 1 - best >= patience
+
+
+def _elapsed(started: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: wait for the epoch's last ones
+    return time.perf_counter() - started

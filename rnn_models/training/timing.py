@@ -19,8 +19,7 @@ from torch import nn
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.ingest import CHUNK_ROWS, Shares, torch_batches
-from rnn_models.training.loop import train_epoch
-from rnn_models.training.worker import make_optimizer, make_scheduler
+from rnn_models.training.loop import make_optimizer, make_scheduler, train_epoch
 
 WARM_UP_STEPS = 10  # enough for cuDNN's plans and the allocator's pools; not timed
 RESULT_FILE = "samples_per_second.json"  # what the Ray worker hands back, in its checkpoint

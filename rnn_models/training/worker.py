@@ -4,15 +4,13 @@
 - `TrainWorker`: a rank of a Ray Train worker group (several DDP ranks), via `train_loop_per_worker`;
 - `LoneWorker`: a trial's own process, reporting to Ray Tune. One worker has nothing to coordinate, and Train's
   controller, worker and synchronization processes cost a trial more CPU at start than its first epochs.
-Each epoch is the plain PyTorch of `loop.py`. After the last epoch the same workers score the test split with
-the weights of the tested epoch (`tested_epoch`) and report the scores with a checkpoint of those weights:
-the run's last result, and the checkpoint a report points to.
+The epochs are the plain PyTorch of `loop.fit`, each reported with a checkpoint. After the last one the same
+workers score the test split with the weights of the tested epoch (`loop.tested_epoch`) and report the scores
+with a checkpoint of those weights: the run's last result, and the checkpoint a report points to.
 """
 
 import json
-import math
 import tempfile
-import time
 
 import ray
 import ray.data
@@ -27,9 +25,7 @@ from rnn_models.models import count_parameters, model_from_config, takes_any_len
 from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
                                               unwrap)
 from rnn_models.training.ingest import scoring_batches, training_batches
-from rnn_models.training.loop import Sums, evaluate, train_epoch
-
-METRIC = "val_accuracy"  # what picks a trial's tested epoch (tested_epoch), stops it early, and picks the best trial
+from rnn_models.training.loop import METRIC, Sums, evaluate, fit, make_optimizer, make_scheduler, tested_epoch
 
 
 class TrainWorker:
@@ -85,24 +81,6 @@ def _keep_block_order() -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.weight_decay:
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-
-
-def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """None for a constant rate; else `cfg.warmup` epochs of linear warm-up, then cosine decay to 0 at the last step."""
-    if cfg.lr_schedule == "constant":
-        return None
-    warmup, total = max(1, round(steps_per_epoch * cfg.warmup)), max(1, steps_per_epoch * cfg.epochs)
-
-    def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def all_reduced(*sums: Sums, device) -> list[Sums]:
     """Add every worker's sums, so that every rank reports the same global numbers."""
     flat = torch.cat([s.as_tensor(device) for s in sums])
@@ -131,28 +109,17 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     model = edges.wrap(model)  # [1]
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size)
-    first_epoch, history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg,
-                                            data)  # [2]
-
+    history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
     train_shard, val_shard = edges.share("train", config), edges.share("val", config)  # [3]
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if _stopped_early(history, cfg.patience):
-            break
-        started = time.perf_counter()
-        batches = training_batches(train_shard, cfg, any_length, device, epoch, rank)
-        train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
-        seconds = _elapsed(started, device)
-        val = evaluate(unwrap(model), scoring_batches(val_shard, device, any_length), device)  # shares may differ
-        train, val = all_reduced(train, val, device=device)
-        history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
-                        "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
-                        "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]})
-        best = tested_epoch(history, cfg)
-        if best == epoch:  # the weights to test, kept here: scoring them reads no checkpoint back
-            tested = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
-        meta = checkpoint_meta(epoch, model_cfg, cfg, data, history)
-        _report(edges, {**history[-1], **configs}, model, optimizer, scheduler, meta, config["vocab"],
-                tested=None if best == epoch else tested)
+
+    def report_epoch(history: list[dict], earlier: dict | None) -> None:
+        meta = checkpoint_meta(history[-1]["epoch"], model_cfg, cfg, data, history)
+        _report(edges, {**history[-1], **configs}, model, optimizer, scheduler, meta, config["vocab"], tested=earlier)
+
+    history, tested = fit(model, optimizer, scheduler, cfg,
+                          lambda epoch: training_batches(train_shard, cfg, any_length, device, epoch, rank),
+                          lambda: scoring_batches(val_shard, device, any_length), device, history, tested,
+                          add_up=lambda *sums: all_reduced(*sums, device=device), after_epoch=report_epoch)
 
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
@@ -168,45 +135,24 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     return metrics
 
 
-def tested_epoch(history: list[dict], cfg: TrainConfig) -> int:
-    """The epoch whose weights the test split scores: the first with the best val accuracy, or with
-    `test_checkpoint` 'last' (the notebook) the last one."""
-    if cfg.test_checkpoint == "last":
-        return history[-1]["epoch"]
-    return max(history, key=lambda h: h[METRIC])["epoch"]  # max keeps the first of equals
-
-
 def _restore(checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig,
-             data: dict) -> tuple[int, list[dict], dict | None]:
-    """Continue from the last checkpoint after a restart of the worker group, the trial or the run: (epoch,
-    history, the weights the test will score)."""
+             data: dict) -> tuple[list[dict], dict | None]:
+    """Continue from the last checkpoint after a restart of the worker group, the trial or the run: (the
+    history so far, the weights the test will score)."""
     if not checkpoint:
-        return 1, [], None
+        return [], None
     with checkpoint.as_directory() as directory:
         loaded = load_checkpoint(directory)
     require_compatible(loaded, model_cfg, data, "resume")
     history = loaded.meta["history"]
     if "test" in loaded.meta:  # the tested checkpoint: training is over, only the test is left to report
-        return history[-1]["epoch"] + 1, history, loaded.state["model"]
+        return history, loaded.state["model"]
     unwrap(model).load_state_dict(loaded.state["model"])
     optimizer.load_state_dict(loaded.state["optimizer"])
     if scheduler:
         scheduler.load_state_dict(loaded.state["scheduler"])
     tested = loaded.state["model"] if tested_epoch(history, cfg) == loaded.meta["epoch"] else loaded.state["tested"]
-    return loaded.meta["epoch"] + 1, history, tested
-
-
-def _elapsed(started: float, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # kernels run asynchronously: wait for the epoch's last ones
-    return time.perf_counter() - started
-
-
-def _stopped_early(history: list[dict], patience: int) -> bool:
-    if not patience or not history:
-        return False
-    best = max(range(len(history)), key=lambda i: history[i][METRIC])
-    return len(history) - 1 - best >= patience
+    return history, tested
 
 
 def _report(edges: TrainWorker | LoneWorker, metrics: dict, model, optimizer, scheduler, meta: dict,
