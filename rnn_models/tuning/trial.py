@@ -29,13 +29,14 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from rnn_models.cluster import verbose
 from rnn_models.config import ModelConfig, TrainConfig
+from rnn_models.data.prepared import SPLITS
 from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
 from rnn_models.storage import Storage
-from rnn_models.data.prepared import SPLITS
 from rnn_models.training.ingest import DataSpec, Shares
-from rnn_models.training.worker import METRIC, LoneWorker, train_and_test, train_loop_per_worker
+from rnn_models.training.loop import METRIC
+from rnn_models.training.worker import LoneWorker, train_and_test, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
