@@ -15,7 +15,7 @@ from rnn_models import config as C
 from rnn_models.errors import UserError
 from rnn_models.data.prepared import SPLITS
 from rnn_models.presets import PREPARE_KEYS
-from rnn_models.storage import absolute
+from rnn_models.storage import absolute, is_uri
 
 ADDRESS_HELP = ("Ray cluster to join, or auto for the one `ray start` runs here "
                 "(default: $RAY_ADDRESS; else start a local one)")
@@ -57,6 +57,15 @@ def _prepare(args) -> None:
     from rnn_models.data.prepare import prepare
 
     prepare(config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")), force=args.force, address=args.address)
+
+
+def _baseline(args) -> None:
+    from rnn_models.baselines import report, run_baselines
+
+    out = absolute(args.out, "--out")
+    if is_uri(out):
+        raise UserError(f"--out {out}: the baseline writes to a folder on this machine, not a URI")
+    print(report(run_baselines(config_from(args, C.BaselineConfig, out=out))))
 
 
 def _summary(args) -> None:
@@ -152,7 +161,7 @@ def _compare(args) -> None:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What `train` and `tune` share: preset, run, model and training options, data preparation."""
     p.add_argument("--preset", default="seed", help="a built-in preset (seed, seed-fixed, tuned, frontier) or a "
-                   "preset file (default: seed, the notebook exactly)")
+                   "preset file (default: seed, the notebook's recipe)")
     add_options(p, C.RunConfig, skip=("data",))
     p.add_argument("--data", help="prepared data directory (default: data/prepared-k<vocab>-t<max len>…, from "
                    "the preset's tokenisation)")
@@ -190,6 +199,10 @@ def _data_commands(commands) -> None:
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("baseline", help="linear baselines (uni+bigram logistic regression) on the same tokens")
+    add_options(p, C.BaselineConfig)
+    p.set_defaults(run=_baseline)
 
     p = commands.add_parser("summary", help="print the layers, shapes and parameters of architectures")
     add_options(p, C.ModelConfig, skip=("arch",))

@@ -77,6 +77,25 @@ class PrepareConfig:
                     f"must be at least 2 (got {self.max_reviews_per_split})")
 
 
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Linear baselines on the same tokens and splits (`rnn-models baseline`): uni+bigram logistic regression."""
+
+    source: str = opt(DEFAULT_SOURCE, "the reviews, as `prepare --source` takes them")
+    out: str = opt("runs/baseline", "folder for baseline.json, baseline.md and test_predictions.parquet")
+    dev_size: int = opt(5000, "reviews held out of train to choose the regularisation (stratified, seeded)")
+    seed: int = opt(0, "seed of the dev hold-out (prepare's --seed: the same split as `prepare --val-size DEV_SIZE`)")
+    strip_br: bool = opt(True, "replace '<br />' with a space before normalising, as the tuned presets do")
+    max_reviews_per_split: int | None = opt(None, "keep a stratified sample of N reviews per source split (quick runs)")
+
+    def __post_init__(self):
+        require(self.dev_size >= 2, "dev_size", f"must be at least 2 (got {self.dev_size})")
+        require_seed(self.seed)
+        if self.max_reviews_per_split is not None:
+            require(self.max_reviews_per_split >= 4, "max_reviews_per_split",
+                    f"must be at least 4 (got {self.max_reviews_per_split})")
+
+
 MODEL_CHOICES = {"readout": ("last", "pool", "pool_with_inputs"), "pooling": ("flatten", "mean"),
                  "embedding_dropout": ("element", "spatial", "none"), "init": ("pytorch", "axon")}
 

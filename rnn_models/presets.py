@@ -27,7 +27,7 @@ NOTEBOOK = {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the noteboo
 
 BUILTIN = {
     "seed": {
-        "about": "the notebook exactly: Adam 1e-4, batch 64, 10 epochs, 1,024 tokens, reviews cut to 64, Axon's "
+        "about": "the notebook's recipe: Adam 1e-4, batch 64, 10 epochs, 1,024 tokens, reviews cut to 64, Axon's "
                  "initial weights, the weights after the last epoch tested; the hand-rolled BiLSTM's unmasked "
                  "LSTMs read padding (its backward one, the padding first). The bilstm row is this project's fused "
                  "BiLSTM under that recipe: the notebook's Axon.bidirectional model never compiled",

@@ -93,6 +93,12 @@ def start_ray():
     return ray
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `own_ray` stop the shared Ray (for a cluster or a Ray of their own): they run after all the
+    others, so that the shared Ray starts once, not again after each of them (a start is seconds here)."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)  # a stable sort: order kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     import ray
 

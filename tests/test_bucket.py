@@ -12,6 +12,8 @@ from rnn_models.data.prepared import open_prepared
 from rnn_models.errors import UserError
 from rnn_models.training.ingest import DataSpec
 
+pytestmark = pytest.mark.own_ray  # a Ray whose tasks see the bucket's endpoint
+
 SMALL = dict(max_reviews_per_split=100, val_size=20, max_len=32)
 
 

@@ -9,7 +9,7 @@ import ray
 
 from cluster_harness import MotoS3, TwoNodeCluster, group_pids, session_pids
 
-pytestmark = pytest.mark.slow  # a Ray cluster of its own: a minute or more
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # a Ray cluster of its own: a minute or more
 
 
 def test_two_node_cluster_hides_head_dirs_reaches_s3_and_survives_node_loss(tmp_path):

@@ -62,6 +62,7 @@ def test_gpus_an_autoscaler_must_add_are_waited_for_then_refused(ray_session, au
     wait_for_gpus(1, timeout=1, use_gpu="auto", config_path="/nonexistent.yaml")  # nothing to wait for
 
 
+@pytest.mark.own_ray
 def test_a_trial_of_two_gpus_waits_for_both(autoscaler_config):
     """One GPU up is not enough for `--workers-per-trial 2`: the wait goes on for the second (here it never comes)."""
     import ray

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, free_port, wait_for
 
-pytestmark = pytest.mark.slow  # a Ray cluster of its own: a minute or more
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # a Ray cluster of its own: a minute or more
 
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = {"py_modules": ["rnn_models"]}  # as the README: workers on any node import the uploaded package

@@ -14,7 +14,7 @@ import ray
 from cluster_harness import MotoS3, TwoNodeCluster
 from test_two_nodes import bucket_json, cli
 
-pytestmark = pytest.mark.slow  # minutes: real training through Ray
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
 
 STORE = 75 * 1024**2  # each node's object store, Ray's smallest: the splits below (~70 MB) are more than a quarter
 REVIEWS, VAL, MAX_LEN = 2500, 250, 3500  # of the three

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import start_ray
 from rnn_models.cli import main
 from rnn_models.config import ARCHS, RunConfig
 from rnn_models.errors import UserError
@@ -23,6 +24,7 @@ STARTED = Counter()  # the classes of the actors the run below started, and how 
 @pytest.fixture(scope="module")
 def run(imdb_sample, tmp_path_factory):
     """One real run of all four architectures, 2 epochs, shared by the tests of this module."""
+    start_ray()  # the shared Ray, which a test before may have stopped: else `train` starts and ends one of its own
     storage = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(storage), name="e2e")
     before = _actors()

@@ -14,7 +14,7 @@ import ray
 from cluster_harness import MotoS3, TwoNodeCluster
 from conftest import wait_for
 
-pytestmark = pytest.mark.slow  # minutes: real training through Ray
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
 
 CLI = [sys.executable, "-m", "rnn_models"]
 REVIEWS = 2500  # per source split: epochs of a few seconds, long enough to lose a node in one
@@ -54,7 +54,17 @@ def checkpoint_metas(nodes: TwoNodeCluster, run: str, arch: str) -> list[dict]:
     listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/run_trial_")
     keys = [o["Key"] for o in listed.get("Contents", [])
             if f"arch={arch}_" in o["Key"] and "/checkpoint_" in o["Key"] and o["Key"].endswith("/meta.json")]
-    return sorted((bucket_json(nodes, k) for k in keys), key=lambda meta: meta["epoch"])
+    metas = [meta for key in keys if (meta := _bucket_json_if_kept(nodes, key)) is not None]
+    return sorted(metas, key=lambda meta: meta["epoch"])
+
+
+def _bucket_json_if_kept(nodes: TwoNodeCluster, key: str) -> dict | None:
+    """The object, or None if it went between listing and reading: Tune keeps one checkpoint and deletes the one
+    before it once the next is registered."""
+    try:
+        return bucket_json(nodes, key)
+    except nodes.s3.client().exceptions.NoSuchKey:
+        return None
 
 
 def checkpoint_epochs(nodes: TwoNodeCluster, run: str, arch: str) -> list[int]:
