@@ -110,6 +110,8 @@ def _tune(args) -> None:
 
     cfg = config_from(args, C.SearchConfig, out=absolute(args.out, "--out") if args.out else "")
     load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work
+    if args.seeds:
+        raise UserError("--seeds is for train; a search draws its configurations (and trains them) with --seed")
     run, recipe = _run_setup(args)
     search(run, recipe, cfg, resume=args.resume, address=args.address)
 

@@ -205,6 +205,8 @@ class RunConfig:
                                 "frees before the run stops with an error naming them (0 = wait forever)")
     verify: bool = opt(False, "check every prepared file's SHA-256 before training (reads all of --data); "
                        "without it, their names and sizes")
+    seeds: str = opt("", "comma-separated training seeds: each architecture trained once per seed, as parallel "
+                     "trials, and reported per seed and as mean ± sd (the data's splits stay --seed's)")
 
     def __post_init__(self):
         unknown = [a for a in self.arch_list if a not in ARCHS]
@@ -218,10 +220,19 @@ class RunConfig:
         require(self.gpu_wait >= 0, "gpu_wait", f"must be 0 or more seconds (got {self.gpu_wait})")
         require(self.schedule_timeout >= 0, "schedule_timeout", f"must be 0 or more seconds (got {self.schedule_timeout})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
+        seeds = [s.strip() for s in self.seeds.split(",") if s.strip()]
+        require(all(s.isdigit() and int(s) < SEEDS for s in seeds), "seeds",
+                f"must be comma-separated integers in [0, {SEEDS - 1}] (got {self.seeds!r})")
+        require(len(set(map(int, seeds))) == len(seeds), "seeds", f"repeats a seed ({self.seeds})")
 
     @property
     def arch_list(self) -> list[str]:
         return [a.strip() for a in self.archs.split(",") if a.strip()]
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds of --seeds; [] without it (one trial per architecture, --seed's)."""
+        return [int(s) for s in self.seeds.split(",") if s.strip()]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import statistics
 
 from rnn_models.config import ARCHS
 from rnn_models.storage import Storage
@@ -15,7 +16,10 @@ def write_report(storage: Storage, name: str, results: list[dict], context: dict
     """Write the three report files for `results` (one per trial); returns the markdown table."""
     results = sorted(results, key=lambda r: (ARCHS.index(r["arch"]), -r["val_accuracy"]))
     document = {"name": name, **context, "results": {_label(r, results): _entry(r) for r in results}}
-    table = results_table(results)
+    seeds = seed_summary(results)
+    if seeds:
+        document["seeds"] = seeds
+    table = results_table(results) + (f"\n{seeds_table(seeds)}" if seeds else "")
     storage.write(json.dumps(document, indent=2).encode() + b"\n", name, "results.json")
     storage.write(table.encode(), name, "results.md")
     storage.write(curves_png(results), name, "curves.png")
@@ -27,9 +31,35 @@ def _entry(result: dict) -> dict:
 
 
 def _label(result: dict, results: list[dict]) -> str:
-    """The arch, or arch + trial id where one arch ran as several trials (a search)."""
+    """The arch; where one arch ran as several trials, arch + seed (`--seeds`) or arch + trial id (a search)."""
     same = [r for r in results if r["arch"] == result["arch"]]
-    return result["arch"] if len(same) == 1 else f"{result['arch']}-{result['trial_id']}"
+    if len(same) == 1:
+        return result["arch"]
+    by_seed = len({r["train"]["seed"] for r in same}) == len(same)
+    return f"{result['arch']} seed {result['train']['seed']}" if by_seed else f"{result['arch']}-{result['trial_id']}"
+
+
+def seed_summary(results: list[dict]) -> dict:
+    """Per arch trained with several seeds (`--seeds`): the seeds, and test and val accuracy as mean and sample sd."""
+    summary = {}
+    for arch in dict.fromkeys(r["arch"] for r in results):
+        same = sorted((r for r in results if r["arch"] == arch), key=lambda r: r["train"]["seed"])
+        if len(same) < 2 or not _label(same[0], results).startswith(f"{arch} seed "):
+            continue
+        summary[arch] = {"seeds": [r["train"]["seed"] for r in same]}
+        for metric in ("test_accuracy", "val_accuracy"):
+            values = [r[metric] for r in same]
+            summary[arch][f"{metric}_mean"] = statistics.fmean(values)
+            summary[arch][f"{metric}_sd"] = statistics.stdev(values)
+    return summary
+
+
+def seeds_table(summary: dict) -> str:
+    lines = ["| architecture | seeds | test accuracy, mean ± sd | val accuracy, mean ± sd |", "|---|---|---:|---:|"]
+    for arch, s in summary.items():
+        lines.append(f"| {arch} | {', '.join(map(str, s['seeds']))} | {s['test_accuracy_mean']:.2%} ± "
+                     f"{s['test_accuracy_sd']:.2%} | {s['val_accuracy_mean']:.2%} ± {s['val_accuracy_sd']:.2%} |")
+    return "\n".join(lines) + "\n"
 
 
 def interval(accuracy: float, n: int) -> float:

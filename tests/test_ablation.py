@@ -7,16 +7,21 @@ from rnn_models.errors import UserError
 from rnn_models.presets import Preset
 
 
-def test_each_row_trains_the_preset_with_its_change(imdb_sample):
+def test_each_row_trains_the_preset_with_its_change_and_never_reads_test(imdb_sample, monkeypatch):
+    import rnn_models.ablation as ablation
+
+    read, split_tensors = [], ablation.split_tensors
+    monkeypatch.setattr(ablation, "split_tensors", lambda data, split: read.append(split) or split_tensors(data, split))
     preset = Preset("p", model={"embedding_size": 8, "hidden_size": 8}, train={"epochs": 2, "bucket_batches": 2})
     rows = ablate(imdb_sample, preset, "lstm", {"base": {}, "pooled, 1 epoch": {"readout": "pool", "epochs": 1}},
                   threads=1)
+    assert read == ["train", "val"]  # the choices made from these rows never see the test split
     assert [r["variant"] for r in rows] == ["base", "pooled, 1 epoch"]
     assert len(rows[0]["val_history"]) == 2 and len(rows[1]["val_history"]) == 1
     for r in rows:
-        assert 0 <= r["test_accuracy"] <= 1 and r["val_accuracy"] == max(r["val_history"])
+        assert r["val_accuracy"] == max(r["val_history"]) and not any("test" in key for key in r)
     text = table(rows)
-    assert "| lstm | base | (base) |" in text and "readout=pool, epochs=1" in text
+    assert "| lstm | base | (base) |" in text and "readout=pool, epochs=1" in text and "test" not in text
     assert len(TensorShard(imdb_sample, "test")) == 300
 
 

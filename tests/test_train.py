@@ -120,3 +120,15 @@ def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_
     assert again["best_epoch"] == 2 and again["val_accuracy"] == again["history"][-1]["val_accuracy"]  # the last
     if first["best_epoch"] == 2:  # the same weights tested
         assert again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_seeds_train_one_trial_per_seed_and_report_their_mean(imdb_sample, tmp_path):
+    start_ray()
+    cfg = RunConfig(data=str(imdb_sample.root), storage=str(tmp_path), name="seeds", archs="mlp", seeds="0,1")
+    result = train(cfg, Recipe(options={"epochs": 1, "lr": 1e-3}))
+    by_seed = {r["train"]["seed"]: r for r in result["results"]}
+    assert sorted(by_seed) == [0, 1] and by_seed[0]["history"] != by_seed[1]["history"]  # other weights, other runs
+    document = json.loads((tmp_path / "seeds" / "results.json").read_text())
+    assert set(document["results"]) == {"mlp seed 0", "mlp seed 1"}
+    mean = (by_seed[0]["test_accuracy"] + by_seed[1]["test_accuracy"]) / 2
+    assert document["seeds"]["mlp"]["seeds"] == [0, 1] and document["seeds"]["mlp"]["test_accuracy_mean"] == pytest.approx(mean)

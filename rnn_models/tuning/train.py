@@ -3,6 +3,8 @@
 import logging
 import time
 
+from ray import tune
+
 from rnn_models.config import RunConfig
 from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
@@ -15,9 +17,10 @@ log = logging.getLogger(__name__)
 def train(run: RunConfig, recipe: Recipe, resume: bool = False, address: str | None = None) -> dict:
     """Train every architecture of `run` by `recipe`, test and report them."""
     started = time.perf_counter()
-    session = start(run, recipe, len(run.arch_list), resume, address)
+    seeds = {"seed": tune.grid_search(run.seed_list)} if run.seed_list else None  # a trial per arch and seed
+    session = start(run, recipe, len(run.arch_list) * max(1, len(run.seed_list)), resume, address)
     require_batches(session, {arch: session.recipe.resolve(arch)[1].batch_size for arch in run.arch_list})
-    results, failed = finished_trials(fit(session, trial_space(run.arch_list)))
+    results, failed = finished_trials(fit(session, trial_space(run.arch_list, seeds)))
     wall = time.perf_counter() - started
     log.info("trained and tested in %.1f min (wall, from connecting to Ray to the last test score)", wall / 60)
     if results:

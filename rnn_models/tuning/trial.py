@@ -144,8 +144,8 @@ class ProgressLines(tune.Callback):
         self.printed = time.monotonic()  # when the last line for all trials was printed
 
     def _name(self, trial) -> str:
-        arch = trial.config.get("arch", "?")
-        return f"{arch} {trial.trial_id}" if self.by_trial else arch
+        name = trial.config.get("arch", "?") + (f" seed {trial.config['seed']}" if "seed" in trial.config else "")
+        return f"{name} {trial.trial_id}" if self.by_trial else name
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result:
