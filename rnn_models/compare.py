@@ -4,7 +4,8 @@ Runs are folders with a results.json (local paths or URIs); one row per architec
 runs, with several trials per architecture, are not compared here.
 
 Each cell is a test accuracy with its 95 % confidence interval (normal approximation over the test
-reviews), so a difference between presets can be told from noise.
+reviews), so a difference between presets can be told from noise; for a run of several seeds (`train --seeds`),
+the seeds' mean with their sample sd.
 """
 
 import json
@@ -24,10 +25,29 @@ def _load(run: str) -> tuple[str, dict]:
         document = json.loads(storage.read("results.json"))
         results = document["results"]
         assert all({"test_accuracy", "test_reviews", "parameters", "train_seconds"} <= set(r) for r in results.values())
+        _by_arch(document)  # a run of several seeds: its summary names its seeds' rows
     except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
         raise UserError(f"{run}: no readable results.json of a finished run ({type(e).__name__}: {e})") from e
     label = document.get("config", {}).get("preset", {}).get("name") or Path(storage.root).name
     return label, document
+
+
+def _by_arch(document: dict) -> dict[str, dict]:
+    """A run's result per architecture: its trial's, or for a run of several seeds their mean (and sd)."""
+    rows = {arch: r for arch, r in document["results"].items() if arch in ARCHS}
+    for arch, summary in document.get("seeds", {}).items():
+        seeds = [document["results"][f"{arch} seed {seed}"] for seed in summary["seeds"]]
+        rows[arch] = {"test_accuracy": summary["test_accuracy_mean"], "sd": summary["test_accuracy_sd"],
+                      "seeds": len(seeds), "test_reviews": seeds[0]["test_reviews"],
+                      "parameters": seeds[0]["parameters"],
+                      "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
+    return rows
+
+
+def _cell(r: dict) -> str:
+    if "sd" in r:
+        return f"{r['test_accuracy']:.2%} ± {r['sd']:.2%} (sd of {r['seeds']} seeds)"
+    return f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%}"
 
 
 def _labelled(runs: list[str]) -> dict[str, dict]:
@@ -41,9 +61,9 @@ def _labelled(runs: list[str]) -> dict[str, dict]:
 def compare(runs: list[str], out: str) -> str:
     """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
     documents = _labelled(runs)
-    archs = [a for a in ARCHS if any(a in d["results"] for d in documents.values())]
-    rows = {arch: {label: d["results"][arch] for label, d in documents.items() if arch in d["results"]}
-            for arch in archs}
+    by_arch = {label: _by_arch(d) for label, d in documents.items()}
+    archs = [a for a in ARCHS if any(a in results for results in by_arch.values())]
+    rows = {arch: {label: results[arch] for label, results in by_arch.items() if arch in results} for arch in archs}
     lines = ["| architecture | " + " | ".join(f"{label}: test accuracy (95% CI) | params | train s"
                                                for label in documents) + " |",
              "|---|" + "---:|---:|---:|" * len(documents)]
@@ -51,8 +71,7 @@ def compare(runs: list[str], out: str) -> str:
         parts = []
         for label in documents:
             r = cells.get(label)
-            parts.append(f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%} | "
-                         f"{r['parameters']:,} | {r['train_seconds']:.0f}" if r else "— | — | —")
+            parts.append(f"{_cell(r)} | {r['parameters']:,} | {r['train_seconds']:.0f}" if r else "— | — | —")
         lines.append(f"| {arch} | " + " | ".join(parts) + " |")
     table = "\n".join(lines) + "\n"
     folder = Path(out)
@@ -70,7 +89,7 @@ def _plot(rows: dict, labels: list[str]) -> bytes:
         xs = [j + i * width for j, arch in enumerate(rows) if label in rows[arch]]
         cells = [rows[arch][label] for arch in rows if label in rows[arch]]
         ax.bar(xs, [c["test_accuracy"] for c in cells], width, label=label,
-               yerr=[interval(c["test_accuracy"], c["test_reviews"]) for c in cells], capsize=3)
+               yerr=[c.get("sd", interval(c["test_accuracy"], c["test_reviews"])) for c in cells], capsize=3)
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], list(rows))
     ax.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="test accuracy by preset (95% CI)")
     ax.legend()
