@@ -42,7 +42,7 @@ def run_baselines(cfg: BaselineConfig) -> dict:
     labels = {name: table["label"].to_numpy().astype(int) for name, table in splits.items()}
     log.info("train %d, dev %d, test %d reviews; tokenising", *(len(labels[s]) for s in ("train", "val", "test")))
     tokens = {name: normalise(table["text"], cfg.strip_br).to_pylist() for name, table in splits.items()}
-    results, probabilities = {}, {}
+    results, probabilities, correct = {}, {}, {}
     for model in MODELS:
         features = _features(model, tokens, labels["train"], sklearn)
         dev = {}
@@ -53,12 +53,12 @@ def run_baselines(cfg: BaselineConfig) -> dict:
         best = max(C_GRID, key=lambda c: (dev[c], -c))  # ties: the stronger regularisation
         classifier = _fit(features["train"], labels["train"], best, sklearn)
         probabilities[model] = classifier.predict_proba(features["test"])[:, 1]  # the test split, scored once
-        accuracy = float(np.mean((probabilities[model] >= 0.5) == labels["test"]))
+        correct[model] = (probabilities[model] >= 0.5) == labels["test"]
+        accuracy = float(np.mean(correct[model]))
         results[model] = {"dev_accuracy_by_C": {str(c): a for c, a in dev.items()}, "C": best,
                           "dev_accuracy": dev[best], "test_accuracy": accuracy,
                           "test_interval": interval(accuracy, len(labels["test"])), "features": features["count"]}
         log.info("%s: C=%g chosen on dev (%.4f); test accuracy %.4f", model, best, dev[best], accuracy)
-    correct = {m: (probabilities[m] >= 0.5) == labels["test"] for m in MODELS}
     comparison = paired(correct["nb_lr"], correct["tfidf_lr"])
     document = {"config": asdict(cfg), "reviews": {s: len(labels[s]) for s in ("train", "val", "test")},
                 "results": results, "paired": {"a": "nb_lr", "b": "tfidf_lr", **asdict(comparison),

@@ -19,17 +19,18 @@ from rnn_models.storage import Storage
 
 
 def _load(run: str) -> tuple[str, dict]:
-    """A run's label (its preset's name, else its folder's) and its results.json; local path or URI."""
+    """A run's label (its preset's name, else its folder's) and its result per architecture (`_by_arch`) from its
+    results.json; local path or URI."""
     storage = Storage(run)
     try:
         document = json.loads(storage.read("results.json"))
         results = document["results"]
         assert all({"test_accuracy", "test_reviews", "parameters", "train_seconds"} <= set(r) for r in results.values())
-        _by_arch(document)  # a run of several seeds: its summary names its seeds' rows
+        rows = _by_arch(document)  # a run of several seeds: its summary names its seeds' rows
     except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
         raise UserError(f"{run}: no readable results.json of a finished run ({type(e).__name__}: {e})") from e
     label = document.get("config", {}).get("preset", {}).get("name") or Path(storage.root).name
-    return label, document
+    return label, rows
 
 
 def _by_arch(document: dict) -> dict[str, dict]:
@@ -51,25 +52,24 @@ def _cell(r: dict) -> str:
 
 
 def _labelled(runs: list[str]) -> dict[str, dict]:
-    """Each run under its label; runs sharing a label (two `seed` runs) are told apart by their folders."""
+    """Each run's rows under its label; runs sharing a label (two `seed` runs) are told apart by their folders."""
     loaded = [(run, *_load(run)) for run in runs]
     labels = [label for _, label, _ in loaded]
-    return {(label if labels.count(label) == 1 else f"{label} ({Path(run).name})"): document
-            for run, label, document in loaded}
+    return {(label if labels.count(label) == 1 else f"{label} ({Path(run).name})"): rows
+            for run, label, rows in loaded}
 
 
 def compare(runs: list[str], out: str) -> str:
     """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
-    documents = _labelled(runs)
-    by_arch = {label: _by_arch(d) for label, d in documents.items()}
+    by_arch = _labelled(runs)
     archs = [a for a in ARCHS if any(a in results for results in by_arch.values())]
     rows = {arch: {label: results[arch] for label, results in by_arch.items() if arch in results} for arch in archs}
     lines = ["| architecture | " + " | ".join(f"{label}: test accuracy (95% CI) | params | train s"
-                                               for label in documents) + " |",
-             "|---|" + "---:|---:|---:|" * len(documents)]
+                                               for label in by_arch) + " |",
+             "|---|" + "---:|---:|---:|" * len(by_arch)]
     for arch, cells in rows.items():
         parts = []
-        for label in documents:
+        for label in by_arch:
             r = cells.get(label)
             parts.append(f"{_cell(r)} | {r['parameters']:,} | {r['train_seconds']:.0f}" if r else "— | — | —")
         lines.append(f"| {arch} | " + " | ".join(parts) + " |")
@@ -78,7 +78,7 @@ def compare(runs: list[str], out: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "comparison.md").write_text(table)
     write_json(folder / "comparison.json", {"runs": runs, "results": rows})
-    (folder / "comparison.png").write_bytes(_plot(rows, list(documents)))
+    (folder / "comparison.png").write_bytes(_plot(rows, list(by_arch)))
     return table
 
 

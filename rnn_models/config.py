@@ -220,10 +220,10 @@ class RunConfig:
         require(self.gpu_wait >= 0, "gpu_wait", f"must be 0 or more seconds (got {self.gpu_wait})")
         require(self.schedule_timeout >= 0, "schedule_timeout", f"must be 0 or more seconds (got {self.schedule_timeout})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
-        seeds = [s.strip() for s in self.seeds.split(",") if s.strip()]
+        seeds = self._seed_items()
         require(all(s.isdigit() and int(s) < SEEDS for s in seeds), "seeds",
                 f"must be comma-separated integers in [0, {SEEDS - 1}] (got {self.seeds!r})")
-        require(len(set(map(int, seeds))) == len(seeds), "seeds", f"repeats a seed ({self.seeds})")
+        require(len(set(self.seed_list)) == len(seeds), "seeds", f"repeats a seed ({self.seeds})")
 
     @property
     def arch_list(self) -> list[str]:
@@ -232,7 +232,10 @@ class RunConfig:
     @property
     def seed_list(self) -> list[int]:
         """The seeds of --seeds; [] without it (one trial per architecture, --seed's)."""
-        return [int(s) for s in self.seeds.split(",") if s.strip()]
+        return [int(s) for s in self._seed_items()]
+
+    def _seed_items(self) -> list[str]:
+        return [s.strip() for s in self.seeds.split(",") if s.strip()]
 
 
 @dataclass(frozen=True)
