@@ -6,6 +6,7 @@
     ray job submit --working-dir . -- python jobs/benchmark.py --source /abs/path --work /abs/bench
 
     python jobs/benchmark.py --source ../shared/data/imdb --sections scale --scale-factors 1,4
+    python jobs/benchmark.py --source ../shared/data/imdb --sections scale --address HEAD:6379 --scale-out s3://b/p
 
 Sections: end_to_end (runs jobs/train_all.py in its own process), tokenize, throughput, scaling, gpu, scale.
 """
@@ -28,12 +29,14 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=0,
                         help="throughput: torch threads of both loops (default: what the resource rule gives one trial)")
     parser.add_argument("--scale-factors", default="1,4,16", help="scale: corpus sizes, in copies of the source")
+    parser.add_argument("--address", help="scale: prepare on the Ray cluster at this address (default: a local Ray)")
+    parser.add_argument("--scale-out", help="scale: where prepare writes (a folder or s3://…; default: --work)")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     try:
         results = benchmark.run(Path(__file__).with_name("train_all.py"), args.source, work, args.sections.split(","),
                                 args.archs.split(","), args.epochs, args.threads,
-                                tuple(int(f) for f in args.scale_factors.split(",")))
+                                tuple(int(f) for f in args.scale_factors.split(",")), args.address, args.scale_out)
     except UserError as e:
         sys.exit(f"error: {e}")
     print(benchmark.report(results), flush=True)

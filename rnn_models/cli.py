@@ -56,7 +56,8 @@ def config_from(args: argparse.Namespace, cls, **overrides):
 def _prepare(args) -> None:
     from rnn_models.data.prepare import prepare
 
-    prepare(config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")), force=args.force, address=args.address)
+    prepare(config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")), force=args.force, address=args.address,
+            schedule_timeout=C.RunConfig(schedule_timeout=args.schedule_timeout).schedule_timeout)  # checked there
 
 
 def _baseline(args) -> None:
@@ -94,7 +95,8 @@ def _run_setup(args):
     if args.source:
         from rnn_models.data.prepare import prepare
 
-        prepare(C.PrepareConfig(source=args.source, out=run.data, **prepare_values), address=args.address)
+        prepare(C.PrepareConfig(source=args.source, out=run.data, **prepare_values), address=args.address,
+                schedule_timeout=run.schedule_timeout)
     return run, recipe
 
 
@@ -198,6 +200,7 @@ def _data_commands(commands) -> None:
     p = commands.add_parser("prepare", help="tokenize IMDB reviews into parquet shards")
     add_options(p, C.PrepareConfig)
     p.add_argument("--force", action="store_true", help="rebuild even if --out already holds this data")
+    add_options(p, C.RunConfig, only=("schedule_timeout",))
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(run=_prepare)

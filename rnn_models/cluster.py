@@ -53,9 +53,9 @@ def show_ray_logs(verbose: bool) -> None:
 
 
 def _no_cpu_free_notice(record: logging.LogRecord) -> bool:
-    """Ray Data warns that a pipeline "will hang" when no CPU is free the instant it starts. It fired at the start
-    of prepare's second stage, just after the first stage's tasks ended, and nothing hung. A training run that
-    really waits is --schedule-timeout's to report (prepare has no such watch yet); --verbose shows it."""
+    """Ray Data warns that a pipeline "will hang" when no CPU is free the instant it starts. It fired when a stage
+    started just after another's tasks ended, and nothing hung. A run or prepare that really waits is
+    --schedule-timeout's to report; --verbose shows the warning."""
     return "does not have any available CPUs" not in record.getMessage()
 
 

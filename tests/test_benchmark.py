@@ -119,3 +119,17 @@ def test_the_synthetic_corpus_is_the_source_rebuilt_from_its_own_sentences(tmp_p
 def _made_of(text: str, pieces: set[str]) -> bool:
     """Whether `text` is pieces joined by single spaces."""
     return text in pieces or any(text.startswith(p + " ") and _made_of(text[len(p) + 1:], pieces) for p in pieces)
+
+
+def test_ddp_bytes_counts_the_rows_a_batch_touches_in_each_table():
+    from benchmarks.ddp_bytes import _step_bytes
+    from rnn_models.models.mlp import BagOfNgrams
+
+    model = BagOfNgrams(vocab_size=10, embedding_size=4, hidden_size=3, bigram_buckets=16)
+    ids = torch.tensor([[2, 3, 2, 0], [5, 5, 1, 0]])
+    figures = _step_bytes(model, [ids])
+    dense = sum(p.numel() for p in model.parameters()) * 4
+    # tokens 0, 1, 2, 3, 5; bigrams (3a + b) mod 16 (1,000,003 = 3 mod 16): 9, 11, 6, 4, 0, 3
+    assert figures["touched_rows"] == 5 + 6
+    assert figures["dense_bytes"] == dense and figures["table_bytes"] == (12 + 16) * 4 * 4
+    assert figures["sparse_bytes"] == dense - (12 + 16) * 4 * 4 + 11 * (4 * 4 + 8)

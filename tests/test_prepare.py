@@ -1,5 +1,6 @@
 """`prepare` end to end on a real local Ray: exact ids, identical shards from every format, safe rewrites."""
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -46,21 +47,42 @@ def test_shard_schema_manifest_and_file_list(ray_session, tmp_path):
     assert sum(f["rows"] for f in splits["train"]["files"].values()) == 6
 
 
-def test_vocabulary_and_ids_match_a_pure_python_reference(ray_session, tmp_path):
-    source = corpus.write_hf_parquet(tmp_path / "hf")
-    cfg = PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL)
-    data = prepare(cfg)
+def _check_against_reference(cfg: PrepareConfig, data) -> None:
+    """`data` holds, split by split, the rows a pure-Python tokeniser gives on the one-table split: the same
+    vocabulary, ids, lengths, labels and order."""
     splits = split_reviews(load_reviews(cfg.source).table, cfg)  # the same seeded split, recomputed
     counts = Counter(t for text in splits["train"]["text"].to_pylist() for t in normalise_reference(text))
-    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:8]
+    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:cfg.vocab_size]
     assert data.vocab == vocab
     ids = {t: i + 2 for i, t in enumerate(vocab)}
     for split, table in splits.items():
         tokens = [[ids.get(t, 1) for t in normalise_reference(text)] for text in table["text"].to_pylist()]
         shards = _shards(data.root, split)
-        assert shards["ids"].to_pylist() == [(row + [0] * 6)[:6] for row in tokens], split
-        assert shards["length"].to_pylist() == [min(len(row), 6) for row in tokens]
+        assert shards["ids"].to_pylist() == [(row + [0] * cfg.max_len)[:cfg.max_len] for row in tokens], split
+        assert shards["length"].to_pylist() == [min(len(row), cfg.max_len) for row in tokens]
         assert shards["label"].to_pylist() == table["label"].to_pylist()
+
+
+def test_vocabulary_and_ids_match_a_pure_python_reference(ray_session, tmp_path):
+    source = corpus.write_hf_parquet(tmp_path / "hf")
+    cfg = PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL)
+    _check_against_reference(cfg, prepare(cfg))
+
+
+def test_many_ranges_give_the_rows_of_one_table(ray_session, tmp_path, monkeypatch, caplog):
+    """Sorted in ranges of a few reviews each, with duplicate reviews at the cuts and a source without splits,
+    prepare still gives exactly the one-table rows."""
+    reviews = corpus.REVIEWS * 3 + [(text.upper(), label, split) for text, label, split in corpus.REVIEWS]
+    monkeypatch.setattr(prepare_module, "RANGE_BYTES", 60)  # bytes of text per range: most reviews alone
+    caplog.set_level("INFO")
+    no_split = tmp_path / "no-split.csv"  # the test split drawn by prepare
+    with open(no_split, "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *((text, label) for text, label, _ in reviews)])
+    for source in (corpus.write_hf_parquet(tmp_path / "hf", reviews), no_split):
+        cfg = PrepareConfig(source=str(source), out=str(tmp_path / f"out-{source.name}"), **SMALL)
+        _check_against_reference(cfg, prepare(cfg))
+        ranges = [int(r.split(" into ")[1].split()[0]) for r in caplog.messages if " range(s) of " in r]
+        assert ranges[-1] >= 10, ranges
 
 
 def test_every_source_format_gives_identical_shards(ray_session, tmp_path):
@@ -91,8 +113,8 @@ def test_a_failed_prepare_leaves_the_previous_output_intact(ray_session, tmp_pat
     before = _snapshot(prepare(cfg).root)
     real = prepare_module._write_shards
 
-    def write_then_fail(reviews, vocab, cfg, out):
-        real(reviews, vocab, cfg, out)
+    def write_then_fail(*args):
+        real(*args)
         raise KeyboardInterrupt  # as if interrupted right after the shards were written
 
     monkeypatch.setattr(prepare_module, "_write_shards", write_then_fail)

@@ -34,16 +34,20 @@ def cluster(imdb_path, tmp_path_factory):
             yield nodes
 
 
-def test_prepare_writes_the_shards_from_the_worker_nodes_into_the_bucket(cluster):
+def test_prepare_reads_on_the_head_and_sorts_and_writes_on_the_workers_into_the_bucket(cluster):
     assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
     manifest = bucket_json(cluster, "prepared/manifest.json")
     files = {name: f for split in manifest["splits"].values() for name, f in split["files"].items()}
     listed = cluster.s3.client().list_objects_v2(Bucket=cluster.s3.bucket, Prefix="prepared/")["Contents"]
     sizes = {o["Key"].removeprefix("prepared/"): o["Size"] for o in listed}
     assert {name: f["bytes"] for name, f in files.items()} == {name: sizes[name] for name in files}
-    writers = [t for t in cluster.listed("tasks") if "_write_block" in t["name"] and t["state"] == "FINISHED"]
+    tasks = [t for t in cluster.listed("tasks") if t["state"] == "FINISHED"]
+    ran = lambda name: [t["node_id"] for t in tasks if t["name"].endswith(name)]
     workers = {cluster.worker_node_id, cluster.extra[0][2]}
-    assert len(writers) == len(files) and {t["node_id"] for t in writers} <= workers  # never on the head
+    assert len(ran("_write_shard")) == len(files) and set(ran("_write_shard")) <= workers  # never on the head
+    # The source is read where it lies (the driver's node, the head: 0 CPUs), sorted and tokenised on the workers.
+    assert ran("_read_range_parts") and set(ran("_read_range_parts")) == {cluster.head_node_id}
+    assert ran("_sort_range") and set(ran("_sort_range") + ran("_scatter_range")) <= workers
 
 
 def test_two_ranks_on_two_nodes_stream_from_the_bucket(cluster):

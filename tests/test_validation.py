@@ -76,19 +76,22 @@ def test_what_prepare_and_training_write_passes(tmp_path):
 
     import corpus
     from rnn_models.data import prepare as P
-    from rnn_models.data.sources import load_reviews
+    from rnn_models.data.sources import open_source, scan
     from rnn_models.data.splits import split_reviews
+    from rnn_models.data.text import normalise
     from rnn_models.training.checkpoint import _check_meta, checkpoint_meta
     from rnn_models.validation import CheckpointMeta
 
     cfg = PrepareConfig(source=str(corpus.write_csv(tmp_path / "r.csv")), out=str(tmp_path / "out"), val_size=1)
-    raw = load_reviews(cfg.source)
-    splits = split_reviews(raw.table, cfg)
-    summaries = pa.concat_tables([P._summarise_block(b, False) for b in P._blocks(splits, 1)])
+    source = open_source(cfg.source)
+    scanned = scan(source)
+    splits = split_reviews(scanned.sample, cfg)  # the sample holds every review of a source this small
+    summaries = pa.concat_tables([P._summarise(normalise(splits[s]["text"]), s) for s in splits])
     vocab = P.count_vocabulary(summaries, 8)
-    stats = {s: {**P._split_stats(splits[s], summaries, vocab, s, 4),
+    stats = {s: {**P._label_stats(splits[s]["label"].to_numpy()), **P._token_stats(summaries, vocab, s, 4),
                  "files": {f"{s}/{s}-00000.parquet": {"rows": 1, "bytes": 100, "sha256": "x"}}} for s in splits}
-    manifest = P._manifest(raw, cfg, P._fingerprint(raw, cfg), stats, json.dumps(vocab.to_pylist()).encode(), 0.1)
+    manifest = P._manifest(source, scanned, cfg, P._fingerprint(source, cfg), stats,
+                           json.dumps(vocab.to_pylist()).encode(), 0.1)
     assert document(Manifest, manifest, "manifest.json") == manifest
     info = {"vocab_size": len(vocab), "max_len": 4, "vocab_sha256": "x", "fingerprint": "y", "strip_br": False}
     meta = checkpoint_meta(1, ModelConfig(), TrainConfig(), info, [{"epoch": 1, "val_accuracy": 0.5}])

@@ -1,7 +1,7 @@
 """`jobs/benchmark.py`: what the pipeline costs next to plain single-process baselines, in the same run.
 
 Sections (each a function returning a dict for benchmark.json):
-- tokenize:   `prepare` on the full source (Ray Data + pyarrow) vs the rule in plain Python, one process;
+- tokenize:   `prepare` on the full source (Ray tasks + pyarrow) vs the rule in plain Python, one process;
               and the two tokenisers compared on every review (mismatches must be 0)
 - throughput: one Ray worker (a trial's own) streaming from Ray Data vs a bare loop over in-memory tensors, per arch
 - scaling:    one vs two DDP workers for one arch
@@ -10,7 +10,9 @@ Sections (each a function returning a dict for benchmark.json):
 - gpu:        the GPU path: each arch's epoch loop bare and in one Ray worker, `train_all --preset seed`, and the
               best preset's test accuracies (`gpu.py`); skipped, saying so, without a GPU
 - scale:      `prepare` on synthetic corpora of 1x, 4x, 16x IMDB: wall time, reviews/s, the driver's peak RSS
-              (`scale.py`)
+              (`scale.py`), on a local Ray or a cluster (`--address`, `--scale-out s3://…`)
+- ddp_bytes:  gradient bytes DDP all-reduces per step for each preset's models, dense and with sparse embedding
+              tables (`ddp_bytes.py`)
 
 benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """
@@ -30,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from benchmarks import gpu as benchmark_gpu
+from benchmarks import ddp_bytes as benchmark_ddp_bytes
 from benchmarks import scale as benchmark_scale
 from rnn_models.ablation import slices, split_tensors
 from rnn_models.cluster import connect
@@ -232,14 +235,17 @@ def report(results: dict) -> str:
             lines += benchmark_gpu.report_lines(results["gpu"])
     if "scale" in results:
         lines += benchmark_scale.report_lines(results["scale"])
+    if "ddp_bytes" in results:
+        lines += benchmark_ddp_bytes.report_lines(results["ddp_bytes"])
     return "\n".join(lines)
 
 
-SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu", "scale")
+SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu", "scale", "ddp_bytes")
 
 
 def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int,
-        threads: int = 0, scale_factors: tuple[int, ...] = (1, 4, 16)) -> dict:
+        threads: int = 0, scale_factors: tuple[int, ...] = (1, 4, 16), address: str | None = None,
+        scale_out: str | None = None) -> dict:
     """The chosen sections, the jobs that start their own Ray first (end_to_end, scale, gpu's train_all), so
     that nothing else runs meanwhile."""
     unknown = set(sections) - set(SECTIONS)
@@ -260,11 +266,13 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
     if "end_to_end" in sections:
         record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))
     if "scale" in sections:
-        record("scale", benchmark_scale.scale(source, work, scale_factors))
+        record("scale", benchmark_scale.scale(source, work, scale_factors, address, scale_out))
     if "gpu" in sections:  # its train_all job starts its own Ray too
         gpu_started = time.perf_counter()
         seed_run = benchmark_gpu.train_all_seed(train_all, source, data_dir, work, archs)
-    if not set(sections) - {"end_to_end", "scale"}:
+    if "ddp_bytes" in sections:  # no Ray: models and tokens only
+        record("ddp_bytes", benchmark_ddp_bytes.ddp_bytes(source))
+    if not set(sections) - {"end_to_end", "scale", "ddp_bytes"}:
         return results
     connect()
     data = prepare(PrepareConfig(source=source, out=data_dir))

@@ -1,9 +1,15 @@
-"""Read IMDB reviews from any supported source into one table: `text`, `label` (0/1), `split` (train/test).
+"""Read IMDB reviews from any supported source: tables of `text`, `label` (0/1), `split` (train/test).
 
 Sources: `hf:<name>` (Hugging Face hub), a directory in the Hugging Face parquet layout, the original
 `aclImdb` directory or `aclImdb_v1.tar.gz` (read in place, never extracted), or a CSV. Every reader checks
-what it reads and raises a `UserError` that names the file and row. The table is small (IMDB's 50k reviews
-are ~65 MB of text), so it is read on the driver; the heavy work (tokenising, counting, encoding) is Ray's.
+what it reads and raises a `UserError` that names the file and row.
+
+A source is cut into pieces (a parquet file's row groups, a few thousand files of an aclImdb folder, a whole
+tarball, CSV or hub split), each read as a stream of checked tables of at most `BATCH_ROWS` reviews, so that
+memory stays bounded however large the source. `prepare`'s driver scans every piece once (`scan`: every row
+checked before Ray starts, counted and sampled, one batch held at a time); Ray tasks then read the pieces
+again on the nodes to do the work. `load_reviews` reads a whole source into one table, for work that needs it
+in one process (the linear baselines, the benchmark).
 """
 
 import gzip
@@ -13,6 +19,7 @@ import re
 import socket
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,27 +38,57 @@ FORMATS = ("hf:<dataset> (Hugging Face hub), a Hugging Face parquet directory (<
            "<config>/test-*.parquet), an aclImdb directory, aclImdb_v1.tar.gz, or a .csv file")
 CSV_BLOCK = 64 << 20  # bytes pyarrow parses at once: a review (a CSV row) may be up to this long
 ACLIMDB_FILE = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
+BATCH_ROWS = 10_000  # reviews per table a reader yields
+PIECE_BYTES = 64 << 20  # parquet row groups read by one task, by their uncompressed size
+ACLIMDB_PIECE_FILES = 5_000  # aclImdb files read by one task
+SORT_KEYS = [("split", "ascending"), ("text", "ascending"), ("label", "ascending")]  # the canonical order
+NO_SPLIT, TRAIN, TEST = -1, 0, 1  # split codes: a source's own split, or none (a CSV without a split column)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of a source that one task reads: rows `start`..`stop` of what `kind` counts in (a parquet file's
+    row groups, an aclImdb folder's sorted files); `first_row` numbers the rows in errors."""
+    kind: str
+    path: str
+    split: str | None = None
+    label: int | None = None
+    start: int = 0
+    stop: int = 0
+    first_row: int = 0
+
+
+@dataclass
+class Source:
+    path: str  # as the user gave it
+    kind: str  # which reader reads it
+    pieces: list[Piece]
+    sha256: str  # digest of everything read, for the prepared data's fingerprint
+
+
+@dataclass
+class Scan:
+    """What the driver learns from reading a source once: every review's split code and label (in the order
+    read), the text's size, a seeded random sample of reviews and the files with non-UTF-8 bytes."""
+    codes: np.ndarray  # int8
+    labels: np.ndarray  # int8
+    text_bytes: int
+    sample: pa.Table
+    decode_errors: list[str] = field(default_factory=list)  # files with non-UTF-8 bytes (decoded with U+FFFD)
 
 
 @dataclass
 class RawReviews:
     table: pa.Table  # text: string, label: int8, split: string (null where the source has no split)
-    kind: str  # which reader read it
-    sha256: str  # digest of everything read, for the prepared data's fingerprint
-    decode_errors: list[str] = field(default_factory=list)  # files with non-UTF-8 bytes (decoded with U+FFFD)
+    kind: str
+    sha256: str
+    decode_errors: list[str] = field(default_factory=list)
 
 
-def load_reviews(source: str) -> RawReviews:
-    """Read every review of `source` (see the module docstring for what it may be)."""
-    raw = _read(source)
-    if raw.table.num_rows == 0:
-        raise UserError(f"--source {source}: no reviews in it")
-    return raw
-
-
-def _read(source: str) -> RawReviews:
+def open_source(source: str) -> Source:
+    """`source`'s pieces and fingerprint, after the checks that need no rows (layout, schemas, columns)."""
     if source.startswith("hf:"):
-        return _from_hub(source[3:])
+        return _hub_source(source)
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"--source {source}: no such file or directory. Expected {FORMATS}.")
@@ -59,12 +96,56 @@ def _read(source: str) -> RawReviews:
         raise UserError(f"--source {source}: permission denied")
     if path.is_dir():
         aclimdb = _find_aclimdb(path)
-        return _from_aclimdb_dir(aclimdb) if aclimdb else _from_parquet_dir(path)
+        return _aclimdb_source(source, aclimdb) if aclimdb else _parquet_source(source, path)
     if path.name.endswith((".tar.gz", ".tgz")):
-        return _from_tarball(path)
+        return Source(source, "aclimdb-tarball", [Piece("aclimdb-tarball", str(path))],
+                      _hash_files([path], path.parent))
     if path.suffix == ".csv":
-        return _from_csv(path)
+        return Source(source, "csv", [Piece("csv", str(path))], _hash_files([path], path.parent))
     raise UserError(f"--source {source}: unsupported file. Expected {FORMATS}.")
+
+
+def read_piece(piece: Piece, decode_errors: list[str] | None = None) -> Iterator[pa.Table]:
+    """The reviews of `piece`, checked, in tables of at most BATCH_ROWS; files with non-UTF-8 bytes are added
+    to `decode_errors`."""
+    return _READERS[piece.kind](piece, [] if decode_errors is None else decode_errors)
+
+
+def scan(source: Source, sample_size: int = 2_000, seed: int = 0) -> Scan:
+    """Read every review of `source` once, one table at a time: checked, counted, and sampled (the `sample_size`
+    reviews of smallest seeded random priority), so that bad input fails before any work and the work can be
+    cut into ranges of the canonical order."""
+    rng, decode_errors = np.random.default_rng(seed), []
+    codes, labels, text_bytes = [], [], 0
+    sample, priority = None, np.empty(0)
+    for piece in source.pieces:
+        for table in read_piece(piece, decode_errors):
+            codes.append(split_codes(table["split"]))
+            labels.append(table["label"].to_numpy())
+            text_bytes += table["text"].nbytes
+            sample = table if sample is None else pa.concat_tables([sample, table])
+            priority = np.concatenate([priority, rng.random(table.num_rows)])
+            if sample.num_rows > sample_size:
+                kept = np.sort(np.argpartition(priority, sample_size)[:sample_size])
+                sample, priority = sample.take(kept), priority[kept]
+    if sample is None or not sum(map(len, labels)):
+        raise UserError(f"--source {source.path}: no reviews in it")
+    return Scan(np.concatenate(codes), np.concatenate(labels), text_bytes, sample.combine_chunks(), decode_errors)
+
+
+def split_codes(split: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A split column as codes (NO_SPLIT, TRAIN, TEST)."""
+    codes = pc.fill_null(pc.index_in(split, pa.array(["train", "test"])), NO_SPLIT)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def load_reviews(source: str) -> RawReviews:
+    """Every review of `source` in one table, read in this process."""
+    opened, decode_errors = open_source(source), []
+    tables = [table for piece in opened.pieces for table in read_piece(piece, decode_errors)]
+    if not sum(t.num_rows for t in tables):
+        raise UserError(f"--source {source}: no reviews in it")
+    return RawReviews(pa.concat_tables(tables).combine_chunks(), opened.kind, opened.sha256, decode_errors)
 
 
 def _row_index(row: int) -> str:
@@ -99,7 +180,7 @@ def _first_false(mask) -> int | None:
     return int(bad[0]) if len(bad) else None
 
 
-def _hash_files(paths: list[Path], root: Path) -> str:
+def _hash_files(paths, root: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(str(path.relative_to(root)).encode())
@@ -107,18 +188,42 @@ def _hash_files(paths: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def _from_parquet_dir(root: Path) -> RawReviews:
+# -- Hugging Face parquet layout: pieces of row groups -------------------------------------------------------
+
+def _parquet_source(source: str, root: Path) -> Source:
     files = _parquet_layout(root)
-    tables = []
-    for split, paths in files.items():
-        for path in paths:
-            try:
-                table = pq.read_table(path)
-            except (pa.ArrowException, OSError) as e:
-                raise UserError(f"{path}: not a readable parquet file ({reason(e)})") from e
-            tables.append(checked(table, str(path), split))
-    all_paths = [p for paths in files.values() for p in paths]
-    return RawReviews(pa.concat_tables(tables), "hf-parquet", _hash_files(all_paths, root))
+    pieces = [piece for split, paths in files.items() for path in paths for piece in _parquet_pieces(path, split)]
+    return Source(source, "hf-parquet", pieces, _hash_files([p for ps in files.values() for p in ps], root))
+
+
+def _parquet_pieces(path: Path, split: str) -> list[Piece]:
+    """Consecutive row groups of `path`, about PIECE_BYTES each, after checking its columns."""
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not a readable parquet file ({reason(e)})") from e
+    checked(file.schema_arrow.empty_table(), str(path), split)
+    pieces, start, first_row, size, rows = [], 0, 0, 0, 0
+    meta = file.metadata
+    for group in range(meta.num_row_groups):
+        size, rows = size + meta.row_group(group).total_byte_size, rows + meta.row_group(group).num_rows
+        if size >= PIECE_BYTES or group == meta.num_row_groups - 1:
+            pieces.append(Piece("hf-parquet", str(path), split, start=start, stop=group + 1, first_row=first_row))
+            start, first_row, size, rows = group + 1, first_row + rows, 0, 0
+    return pieces
+
+
+def _read_parquet(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
+    first = piece.first_row
+    try:
+        batches = pq.ParquetFile(piece.path).iter_batches(BATCH_ROWS, row_groups=range(piece.start, piece.stop),
+                                                          columns=["text", "label"])
+        for batch in batches:
+            yield checked(pa.Table.from_batches([batch]), piece.path, piece.split,
+                          lambda row, first=first: _row_index(first + row))
+            first += batch.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{piece.path}: not a readable parquet file ({reason(e)})") from e
 
 
 def _parquet_layout(root: Path) -> dict[str, list[Path]]:
@@ -136,11 +241,33 @@ def _parquet_layout(root: Path) -> dict[str, list[Path]]:
     return {s: sorted(config.glob(f"{s}-*.parquet")) for s in SOURCE_SPLITS}
 
 
+# -- aclImdb: a folder of text files, or its tarball -----------------------------------------------------------
+
 def _find_aclimdb(path: Path) -> Path | None:
     for root in (path, path / "aclImdb"):
         if all((root / s / p).is_dir() for s in SOURCE_SPLITS for p in ("pos", "neg")):
             return root
     return None
+
+
+def _review_files(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.endswith(".txt"))
+
+
+def _aclimdb_folders(root: Path):
+    for split in SOURCE_SPLITS:
+        for label, folder in ((0, "neg"), (1, "pos")):
+            yield split, label, root / split / folder
+
+
+def _aclimdb_source(source: str, root: Path) -> Source:
+    pieces = []
+    for split, label, folder in _aclimdb_folders(root):
+        count = len(_review_files(folder))
+        pieces += [Piece("aclimdb-dir", str(folder), split, label, start, min(start + ACLIMDB_PIECE_FILES, count))
+                   for start in range(0, count, ACLIMDB_PIECE_FILES)]
+    files = (folder / name for _, _, folder in _aclimdb_folders(root) for name in _review_files(folder))
+    return Source(source, "aclimdb-dir", pieces, _hash_files(files, root))
 
 
 def _decode(data: bytes, name: str, decode_errors: list[str]) -> str:
@@ -151,32 +278,36 @@ def _decode(data: bytes, name: str, decode_errors: list[str]) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _from_aclimdb_dir(root: Path) -> RawReviews:
-    rows, paths, decode_errors = [], [], []
-    for split in SOURCE_SPLITS:
-        for label, folder in ((0, "neg"), (1, "pos")):
-            for path in sorted((root / split / folder).glob("*.txt")):
-                rows.append((_decode(path.read_bytes(), str(path), decode_errors), label, split))
-                paths.append(path)
-    return RawReviews(_rows_to_table(rows), "aclimdb-dir", _hash_files(paths, root), decode_errors)
+def _read_aclimdb_dir(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
+    folder = Path(piece.path)
+    names = _review_files(folder)[piece.start:piece.stop]
+    for at in range(0, len(names), BATCH_ROWS):
+        texts = [_decode((folder / name).read_bytes(), str(folder / name), decode_errors)
+                 for name in names[at:at + BATCH_ROWS]]
+        yield _rows_to_table([(text, piece.label, piece.split) for text in texts])
 
 
-def _from_tarball(path: Path) -> RawReviews:
-    rows, decode_errors = [], []
+def _read_tarball(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
+    rows, found = [], 0
     try:
         # Streaming (r|) reads members in order, never extracted; gzip.open notices a truncated archive.
-        with gzip.open(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with gzip.open(piece.path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 match = ACLIMDB_FILE.search(member.name)
                 if member.isfile() and match:
                     data = tar.extractfile(member).read()
                     split, folder = match.groups()
                     rows.append((_decode(data, member.name, decode_errors), int(folder == "pos"), split))
+                    if len(rows) == BATCH_ROWS:
+                        found += len(rows)
+                        yield _rows_to_table(rows)
+                        rows = []
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise UserError(f"{path}: not a readable .tar.gz archive ({reason(e)})") from e
-    if not rows:
-        raise UserError(f"{path}: no reviews found (expected members like aclImdb/train/pos/0_9.txt)")
-    return RawReviews(_rows_to_table(rows), "aclimdb-tarball", _hash_files([path], path.parent), decode_errors)
+        raise UserError(f"{piece.path}: not a readable .tar.gz archive ({reason(e)})") from e
+    if not found + len(rows):
+        raise UserError(f"{piece.path}: no reviews found (expected members like aclImdb/train/pos/0_9.txt)")
+    if rows:
+        yield _rows_to_table(rows)
 
 
 def _rows_to_table(rows: list[tuple[str, int, str]]) -> pa.Table:
@@ -185,16 +316,37 @@ def _rows_to_table(rows: list[tuple[str, int, str]]) -> pa.Table:
                      "split": pa.array(split, pa.string())})
 
 
-def _from_csv(path: Path) -> RawReviews:
+# -- CSV -----------------------------------------------------------------------------------------------------
+
+def _read_csv(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
+    path = Path(piece.path)
     strings = {c: pa.string() for c in ("review", "text", "sentiment", "split")}  # whatever the cells hold
+    offset = 0
+    for table in _csv_tables(path, pyarrow.csv.ReadOptions(block_size=CSV_BLOCK),
+                             pyarrow.csv.ConvertOptions(column_types=strings)):
+        yield _csv_reviews(table, path, offset)
+        offset += table.num_rows
+
+
+def _csv_tables(path: Path, read_options, convert_options) -> Iterator[pa.Table]:
+    """The CSV's rows, a block at a time; its header alone is an error."""
     try:
-        table = pyarrow.csv.read_csv(path, read_options=pyarrow.csv.ReadOptions(block_size=CSV_BLOCK),
-                                     convert_options=pyarrow.csv.ConvertOptions(column_types=strings))
+        reader = pyarrow.csv.open_csv(path, read_options=read_options, convert_options=convert_options)
+        rows = 0
+        for batch in reader:
+            if batch.num_rows:
+                rows += batch.num_rows
+                yield pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable CSV file ({reason(e)})") from e
-    if table.num_rows == 0:
-        raise UserError(f"{path}: no reviews in it (only a header: {', '.join(table.column_names)})")
-    columns, original, at = set(table.column_names), table, lambda row: f"line {_csv_line(path, row)}"
+    if not rows:
+        raise UserError(f"{path}: no reviews in it (only a header: {', '.join(reader.schema.names)})")
+
+
+def _csv_reviews(table: pa.Table, path: Path, offset: int) -> pa.Table:
+    """One block of the CSV as checked reviews; rows are numbered from `offset` in errors."""
+    columns, original = set(table.column_names), table
+    at = lambda row: f"line {_csv_line(path, offset + row)}"
     if {"review", "sentiment"} <= columns:
         sentiment = pc.utf8_lower(pc.utf8_trim_whitespace(table["sentiment"]))
         if (row := _first_false(pc.is_in(sentiment, pa.array(["negative", "positive"])))) is not None:
@@ -206,7 +358,7 @@ def _from_csv(path: Path) -> RawReviews:
     reviews = checked(table, str(path), None, at)
     if "split" in columns:
         reviews = reviews.set_column(2, "split", _csv_split(original["split"], path, at))
-    return RawReviews(reviews, "csv", _hash_files([path], path.parent))
+    return reviews
 
 
 def _csv_split(split: pa.ChunkedArray, path: Path, at) -> pa.ChunkedArray:
@@ -230,7 +382,18 @@ def _csv_line(path: Path, row: int) -> int:
     return number
 
 
-def _from_hub(name: str) -> RawReviews:
+# -- The Hugging Face hub ------------------------------------------------------------------------------------
+
+def _hub_source(source: str) -> Source:
+    name = source[3:]
+    splits = _load_hub(name)
+    fingerprint = "".join(splits[s]._fingerprint for s in SOURCE_SPLITS)
+    return Source(source, "hf-hub", [Piece("hf-hub", name, s) for s in SOURCE_SPLITS],
+                  hashlib.sha256(fingerprint.encode()).hexdigest())
+
+
+def _load_hub(name: str):
+    """The dataset's splits, from the hub or this machine's cache of it (`datasets` memory-maps them)."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
     if not offline and not _hub_reachable():
         raise UserError(f"--source hf:{name}: the Hugging Face hub cannot be reached from this machine. "
@@ -242,11 +405,16 @@ def _from_hub(name: str) -> RawReviews:
         splits = datasets.load_dataset(name)
     except Exception as e:  # datasets raises many types (connection, missing file, cache miss)
         raise UserError(f"--source hf:{name}: could not load it ({reason(e)}). Pass a local path with --source.") from e
-    tables = [checked(splits[s].data.table, f"hf:{name} ({s})", s) for s in SOURCE_SPLITS if s in splits]
-    if len(tables) != len(SOURCE_SPLITS):
+    if not all(s in splits for s in SOURCE_SPLITS):
         raise UserError(f"--source hf:{name}: needs train and test splits (found {', '.join(splits)})")
-    fingerprint = "".join(splits[s]._fingerprint for s in SOURCE_SPLITS)
-    return RawReviews(pa.concat_tables(tables), "hf-hub", hashlib.sha256(fingerprint.encode()).hexdigest())
+    return splits
+
+
+def _read_hub(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
+    table = _load_hub(piece.path)[piece.split].data.table
+    for offset in range(0, table.num_rows, BATCH_ROWS):
+        yield checked(table.slice(offset, BATCH_ROWS), f"hf:{piece.path} ({piece.split})", piece.split,
+                      lambda row, offset=offset: _row_index(offset + row))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -256,3 +424,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+_READERS = {"hf-parquet": _read_parquet, "aclimdb-dir": _read_aclimdb_dir, "aclimdb-tarball": _read_tarball,
+            "csv": _read_csv, "hf-hub": _read_hub}
