@@ -2,8 +2,9 @@
 
 Each size is IMDB rebuilt `factor` times over: every review of a copy is made of as many sentences as an IMDB
 review has, each drawn (seeded) from a review of the same label and split. `prepare` runs on each in a process
-of its own (`rnn-models prepare`, its own local Ray), timed, while the peak resident memory of its driver
-process (VmHWM) is read, the figure that must stay flat as the data grows.
+of its own (`rnn-models prepare`, on a local Ray of its own or the cluster at `--address`, writing under
+`--scale-out`, a folder or a bucket), timed, while the peak resident memory of its driver process (VmHWM) is
+read, the figure that must stay flat as the data grows.
 """
 
 import re

@@ -29,6 +29,8 @@ import json
 import logging
 import math
 import platform
+import signal
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -118,14 +120,24 @@ def _build(source: Source, scanned: Scan, cfg: PrepareConfig, folder: Storage) -
 @contextlib.contextmanager
 def _stops_when_stalled(bound: float):
     """No silent hang: the work stops (as Ctrl-C, so the output is left as it was) with an error once a task has
-    waited `bound` s for resources that no node frees."""
-    with StallWatch(bound) as stalls:
-        try:
-            yield
-        except KeyboardInterrupt:
-            if stalls.reason:
-                raise UserError(f"{stalls.reason}. Free or add resources, then prepare again") from None
-            raise
+    waited `bound` s for resources that no node frees.
+
+    Ctrl-C (and the watch's SIGINT) raises KeyboardInterrupt here whatever handler is installed: a Tune run
+    earlier in the process leaves one behind that swallows the next SIGINT (it restores the previous handler
+    only when a SIGINT comes)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+    try:
+        with StallWatch(bound) as stalls:
+            try:
+                yield
+            except KeyboardInterrupt:
+                if stalls.reason:
+                    raise UserError(f"{stalls.reason}. Free or add resources, then prepare again") from None
+                raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
