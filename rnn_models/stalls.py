@@ -40,16 +40,17 @@ class StallWatch:
         self._stop.set()
 
     def _watch(self) -> None:
-        waiting_since, last_nodes = None, None
+        waiting_since, last_nodes, last_demands = None, None, None
         while not self._stop.wait(self.poll):
             try:
                 demands, nodes, launching = _cluster_demands()
             except Exception as e:  # the GCS busy or restarting: judge on the next look
                 log.debug("cluster status unavailable: %s", e)
                 continue
-            # a stall is demand with nothing moving: tasks that start and end change what the nodes hold
-            if not demands or launching or nodes != last_nodes:
-                waiting_since, last_nodes = None, nodes
+            # A stall is demand with nothing moving: tasks that start and end change what the nodes hold, or
+            # (a queue of tasks draining through full nodes) what waits.
+            if not demands or launching or nodes != last_nodes or demands != last_demands:
+                waiting_since, last_nodes, last_demands = None, nodes, demands
                 continue
             waiting_since = waiting_since or time.monotonic() - self.poll
             if time.monotonic() - waiting_since >= self.bound:

@@ -141,3 +141,13 @@ def test_hub_source_fails_fast_offline(monkeypatch):
     message = _error("hf:stanfordnlp/imdb")
     assert time.perf_counter() - started < 10
     assert "cannot be reached" in message and "--source PATH" in message
+
+
+def test_a_csv_column_it_does_not_use_may_change_type_between_blocks(tmp_path, monkeypatch):
+    from rnn_models.data import sources
+
+    monkeypatch.setattr(sources, "CSV_BLOCK", 200)  # a few rows per block, as 64 MB blocks of a large file
+    path = tmp_path / "notes.csv"
+    rows = [f"review {i},{'positive' if i % 2 else 'negative'},{12 if i < 20 else 'hello'}" for i in range(60)]
+    path.write_text("review,sentiment,note\n" + "\n".join(rows) + "\n")
+    assert load_reviews(str(path)).table.num_rows == 60

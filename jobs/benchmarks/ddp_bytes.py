@@ -51,9 +51,10 @@ def _step_bytes(model: nn.Module, batches: list[torch.Tensor]) -> dict:
     tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
     dense = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     table_bytes = sum(t.weight.numel() * t.weight.element_size() for t in tables)
-    rows = np.mean([sum(len(torch.unique(_rows_of(t, model, ids))) for t in tables) for ids in batches])
-    row_bytes = np.mean([t.weight.shape[1] * t.weight.element_size() + INDEX_BYTES for t in tables])
-    sparse = dense - table_bytes + rows * row_bytes
+    touched = [[len(torch.unique(_rows_of(t, model, ids))) for t in tables] for ids in batches]
+    rows = np.mean([sum(counts) for counts in touched])
+    row_bytes = [t.weight.shape[1] * t.weight.element_size() + INDEX_BYTES for t in tables]
+    sparse = dense - table_bytes + np.mean([sum(n * b for n, b in zip(counts, row_bytes)) for counts in touched])
     return {"dense_bytes": dense, "table_bytes": table_bytes, "touched_rows": float(rows),
             "sparse_bytes": float(sparse), "ratio": dense / sparse}
 

@@ -10,6 +10,7 @@ read, the figure that must stay flat as the data grows.
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,15 +52,16 @@ def prepare_at(source: Path, out: str, address: str | None = None) -> dict:
     own): wall seconds and the driver's peak RSS."""
     started = time.perf_counter()
     command = [sys.executable, "-m", "rnn_models", "prepare", "--source", str(source), "--out", out, "--force"]
-    process = subprocess.Popen(command + (["--address", address] if address else []), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, _peak_rss(process.pid))
-        time.sleep(0.2)
-    _, err = process.communicate()
-    if process.returncode:
-        raise RuntimeError(f"prepare of {source} failed: {err[-2000:]}")
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: nothing reads it until the end
+        process = subprocess.Popen(command + (["--address", address] if address else []),
+                                   stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _peak_rss(process.pid))
+            time.sleep(0.2)
+        if process.returncode:
+            err.seek(0)
+            raise RuntimeError(f"prepare of {source} failed: {err.read()[-2000:]}")
     return {"seconds": time.perf_counter() - started, "driver_peak_rss_mb": peak / 2**20}
 
 

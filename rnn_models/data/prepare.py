@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import signal
 import threading
@@ -106,15 +107,24 @@ def _build(source: Source, scanned: Scan, cfg: PrepareConfig, folder: Storage) -
     codes, labels = (_get([r[i] for r in ranges]) for i in (1, 2))
     sizes = [len(c) for c in codes]
     codes, labels = np.concatenate(codes), np.concatenate(labels)
+    if _tally(codes, labels) != _tally(scanned.codes, scanned.labels):
+        raise UserError(f"--source {cfg.source}: changed while it was being prepared (its reviews per split and "
+                        "label differ from those checked at the start); prepare again")
     rows = split_rows(codes, labels, cfg)  # the splits one table in this order would get
     shard_of, place, shards = _places(rows, len(labels), cfg.num_shards)
     log.info("tokenising and counting %d reviews", sum(len(r) for r in rows.values()))
     summaries, pieces = _scatter([r[0] for r in ranges], sizes, shard_of, place, shards, cfg.strip_br)
+    del ranges  # the sorted text: held now only by the scatter tasks, freed as each ends
     vocab, token_stats = _get(_count.options(num_returns=2).remote(cfg.vocab_size, cfg.max_len, *summaries))
     log.info("encoding and writing %d shards", len(shards))
     files = _write_shards(pieces, shards, vocab, cfg.max_len, folder)
     return vocab, {name: {**_label_stats(labels[rows[name]]), **token_stats[name], "files": files[name]}
                    for name in SPLITS}
+
+
+def _tally(codes: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Reviews per (split code, label)."""
+    return np.bincount((codes.astype(np.int64) + 1) * 2 + labels, minlength=6).tolist()
 
 
 @contextlib.contextmanager
@@ -136,7 +146,7 @@ def _stops_when_stalled(bound: float):
                     raise UserError(f"{stalls.reason}. Free or add resources, then prepare again") from None
                 raise
     finally:
-        if main:
+        if main and previous is not None:  # None: a handler installed outside Python, not ours to restore
             signal.signal(signal.SIGINT, previous)
 
 
@@ -190,7 +200,7 @@ def _on_this_node_in_turn(function, calls: list[tuple], **options) -> list:
 
 
 def _get(refs):
-    """ray.get, with a task's UserError (a source changed since the scan) raised as itself."""
+    """ray.get, with a task's UserError (a source that became unreadable since the scan) raised as itself."""
     try:
         return ray.get(refs)
     except ray.exceptions.RayTaskError as e:
@@ -237,7 +247,9 @@ def _sorted_ranges(source: Source, scanned: Scan) -> list[list]:
     count = len(keys) + 1
     log.info("reading %d piece(s) of the source into %d range(s) of the canonical order", len(source.pieces), count)
     calls = [(piece, keys) for piece in source.pieces]
-    parts = _on_this_node_in_turn(_read_range_parts, calls, num_returns=count)  # the source is on this disk
+    hub = {k: v for k, v in os.environ.items() if k.startswith("HF_")}  # the hub's cache, endpoint, offline mode
+    parts = _on_this_node_in_turn(_read_range_parts, calls, num_returns=count,  # the source is on this disk
+                                  **({"runtime_env": {"env_vars": hub}} if hub else {}))
     parts = [[p] for p in parts] if count == 1 else parts
     return [_sort_range.remote(*(p[i] for p in parts)) for i in range(count)]
 

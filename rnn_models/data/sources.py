@@ -12,6 +12,7 @@ again on the nodes to do the work. `load_reviews` reads a whole source into one 
 in one process (the linear baselines, the benchmark).
 """
 
+import csv
 import gzip
 import hashlib
 import os
@@ -320,12 +321,24 @@ def _rows_to_table(rows: list[tuple[str, int, str]]) -> pa.Table:
 
 def _read_csv(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
     path = Path(piece.path)
-    strings = {c: pa.string() for c in ("review", "text", "sentiment", "split")}  # whatever the cells hold
+    # Every column but label read as strings, whatever its cells hold: a block's guess of a column's type
+    # (numbers in the first 64 MB, text later) would otherwise refuse a file for a column it never uses.
+    strings = {c: pa.string() for c in {"review", "text", "sentiment", "split", *_csv_header(path)} - {"label"}}
     offset = 0
     for table in _csv_tables(path, pyarrow.csv.ReadOptions(block_size=CSV_BLOCK),
                              pyarrow.csv.ConvertOptions(column_types=strings)):
         yield _csv_reviews(table, path, offset)
         offset += table.num_rows
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The CSV's column names as Python's csv module reads its first record ([] if it cannot: pyarrow then
+    says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            return next(csv.reader(f), [])
+    except (OSError, csv.Error):
+        return []
 
 
 def _csv_tables(path: Path, read_options, convert_options) -> Iterator[pa.Table]:
