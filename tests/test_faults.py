@@ -25,8 +25,10 @@ CLI = [sys.executable, "-m", "rnn_models"]
 
 
 def checkpoints(run: Path, arch: str) -> list[Path]:
-    """The kept checkpoints of `arch`: in its trial's folder (a lone worker) or its Train run's (a worker group)."""
-    return sorted([*run.glob(f"run_trial_*arch={arch}_*/checkpoint_*"), *run.glob(f"train/{arch}-*/checkpoint_*")])
+    """The kept checkpoints of `arch`: in its trial's folder (a lone worker) or its Train run's (a worker group),
+    folders only (Train's `checkpoint_manager_snapshot.json` sits beside them)."""
+    found = [*run.glob(f"run_trial_*arch={arch}_*/checkpoint_*"), *run.glob(f"train/{arch}-*/checkpoint_*")]
+    return sorted(path for path in found if path.is_dir())
 
 
 def checkpoint_epochs(run: Path, arch: str) -> list[int]:
@@ -35,7 +37,7 @@ def checkpoint_epochs(run: Path, arch: str) -> list[int]:
     for checkpoint in checkpoints(run, arch):
         try:
             epochs.append(json.loads((checkpoint / "meta.json").read_text())["epoch"])
-        except (FileNotFoundError, json.JSONDecodeError):  # being copied in, or the one before the kept one, deleted
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):  # being copied in, or deleted
             continue
     return sorted(epochs)
 
