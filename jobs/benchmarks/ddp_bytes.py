@@ -9,12 +9,12 @@ parameters dense, plus per touched row its values and its index (8 bytes), per r
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch import nn
 
 from rnn_models.config import ARCHS, PrepareConfig
 from rnn_models.data.sources import load_reviews
+from rnn_models.data.prepare import _summarise, count_vocabulary
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
 from rnn_models.models import model_from_config
@@ -34,9 +34,7 @@ def ddp_bytes(source: str, batches: int = 20, seed: int = 0) -> dict:
         prepare = PrepareConfig(**preset.prepare)
         train = split_reviews(reviews, prepare)["train"]
         tokens = normalise(train["text"], prepare.strip_br)
-        counts = pc.value_counts(pc.list_flatten(tokens))
-        order = np.lexsort((counts.field("values").to_numpy(zero_copy_only=False), -counts.field("counts").to_numpy()))
-        vocab = counts.field("values").take(pa.array(order[:prepare.vocab_size]))
+        vocab = count_vocabulary(_summarise(tokens, "train"), prepare.vocab_size)  # as prepare ranks it
         for arch in ARCHS:
             model_cfg, train_cfg = Recipe(preset).resolve(arch)
             model = model_from_config(model_cfg, prepare.vocab_size, prepare.max_len)

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from rnn_models.cluster import connect, node_resources
+from rnn_models.cluster import connect, node_resources, on_this_node
 from rnn_models.config import PrepareConfig
 from rnn_models.data.prepared import FORMAT_VERSION, SPLITS, PreparedData, open_prepared
 from rnn_models.data.sources import SORT_KEYS, Piece, Scan, Source, open_source, read_piece, scan, split_codes
@@ -189,7 +189,7 @@ def _on_this_node_in_turn(function, calls: list[tuple], **options) -> list:
     node, so one waiting for CPUs that other work holds would wait forever unseen (`StallWatch` sees the
     rest). Returns each call's refs."""
     here = ray.get_runtime_context().get_node_id()
-    function = function.options(num_cpus=0, label_selector={"ray.io/node-id": here}, **options)
+    function = function.options(**on_this_node(cpus=0), **options)
     width, started, running = max(1, int(node_resources(here).get("CPU", 0))), [], []
     for args in calls:
         if len(running) >= width:
