@@ -1,16 +1,16 @@
 """Connecting to Ray (an existing cluster when one is named, else a local one on loopback) and what the
 run needs of the cluster: storage every node reaches, and GPUs an autoscaler may still have to add."""
 
+import atexit
 import logging
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import ray
-import yaml
 
+from rnn_models.autoscaler import BOOTSTRAP_CONFIG, autoscaler
 from rnn_models.errors import UserError
 from rnn_models.storage import Storage
 
@@ -98,10 +98,11 @@ def _stop_like_ctrl_c(signum, frame):
     os.kill(os.getpid(), signal.SIGINT)
 
 
-# `ray up` leaves the cluster's config here on the head, where the job's driver runs; the autoscaler
-# launches its `available_node_types` on demand.
-AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
 GPU_POLL_SECONDS = 5
+# With `--use-gpu auto` on a cluster whose node types are not known (an autoscaler other than `ray up`'s, e.g.
+# KubeRay's): how long to wait for the autoscaler to start launching a node for the GPUs asked for, before
+# concluding it has no GPU type and training on what is there.
+GPU_LAUNCH_GRACE_SECONDS = 60
 
 
 def alive_nodes() -> list[dict]:
@@ -120,60 +121,91 @@ def on_this_node(cpus: float) -> dict:
             "label_selector": {"ray.io/node-id": here}}
 
 
-def autoscaled_node_types(config_path: str = AUTOSCALER_CONFIG) -> dict[str, dict]:
-    """The node types the autoscaler may still add (their `resources`), or {} where nothing autoscales."""
-    path = Path(config_path).expanduser()
-    if not path.is_file():
-        return {}
-    config = yaml.safe_load(path.read_text()) or {}
-    return {name: spec for name, spec in (config.get("available_node_types") or {}).items()
-            if spec.get("max_workers", config.get("max_workers", 0))}
-
-
-def require_shared_storage(storage: Storage, config_path: str = AUTOSCALER_CONFIG) -> None:
-    """Refuse a node-local `--storage` on a cluster of several nodes (or one that can add nodes): Train
-    workers on other nodes would write their checkpoints to their own disks, and a resumed run or a
+def require_shared_storage(storage: Storage, bootstrap_config: str = BOOTSTRAP_CONFIG) -> None:
+    """Refuse a node-local `--storage` on a cluster of several nodes (or one whose autoscaler can add nodes):
+    Train workers on other nodes would write their checkpoints to their own disks, and a resumed run or a
     restarted worker would not find them."""
+    if not storage.is_local:
+        return
     nodes = len(alive_nodes())
-    if storage.is_local and (nodes > 1 or autoscaled_node_types(config_path)):
-        where = f"{nodes} nodes" if nodes > 1 else "an autoscaler that adds nodes"
-        raise UserError(f"--storage {storage.root}: a folder on this node's disk, but the Ray cluster has {where}, "
-                        "whose workers write checkpoints there too; give storage every node reaches: a bucket "
-                        "(--storage s3://BUCKET/runs, gs://…) or, for a folder every node mounts at the same path, "
-                        f"file://{storage.root}")
+    if nodes > 1:
+        where = f"{nodes} nodes"
+    elif autoscaler(bootstrap_config).may_add_nodes:
+        where = "an autoscaler that adds nodes"
+    else:
+        return
+    raise UserError(f"--storage {storage.root}: a folder on this node's disk, but the Ray cluster has {where}, "
+                    "whose workers write checkpoints there too; give storage every node reaches: a bucket "
+                    "(--storage s3://BUCKET/runs, gs://…) or, for a folder every node mounts at the same path, "
+                    f"file://{storage.root}")
 
 
-def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, config_path: str = AUTOSCALER_CONFIG) -> None:
-    """With `--use-gpu auto|yes` on an autoscaling cluster with GPU node types but fewer than `gpus` GPUs up (what
-    one trial needs: the plan then shares or queues), ask the autoscaler for them and wait (with progress, at
-    most `timeout` s) until all have joined, instead of sizing the run from a snapshot that saw too few."""
+_gpus_requested = False
+
+
+def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str = BOOTSTRAP_CONFIG) -> None:
+    """With `--use-gpu auto|yes` on an autoscaling cluster with fewer than `gpus` GPUs up (what one trial needs:
+    the plan then shares or queues), ask the autoscaler for them and wait (with progress, at most `timeout` s)
+    until all have joined, instead of sizing the run from a snapshot that saw too few.
+
+    The request stands until `release_gpus` (the end of the run, or of this process): until the trials hold
+    their GPUs, an idle node could otherwise be taken back. Where the autoscaler's node types are not known
+    (KubeRay's), `auto` stops waiting if no node is launched within GPU_LAUNCH_GRACE_SECONDS."""
+    global _gpus_requested
     if use_gpu == "no" or _gpus() >= gpus:
         return
-    gpu_types = [name for name, spec in autoscaled_node_types(config_path).items()
-                 if (spec.get("resources") or {}).get("GPU")]
-    if not gpu_types:
+    scaler = autoscaler(bootstrap_config)
+    gpu_types = scaler.types_with("GPU")
+    if not scaler.running or gpu_types == []:
         return  # auto: train on what is there; yes: the plan says what is missing
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[{"GPU": 1}] * gpus)
-    log.info("%g of %d GPU(s) up: asked the autoscaler for them (node types %s); waiting up to %d s",
-             _gpus(), gpus, ", ".join(gpu_types), timeout)
-    started, next_report = time.monotonic(), 30
+    if not _gpus_requested:
+        atexit.register(release_gpus)  # runs before Ray's own shutdown hook (registered earlier)
+    _gpus_requested = True
+    log.info("%g of %d GPU(s) up: asked the autoscaler for them (%s); waiting up to %d s", _gpus(), gpus,
+             f"node types {', '.join(gpu_types)}" if gpu_types else "its node types are not known here", timeout)
     try:
-        while _gpus() < gpus:
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                raise UserError(f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
-                                f"cluster within --gpu-wait {timeout:g} s; see `ray status` (or `ray monitor "
-                                "cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, or train on "
-                                "CPUs with --use-gpu no")
-            if waited >= next_report:
-                log.info("still waiting for GPU nodes: %g of %d up (%.0f s of %g)", _gpus(), gpus, waited, timeout)
-                next_report += 30
-            time.sleep(GPU_POLL_SECONDS)
-        log.info("%g GPU(s) up after %.0f s", _gpus(), time.monotonic() - started)
-    finally:
-        request_resources(bundles=[])  # the trials' own requests keep the nodes they use
+        if not _await_gpus(gpus, timeout, use_gpu, bootstrap_config, types_known=gpu_types is not None):
+            release_gpus()
+    except BaseException:
+        release_gpus()
+        raise
+
+
+def _await_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str, types_known: bool) -> bool:
+    """Wait until `gpus` GPUs are up (True), or, for `auto` where nothing is launched for them, give up (False)."""
+    started, next_report = time.monotonic(), 30
+    while _gpus() < gpus:
+        waited = time.monotonic() - started
+        scaler = autoscaler(bootstrap_config)
+        if waited >= timeout:
+            raise UserError(f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
+                            f"cluster within --gpu-wait {timeout:g} s{scaler.describe()}; see `ray status` "
+                            "(or `ray monitor cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, "
+                            "or train on CPUs with --use-gpu no")
+        if use_gpu == "auto" and not types_known and waited >= GPU_LAUNCH_GRACE_SECONDS and not scaler.launching:
+            log.info("the autoscaler launched no node for the GPU(s) in %.0f s: training on what is there", waited)
+            return False
+        if waited >= next_report:
+            log.info("still waiting for GPU nodes: %g of %d up (%.0f s of %g)%s", _gpus(), gpus, waited, timeout,
+                     scaler.describe())
+            next_report += 30
+        time.sleep(GPU_POLL_SECONDS)
+    log.info("%g GPU(s) up after %.0f s", _gpus(), time.monotonic() - started)
+    return True
+
+
+def release_gpus() -> None:
+    """Withdraw the standing GPU request (the trials' own requests keep the nodes they use). A driver killed
+    outright leaves it standing: the next run replaces it, or clear it by hand (docs/clusters.md)."""
+    global _gpus_requested
+    if _gpus_requested and ray.is_initialized():
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[])
+    _gpus_requested = False
 
 
 def _gpus() -> float:

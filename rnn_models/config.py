@@ -203,6 +203,9 @@ class RunConfig:
     gpu_wait: int = opt(900, "seconds --use-gpu auto|yes waits for an autoscaling cluster to add a GPU node")
     schedule_timeout: int = opt(120, "seconds a task, actor or worker group may wait for resources that no node "
                                 "frees before the run stops with an error naming them (0 = wait forever)")
+    worker_wait: int = opt(1800, "seconds a task, actor or worker group may wait for nodes an autoscaler launches "
+                           "but does not bring up (spot capacity gone, a quota) before the run stops with an error "
+                           "naming the node types (0 = wait forever)")
     verify: bool = opt(False, "check every prepared file's SHA-256 before training (reads all of --data); "
                        "without it, their names and sizes")
     seeds: str = opt("", "comma-separated training seeds: each architecture trained once per seed, as parallel "
@@ -219,6 +222,7 @@ class RunConfig:
         require(self.torch_threads >= 0, "torch_threads", f"must be 0 (auto) or more (got {self.torch_threads})")
         require(self.gpu_wait >= 0, "gpu_wait", f"must be 0 or more seconds (got {self.gpu_wait})")
         require(self.schedule_timeout >= 0, "schedule_timeout", f"must be 0 or more seconds (got {self.schedule_timeout})")
+        require(self.worker_wait >= 0, "worker_wait", f"must be 0 or more seconds (got {self.worker_wait})")
         require("/" not in self.name and self.name not in (".", ".."), "name", f"must be a plain folder name (got {self.name!r})")
         seeds = self._seed_items()
         require(all(s.isdigit() and int(s) < SEEDS for s in seeds), "seeds",

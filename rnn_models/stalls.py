@@ -6,7 +6,8 @@ whole CPU beside workers that hold all but half a CPU of each node; a worker gro
 the CPUs). `StallWatch` reads the cluster's pending demands from the GCS (what `ray status` shows) every few
 seconds; once demand has waited `bound` seconds while nothing moved (what the nodes hold unchanged, no node
 launching), it stops the run as Ctrl-C does (Tune saves its state, so `--resume` continues) and keeps the
-reason for the error.
+reason for the error. Nodes an autoscaler launches but never brings up (spot capacity gone, a quota reached)
+have a bound of their own, `--worker-wait`: longer, as a cloud node takes minutes to boot and set up.
 """
 
 import logging
@@ -17,22 +18,26 @@ import time
 
 import ray
 
+from rnn_models.autoscaler import autoscaler
+
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5
 
 
 class StallWatch:
-    """`with StallWatch(bound): ...` stops the block (SIGINT) once a demand has waited `bound` s; `reason` then
-    says what waited. `bound` 0 watches nothing."""
+    """`with StallWatch(bound, launch_bound): ...` stops the block (SIGINT) once a demand has waited `bound` s with
+    nothing moving, or `launch_bound` s for nodes an autoscaler launches that never come (spot capacity gone, a
+    quota); `reason` then says what waited. A bound of 0 watches nothing."""
 
-    def __init__(self, bound: float, poll: float = POLL_SECONDS):
-        self.bound, self.poll = bound, poll
+    def __init__(self, bound: float, launch_bound: float = 0, poll: float = POLL_SECONDS, stop=None):
+        self.bound, self.launch_bound, self.poll = bound, launch_bound, poll
         self.reason: str | None = None
+        self._stop_run = stop or _interrupt
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
 
     def __enter__(self) -> "StallWatch":
-        if self.bound:
+        if self.bound or self.launch_bound:
             self._thread.start()
         return self
 
@@ -40,30 +45,47 @@ class StallWatch:
         self._stop.set()
 
     def _watch(self) -> None:
-        waiting_since, last_nodes, last_demands = None, None, None
+        stalled_since, awaited_since, last_nodes, last_demands = None, None, None, None
         while not self._stop.wait(self.poll):
             try:
-                demands, nodes, launching = _cluster_demands()
+                demands, nodes = _cluster_demands()
+                scaler = autoscaler()
             except Exception as e:  # the GCS busy or restarting: judge on the next look
                 log.debug("cluster status unavailable: %s", e)
                 continue
+            now = time.monotonic()
+            # Nodes the autoscaler tries to add, and demand waits for them: bounded by launch_bound alone, however
+            # long a launch takes or however often a failed one is retried.
+            if not demands:
+                awaited_since = None
+            elif scaler.launching or scaler.unavailable:
+                awaited_since = awaited_since or now - self.poll
+            if self.launch_bound and awaited_since and now - awaited_since >= self.launch_bound:
+                return self._stall(f"{'; '.join(demands)} waited {self.launch_bound:g} s (--worker-wait) for nodes "
+                                   f"the autoscaler did not add{scaler.describe()}")
             # A stall is demand with nothing moving: tasks that start and end change what the nodes hold, or
             # (a queue of tasks draining through full nodes) what waits.
-            if not demands or launching or nodes != last_nodes or demands != last_demands:
-                waiting_since, last_nodes, last_demands = None, nodes, demands
+            if not demands or scaler.launching or nodes != last_nodes or demands != last_demands:
+                stalled_since, last_nodes, last_demands = None, nodes, demands
                 continue
-            waiting_since = waiting_since or time.monotonic() - self.poll
-            if time.monotonic() - waiting_since >= self.bound:
-                self.reason = (f"{'; '.join(demands)} waited {self.bound:g} s (--schedule-timeout) for resources "
-                               f"no node frees; the nodes: {'; '.join(nodes)}")
-                log.error("stopping the run: %s", self.reason)
-                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Tune saves the run's state and stops
-                return
+            stalled_since = stalled_since or now - self.poll
+            if self.bound and now - stalled_since >= self.bound:
+                return self._stall(f"{'; '.join(demands)} waited {self.bound:g} s (--schedule-timeout) for resources "
+                                   f"no node frees; the nodes: {'; '.join(nodes)}")
+
+    def _stall(self, reason: str) -> None:
+        self.reason = reason
+        log.error("stopping the run: %s", reason)
+        self._stop_run()
 
 
-def _cluster_demands() -> tuple[list[str], list[str], bool]:
-    """The pending demands (tasks, actors, placement groups; not `request_resources` asks), each node's
-    resources as "used/total", and whether an autoscaler is launching nodes."""
+def _interrupt() -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Tune saves the run's state and stops
+
+
+def _cluster_demands() -> tuple[list[str], list[str]]:
+    """The pending demands (tasks, actors, placement groups; not `request_resources` asks) and each node's
+    resources as "used/total"."""
     from ray.autoscaler.v2.sdk import get_cluster_status
 
     status = get_cluster_status(ray.get_runtime_context().gcs_address)
@@ -77,7 +99,7 @@ def _cluster_demands() -> tuple[list[str], list[str], bool]:
         usage = {u.resource_name: u for u in node.resource_usage.usage if u.resource_name in ("CPU", "GPU")}
         held = ", ".join(f"{name} {u.used:g}/{u.total:g} used" for name, u in sorted(usage.items())) or "no CPU"
         nodes.append(f"{node.node_id[:8]} ({held})")
-    return demands, nodes, bool(status.pending_launches or status.pending_nodes)
+    return demands, nodes
 
 
 def _shape(bundle: dict) -> str:

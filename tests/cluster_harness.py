@@ -317,7 +317,7 @@ class TwoNodeCluster:
         self._groups.append(proc.pid)
         return proc
 
-    def _start_head(self) -> None:
+    def _start_head(self, extra_args: tuple[str, ...] = ()) -> None:
         t0 = time.monotonic()
         # `unshare -m` with no mounts: the head sees the machine as it is, but its processes are then
         # exactly those of its own mount namespace.
@@ -327,7 +327,7 @@ class TwoNodeCluster:
             f"--num-cpus={self.head_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}", f"--dashboard-agent-listen-port={free_port()}",
             f"--metrics-export-port={free_port()}", f"--object-store-memory={self.object_store_bytes}",
-            "--disable-usage-stats",
+            "--disable-usage-stats", *extra_args,
         ], "head.log")
         self.head_ns = self._namespace_of(self.head, "the head")
         heads = wait_for(lambda: self._alive(self.head, "the head") and [n for n in self.nodes()
@@ -515,3 +515,51 @@ class TwoNodeCluster:
             tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
             raise AssertionError(f"{what} exited with {proc.returncode}; its output ends:\n{tail}")
         return True
+
+
+class AutoscalingCluster(TwoNodeCluster):
+    """A head whose autoscaler (Ray's v1, with its fake multi-node provider) adds nodes on demand: each a real
+    raylet on this machine with the resources of its `node_types` entry, as a cloud would add machines. No
+    `ray up` and so no bootstrap file on the head: the autoscaler is seen only through Ray, as KubeRay's or any
+    other autoscaler scaling from zero presents it.
+
+    Ray's own `ray.cluster_utils.AutoscalingCluster` does the same, but runs `ray stop --force` (every Ray on
+    the machine) and its wheel lacks the base config. Here the head and every node its autoscaler starts live
+    in the head's mount namespace, and `stop` ends exactly those. `set_node_types` rewrites the config, which the
+    autoscaler reads again at its next update (every second here).
+    """
+
+    def __init__(self, node_types: dict, head_cpus: float = 1, **kwargs):
+        super().__init__(head_cpus=head_cpus, **kwargs)
+        self.config_path = self.log_dir / "autoscaling.yaml"
+        self.env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+        self.set_node_types(node_types)
+
+    def set_node_types(self, node_types: dict) -> None:
+        import yaml
+
+        types = {**node_types, "ray.head.default": {"resources": {"CPU": self.head_cpus}, "node_config": {},
+                                                    "max_workers": 0}}
+        config = {"cluster_name": "fake-autoscaling", "max_workers": sum(t.get("max_workers", 0) for t in types.values()),
+                  "upscaling_speed": 1.0, "idle_timeout_minutes": 1, "head_node_type": "ray.head.default",
+                  "available_node_types": types, "auth": {},
+                  "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                               "disable_launch_config_check": True, "gcs_address": self.address},
+                  **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                                         "worker_setup_commands", "head_start_ray_commands",
+                                         "worker_start_ray_commands", "cluster_synced_files")},
+                  "file_mounts": {}, "file_mounts_sync_continuously": False}
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config))
+        tmp.replace(self.config_path)  # whole, never half-written, when the autoscaler reads it
+
+    def start(self) -> "AutoscalingCluster":
+        try:
+            self._start_head((f"--autoscaling-config={self.config_path}",))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive_nodes(self) -> list[dict]:
+        return [n for n in self.nodes() if n["state"] == "ALIVE"]

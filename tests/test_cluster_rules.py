@@ -22,7 +22,7 @@ SUBMITTED_JOB = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"wor
 def autoscaler_config(tmp_path):
     """A `ray up` bootstrap config (as the head keeps it) whose GPU node type may still be added."""
     path = tmp_path / "ray_bootstrap_config.yaml"
-    path.write_text(yaml.safe_dump({"max_workers": 2, "available_node_types": {
+    path.write_text(yaml.safe_dump({"max_workers": 2, "head_node_type": "head", "available_node_types": {
         "head": {"resources": {"CPU": 8}, "node_config": {}},
         "gpu_1": {"min_workers": 0, "max_workers": 2, "resources": {"CPU": 8, "GPU": 1}, "node_config": {}}}}))
     return str(path)
@@ -56,10 +56,10 @@ def test_gpus_an_autoscaler_must_add_are_waited_for_then_refused(ray_session, au
     started = time.monotonic()
     with pytest.raises(UserError, match=r"--use-gpu auto: 0 of the 1 GPU\(s\) a trial needs joined the cluster "
                                         r"within --gpu-wait 1 s"):
-        wait_for_gpus(1, timeout=1, use_gpu="auto", config_path=autoscaler_config)
+        wait_for_gpus(1, timeout=1, use_gpu="auto", bootstrap_config=autoscaler_config)
     assert 1 <= time.monotonic() - started < 30
-    wait_for_gpus(1, timeout=1, use_gpu="no", config_path=autoscaler_config)  # CPUs asked for: no wait
-    wait_for_gpus(1, timeout=1, use_gpu="auto", config_path="/nonexistent.yaml")  # nothing to wait for
+    wait_for_gpus(1, timeout=1, use_gpu="no", bootstrap_config=autoscaler_config)  # CPUs asked for: no wait
+    wait_for_gpus(1, timeout=1, use_gpu="auto", bootstrap_config="/nonexistent.yaml")  # nothing to wait for
 
 
 @pytest.mark.own_ray
@@ -71,8 +71,8 @@ def test_a_trial_of_two_gpus_waits_for_both(autoscaler_config):
     ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(UserError, match=r"--use-gpu yes: 1 of the 2 GPU\(s\) a trial needs joined"):
-            wait_for_gpus(2, timeout=1, use_gpu="yes", config_path=autoscaler_config)
-        wait_for_gpus(1, timeout=1, use_gpu="yes", config_path=autoscaler_config)  # one is there: no wait
+            wait_for_gpus(2, timeout=1, use_gpu="yes", bootstrap_config=autoscaler_config)
+        wait_for_gpus(1, timeout=1, use_gpu="yes", bootstrap_config=autoscaler_config)  # one is there: no wait
     finally:
         ray.shutdown()
 

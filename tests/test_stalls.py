@@ -5,11 +5,13 @@ import time
 
 import pytest
 
-from conftest import cpus_held, fails
+from conftest import cpus_held, fails, wait_for
+from rnn_models import stalls
+from rnn_models.autoscaler import Autoscaler
 
-pytestmark = pytest.mark.slow  # a real Tune run on the shared local Ray
 
 
+@pytest.mark.slow  # a real Tune run on the shared local Ray
 def test_a_worker_group_that_never_fits_stops_the_run_with_a_clear_error(ray_session, imdb_sample, tmp_path, capsys):
     started = time.monotonic()
     with cpus_held(ray_session, 1.5):  # another job's actor: the plan counts the node's 2 CPUs
@@ -22,6 +24,7 @@ def test_a_worker_group_that_never_fits_stops_the_run_with_a_clear_error(ray_ses
     assert took < 120, f"stopped {took:.0f} s after the start"
 
 
+@pytest.mark.slow
 def test_a_prepare_that_never_fits_stops_with_a_clear_error_and_writes_nothing(ray_session, tmp_path, capsys):
     import corpus
 
@@ -34,3 +37,41 @@ def test_a_prepare_that_never_fits_stops_with_a_clear_error_and_writes_nothing(r
     assert "1 x {CPU: 1}" in err and "waited 10 s (--schedule-timeout)" in err and "prepare again" in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporary left
     assert took < 60, f"stopped {took:.0f} s after the start"
+
+
+def _watched(monkeypatch, demands: list[str], scaler: Autoscaler, nodes: list[str], **bounds) -> stalls.StallWatch:
+    """A StallWatch over a cluster that shows `demands` waiting beside `nodes` while `scaler` does what it says."""
+    monkeypatch.setattr(stalls, "_cluster_demands", lambda: (demands, nodes))
+    monkeypatch.setattr(stalls, "autoscaler", lambda: scaler)
+    stopped = []
+    watch = stalls.StallWatch(poll=0.05, stop=lambda: stopped.append(time.monotonic()), **bounds)
+    watch.stopped = stopped
+    return watch
+
+
+def test_nodes_launched_but_never_up_stop_the_run_after_the_worker_wait(monkeypatch):
+    """Spot capacity gone: the autoscaler keeps launching a type whose nodes never come. The stall bound does
+    not fire (a launch is movement); the worker-wait bound does, naming the type."""
+    scaler = Autoscaler(True, None, launching={"gpu_1": 1}, unavailable={"gpu_1": "InsufficientInstanceCapacity"})
+    started = time.monotonic()
+    with _watched(monkeypatch, ["a worker group of 2 x {GPU: 1}"], scaler, ["head (CPU 1/8 used)"],
+                  bound=0.2, launch_bound=1) as watch:
+        wait_for(lambda: watch.stopped, 10, "the watch to stop the run")
+    assert 1 <= watch.stopped[0] - started < 3
+    assert watch.reason == ("a worker group of 2 x {GPU: 1} waited 1 s (--worker-wait) for nodes the autoscaler did "
+                            "not add (the autoscaler: launching 1 x gpu_1; gpu_1 unavailable "
+                            "(InsufficientInstanceCapacity))")
+
+
+def test_demand_with_nothing_launching_stops_at_the_schedule_timeout(monkeypatch):
+    with _watched(monkeypatch, ["1 x {CPU: 1} (tasks or actors)"], Autoscaler(False, None), ["a (CPU 2/2 used)"],
+                  bound=0.3, launch_bound=60) as watch:
+        wait_for(lambda: watch.stopped, 10, "the watch to stop the run")
+    assert watch.reason.startswith("1 x {CPU: 1} (tasks or actors) waited 0.3 s (--schedule-timeout)"), watch.reason
+
+
+def test_no_demand_never_stops_the_run(monkeypatch):
+    with _watched(monkeypatch, [], Autoscaler(True, None, launching={"gpu_1": 2}), ["a (CPU 2/2 used)"],
+                  bound=0.1, launch_bound=0.1) as watch:
+        time.sleep(0.6)
+    assert not watch.stopped and watch.reason is None

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ray import tune
 
-from rnn_models.cluster import alive_nodes, connect, require_shared_storage, wait_for_gpus
+from rnn_models.cluster import alive_nodes, connect, release_gpus, require_shared_storage, wait_for_gpus
 from rnn_models.config import RunConfig
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
@@ -129,12 +129,14 @@ def fit(session: Session, param_space: dict, **tune_config) -> tune.ResultGrid:
     if not session.resume:
         session.storage.write(json.dumps(session.recipe.as_dict(), indent=2).encode() + b"\n", session.name,
                               RECIPE_FILE)
-    with StallWatch(session.run.schedule_timeout) as stalls:
+    with StallWatch(session.run.schedule_timeout, session.run.worker_wait) as stalls:
         try:
             grid = run_experiment(session.storage, session.name, data, session.settings, session.recipe,
                                   param_space, session.resume, **tune_config)
         except KeyboardInterrupt:
             _stopped(session, stalls)
+        finally:
+            release_gpus()  # the run is over (or stopped): no GPU request left standing
         if interrupted(session.storage.join(session.name)):  # Ctrl-C, SIGTERM or a stall: Tune saved the state
             _stopped(session, stalls)
     return grid
