@@ -1,8 +1,10 @@
 """The AWS pieces `cluster.yaml` names but Ray's launcher does not create the way this project needs them.
 
-- `rnn-models-head`: the head's role and instance profile. Its autoscaler launches and terminates the GPU
-  workers (EC2), hands them their role (`iam:PassRole` on the workers' role only), and its trial drivers
-  write to the bucket.
+- `rnn-models-head`: the head's role and instance profile. Its autoscaler launches the GPU workers (EC2) and
+  hands them their role (`iam:PassRole` on the workers' role only); its trial drivers write to the bucket.
+  `launch_policy` limits EC2 to what Ray's AWS node provider calls on the head, and to this cluster: job code
+  on the head can launch only cluster.yaml's worker instance types, tagged as this cluster's, with IMDSv2, in
+  the group's VPC, and tag or terminate only instances carrying this cluster's tag.
 - `rnn-models-worker`: the workers' role and instance profile: the bucket, nothing else.
 - `rnn-models-ssh-only`: the security group of every node: SSH from one address range, and all traffic
   between members of the group. Ray's own group would open SSH to 0.0.0.0/0, and adding a port-22 rule
@@ -21,10 +23,27 @@ import botocore.exceptions
 HEAD = "rnn-models-head"
 WORKER = "rnn-models-worker"
 SECURITY_GROUP = "rnn-models-ssh-only"
+CLUSTER_TAG = "ray-cluster-name"  # ray.autoscaler.tags.TAG_RAY_CLUSTER_NAME: Ray puts it on every node it starts
 
 # Lets EC2 instances assume the role (what an instance profile needs).
 EC2_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+@dataclass(frozen=True)
+class ClusterScope:
+    """What the head's policy is bound to, read from cluster.yaml (the one place these are written)."""
+    name: str  # cluster_name: the value of every node's ray-cluster-name tag
+    region: str  # provider.region
+    instance_types: tuple[str, ...]  # of the worker node types: the head's autoscaler launches only workers
+    stops_nodes: bool  # provider.cache_stopped_nodes (Ray's default true): stop and restart, not terminate
+
+    @classmethod
+    def of(cls, cluster: dict) -> "ClusterScope":
+        workers = [t for name, t in cluster["available_node_types"].items() if name != cluster["head_node_type"]]
+        return cls(cluster["cluster_name"], cluster["provider"]["region"],
+                   tuple(sorted({t["node_config"]["InstanceType"] for t in workers})),
+                   cluster["provider"].get("cache_stopped_nodes", True))
 
 
 @dataclass(frozen=True)
@@ -50,13 +69,23 @@ def storage_policy(bucket: str) -> dict:
          "Resource": f"arn:aws:s3:::{bucket}/*"}]}
 
 
-def launch_policy(worker_role_arn: str) -> dict:
-    """What the head's autoscaler calls (ray/autoscaler/_private/aws/node_provider.py) to start and stop workers."""
+def launch_policy(scope: ClusterScope, account: str, vpc_id: str, group_id: str, worker_role_arn: str) -> dict:
+    """What the head's autoscaler calls (ray/autoscaler/_private/aws/node_provider.py) to start and stop workers,
+    bound to this cluster."""
+    arn = lambda resource: f"arn:aws:ec2:{scope.region}:{account}:{resource}"
     return {"Version": "2012-10-17", "Statement": [
+        # Read-only (EC2's Describe calls take no resource-level permissions): the autoscaler lists its nodes;
+        # the others are Ray's bootstrap, when a `ray` command on the head reads its config (`ray exec --stop`).
         {"Effect": "Allow", "Resource": "*", "Action": [
-            "ec2:RunInstances", "ec2:CreateTags", "ec2:TerminateInstances", "ec2:DescribeInstances",
-            "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeImages",
-            "ec2:DescribeKeyPairs"]},
+            "ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+            "ec2:DescribeImages", "ec2:DescribeKeyPairs"]},
+        *_run_instances(scope, arn, vpc_id, group_id),
+        # Ray's tags at launch (RunInstances' TagSpecifications), and only there.
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": arn("instance/*"),
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        # Afterwards (status tags, scale-down): this cluster's instances only.
+        {"Effect": "Allow", "Action": _own_instance_actions(scope), "Resource": arn("instance/*"),
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": scope.name}}},
         # Workers get their own profile: the head may hand them that role and no other (not its own).
         {"Effect": "Allow", "Action": "iam:PassRole", "Resource": worker_role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
@@ -67,13 +96,42 @@ def launch_policy(worker_role_arn: str) -> dict:
          "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}}]}
 
 
-def set_up(region: str, bucket: str, ssh_cidr: str, vpc_id: str | None = None) -> ClusterAws:
-    """Create (or update) both roles with their instance profiles and the SSH-only group in `vpc_id`
-    (default: the region's default VPC, whose subnets give instances the public IPs `ray up` needs)."""
-    iam, ec2 = boto3.client("iam", region_name=region), boto3.client("ec2", region_name=region)
+def _run_instances(scope: ClusterScope, arn, vpc_id: str, group_id: str) -> list[dict]:
+    """RunInstances is authorised on each resource it touches: one statement per resource's conditions (only
+    StringEquals, which moto's evaluator checks too)."""
+    return [
+        # The instance: a worker type of cluster.yaml, tagged as this cluster's in the request (so the tag-bound
+        # statement covers it afterwards), and IMDSv2 only (every node_config's MetadataOptions).
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": arn("instance/*"),
+         "Condition": {"StringEquals": {"ec2:InstanceType": list(scope.instance_types),
+                                        f"aws:RequestTag/{CLUSTER_TAG}": scope.name,
+                                        "ec2:MetadataHttpTokens": "required"}}},
+        # In a subnet of the group's VPC (Ray's bootstrap picks the subnets), with that group only.
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": arn("subnet/*"),
+         "Condition": {"StringEquals": {"ec2:Vpc": arn(f"vpc/{vpc_id}")}}},
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": [
+            arn(f"security-group/{group_id}"), f"arn:aws:ec2:{scope.region}::image/*", arn("network-interface/*"),
+            arn("volume/*"), arn("key-pair/*"), arn("spot-instances-request/*")]}]
+
+
+def _own_instance_actions(scope: ClusterScope) -> list[str]:
+    """Ray terminates idle workers; with cache_stopped_nodes it stops them instead and restarts them for reuse."""
+    stop = ["ec2:StopInstances", "ec2:StartInstances"] if scope.stops_nodes else []
+    return ["ec2:CreateTags", "ec2:TerminateInstances", *stop]
+
+
+def set_up(cluster: dict, bucket: str, ssh_cidr: str, vpc_id: str | None = None) -> ClusterAws:
+    """Create (or update) both roles with their instance profiles and the SSH-only group in `vpc_id` (default:
+    the region's default VPC, whose subnets give instances the public IPs `ray up` needs), in the region of
+    `cluster` (cluster.yaml, loaded), whose name and worker instance types bind the head's launch policy."""
+    scope = ClusterScope.of(cluster)
+    iam, ec2 = boto3.client("iam", region_name=scope.region), boto3.client("ec2", region_name=scope.region)
+    vpc_id = vpc_id or _default_vpc(ec2)
+    group_id = _ssh_only_group(ec2, vpc_id, ssh_cidr)
     worker_arn = _role_with_profile(iam, WORKER, {"storage": storage_policy(bucket)})
-    head_arn = _role_with_profile(iam, HEAD, {"storage": storage_policy(bucket), "launch": launch_policy(worker_arn)})
-    group_id = _ssh_only_group(ec2, vpc_id or _default_vpc(ec2), ssh_cidr)
+    account = worker_arn.split(":")[4]  # arn:aws:iam::ACCOUNT:role/NAME
+    launch = launch_policy(scope, account, vpc_id, group_id, worker_arn)
+    head_arn = _role_with_profile(iam, HEAD, {"storage": storage_policy(bucket), "launch": launch})
     return ClusterAws(group_id, HEAD, WORKER, head_arn, worker_arn)
 
 

@@ -21,7 +21,7 @@ def test_cluster_yaml_passes_the_launchers_validation(cluster):
 
 
 def test_the_validation_does_reject_a_broken_config(cluster):
-    cluster["available_node_types"]["gpu_1"]["min_workers"] = "one"
+    cluster["available_node_types"]["gpu_spot"]["min_workers"] = "one"
     with pytest.raises(jsonschema.ValidationError, match="'one' is not of type 'integer'"):
         validate_config(prepare_config(cluster))
 
@@ -35,15 +35,34 @@ def _cluster_with(cluster, workers: dict[str, int]):
     return total("CPU"), total("GPU"), min(r["CPU"] / r["GPU"] for r in gpu_nodes)
 
 
-def test_four_trials_run_at_once_on_one_gpu_node(cluster):
+@pytest.mark.parametrize("gpu_type", ["gpu_spot", "gpu_on_demand"])
+def test_four_trials_run_at_once_on_one_gpu_node(cluster, gpu_type):
     # GPU workers scale from zero (min_workers 0): the job asks the autoscaler for a GPU and waits for the
-    # node, so what it sizes the trials for is the head plus one GPU node.
-    assert cluster["available_node_types"]["gpu_1"]["min_workers"] == 0
-    cpus, gpus, cpus_per_gpu = _cluster_with(cluster, {"gpu_1": 1})
+    # node, so what it sizes the trials for is the head plus one GPU node, spot or its on-demand fallback.
+    assert cluster["available_node_types"][gpu_type]["min_workers"] == 0
+    cpus, gpus, cpus_per_gpu = _cluster_with(cluster, {gpu_type: 1})
     plan = plan_resources(4, cpus, gpus, cpus_per_gpu=cpus_per_gpu)
     assert plan.concurrent_trials == 4 and plan.gpus_per_worker > 0
-    gpu_node = cluster["available_node_types"]["gpu_1"]["resources"]
+    gpu_node = cluster["available_node_types"][gpu_type]["resources"]
     assert 4 * plan.cpus_per_worker <= gpu_node["CPU"] and 4 * plan.gpus_per_worker <= gpu_node["GPU"]
+
+
+def test_the_on_demand_gpu_type_is_the_spot_type_without_spot(cluster):
+    # Same resources and node: Ray's scheduler scores both alike for any demand, so only a failed spot launch
+    # (rnn_models.spot_fallback, tests/test_spot_fallback.py) sends demand to the on-demand type.
+    types = cluster["available_node_types"]
+    spot, on_demand = types["gpu_spot"], types["gpu_on_demand"]
+    assert spot["node_config"].pop("InstanceMarketOptions") == {"MarketType": "spot"}
+    assert "InstanceMarketOptions" not in on_demand["node_config"]
+    assert spot == on_demand
+    # Either type may fill the cluster's max_workers (GPU nodes, both types together): on-demand replaces spot.
+    assert spot["max_workers"] == cluster["max_workers"] == 2
+
+
+def test_every_node_requires_imdsv2(cluster):
+    # The head's launch policy refuses a worker without it (tests/test_cluster_launch.py).
+    for node_type in cluster["available_node_types"].values():
+        assert node_type["node_config"]["MetadataOptions"]["HttpTokens"] == "required"
 
 
 def test_the_head_has_cpus_for_the_trial_drivers_and_no_gpu(cluster):
