@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster_harness import session_pids
 from conftest import REPO, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # a Ray cluster of its own: a minute or more
@@ -48,13 +49,24 @@ def head(imdb_medium):
     try:
         wait_for(lambda: _head_is_up(address, env, process), 120, f"the head at {address} to come up", interval=1)
         yield address, env
-    finally:  # stop the head this module started, and only it: its whole process group
-        os.killpg(process.pid, signal.SIGTERM)
+    finally:  # stop the head this module started, and only it: every process of its session (Ray's workers too)
+        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=3)  # a test head holds nothing worth a graceful stop (that took 30 s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            pass
+        wait_for(lambda: not _kill_all(session_pids(process.pid)), 30, "the head's processes to end")
+        process.wait(timeout=10)
         _forget_head(port)
+
+
+def _kill_all(pids: list[int]) -> list[int]:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 def _submit(address: str, env: dict, job: str, *entrypoint: str, wait: bool = True) -> subprocess.CompletedProcess:
