@@ -144,15 +144,16 @@ _gpus_requested = False
 
 
 def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str = BOOTSTRAP_CONFIG) -> None:
-    """With `--use-gpu auto|yes` on an autoscaling cluster with fewer than `gpus` GPUs up (what one trial needs:
-    the plan then shares or queues), ask the autoscaler for them and wait (with progress, at most `timeout` s)
+    """With `--use-gpu auto|yes` on an autoscaling cluster that may add GPU nodes, ask the autoscaler for one
+    trial's GPUs (the others share or queue) and, while fewer are up, wait (with progress, at most `timeout` s)
     until all have joined, instead of sizing the run from a snapshot that saw too few.
 
     The request stands until `release_gpus` (the end of the run, or of this process): until the trials hold
-    their GPUs, an idle node could otherwise be taken back. Where the autoscaler's node types are not known
-    (KubeRay's), `auto` stops waiting if no node is launched within GPU_LAUNCH_GRACE_SECONDS."""
+    their GPUs, an idle node could otherwise be taken back. It is made even when the GPUs are up, so that the
+    run's end also clears one a killed driver left standing. Where the autoscaler's node types are not known
+    (KubeRay's), `auto` stops waiting if the autoscaler launches nothing within GPU_LAUNCH_GRACE_SECONDS."""
     global _gpus_requested
-    if use_gpu == "no" or _gpus() >= gpus:
+    if use_gpu == "no":
         return
     scaler = autoscaler(bootstrap_config)
     gpu_types = scaler.types_with("GPU")
@@ -162,8 +163,10 @@ def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str
 
     request_resources(bundles=[{"GPU": 1}] * gpus)
     if not _gpus_requested:
-        atexit.register(release_gpus)  # runs before Ray's own shutdown hook (registered earlier)
+        atexit.register(release_gpus)  # runs before Ray's own shutdown hook (registered at its import)
     _gpus_requested = True
+    if _gpus() >= gpus:
+        return
     log.info("%g of %d GPU(s) up: asked the autoscaler for them (%s); waiting up to %d s", _gpus(), gpus,
              f"node types {', '.join(gpu_types)}" if gpu_types else "its node types are not known here", timeout)
     try:
@@ -175,17 +178,19 @@ def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str
 
 
 def _await_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str, types_known: bool) -> bool:
-    """Wait until `gpus` GPUs are up (True), or, for `auto` where nothing is launched for them, give up (False)."""
-    started, next_report = time.monotonic(), 30
+    """Wait until `gpus` GPUs are up (True), or, for `auto` where nothing was ever launched for them, give up
+    (False)."""
+    started, next_report, launched = time.monotonic(), 30, False
     while _gpus() < gpus:
         waited = time.monotonic() - started
         scaler = autoscaler(bootstrap_config)
+        launched = launched or bool(scaler.launching)
         if waited >= timeout:
             raise UserError(f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
                             f"cluster within --gpu-wait {timeout:g} s{scaler.describe()}; see `ray status` "
                             "(or `ray monitor cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, "
                             "or train on CPUs with --use-gpu no")
-        if use_gpu == "auto" and not types_known and waited >= GPU_LAUNCH_GRACE_SECONDS and not scaler.launching:
+        if use_gpu == "auto" and not types_known and not launched and waited >= GPU_LAUNCH_GRACE_SECONDS:
             log.info("the autoscaler launched no node for the GPU(s) in %.0f s: training on what is there", waited)
             return False
         if waited >= next_report:
@@ -199,12 +204,17 @@ def _await_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str, 
 
 def release_gpus() -> None:
     """Withdraw the standing GPU request (the trials' own requests keep the nodes they use). A driver killed
-    outright leaves it standing: the next run replaces it, or clear it by hand (docs/clusters.md)."""
+    outright leaves it standing: the next run on the cluster replaces it, or clear it by hand (docs/training.md,
+    Resources). Never raises: it runs on the way out of a run, where a lost cluster must not hide the error."""
     global _gpus_requested
     if _gpus_requested and ray.is_initialized():
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=[])
+        try:
+            request_resources(bundles=[])
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not withdraw the GPU request from the autoscaler (%s); see docs/training.md, "
+                        "Resources, to clear it by hand", e)
     _gpus_requested = False
 
 

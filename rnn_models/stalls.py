@@ -54,19 +54,19 @@ class StallWatch:
                 log.debug("cluster status unavailable: %s", e)
                 continue
             now = time.monotonic()
-            # Nodes the autoscaler tries to add, and demand waits for them: bounded by launch_bound alone, however
-            # long a launch takes or however often a failed one is retried.
-            if not demands:
-                awaited_since = None
-            elif scaler.launching or scaler.unavailable:
-                awaited_since = awaited_since or now - self.poll
-            if self.launch_bound and awaited_since and now - awaited_since >= self.launch_bound:
-                return self._stall(f"{'; '.join(demands)} waited {self.launch_bound:g} s (--worker-wait) for nodes "
-                                   f"the autoscaler did not add{scaler.describe()}")
-            # A stall is demand with nothing moving: tasks that start and end change what the nodes hold, or
-            # (a queue of tasks draining through full nodes) what waits.
-            if not demands or scaler.launching or nodes != last_nodes or demands != last_demands:
-                stalled_since, last_nodes, last_demands = None, nodes, demands
+            # Nothing moved: demand waits, what the nodes hold and what waits unchanged (tasks that start and end
+            # change one or the other; so does a node that joins).
+            if not demands or nodes != last_nodes or demands != last_demands:
+                stalled_since = awaited_since = None
+                last_nodes, last_demands = nodes, demands
+                continue
+            # While the autoscaler launches nodes, or retries a type whose launch failed, the wait is for it:
+            # bounded by launch_bound alone, however long a cloud node takes to boot or a launch is retried.
+            if scaler.launching or scaler.unavailable:
+                stalled_since, awaited_since = None, awaited_since or now - self.poll
+                if self.launch_bound and now - awaited_since >= self.launch_bound:
+                    return self._stall(f"{'; '.join(demands)} waited {self.launch_bound:g} s (--worker-wait) for "
+                                       f"nodes the autoscaler did not add{scaler.describe()}")
                 continue
             stalled_since = stalled_since or now - self.poll
             if self.bound and now - stalled_since >= self.bound:

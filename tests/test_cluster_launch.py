@@ -27,6 +27,7 @@ from ray.autoscaler._private.util import ConcurrentCounter, prepare_config
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
 from conftest import REPO, free_port, wait_for
+from test_spot_fallback import head_start_env
 from rnn_models import aws
 
 REGION = "us-west-2"
@@ -320,9 +321,8 @@ def test_a_failed_spot_launch_falls_back_to_on_demand(bootstrapped, monkeypatch)
     emulator does not know, which fails RunInstances the same way."""
     config = copy.deepcopy(bootstrapped)
     config["available_node_types"]["gpu_spot"]["node_config"]["SecurityGroupIds"] = ["sg-0000000000000000f"]
-    [start] = [c for c in config["head_start_ray_commands"] if "ray start" in c]
-    scorer = next(word for word in start.split() if word.startswith("RAY_AUTOSCALER_UTILIZATION_SCORER="))
-    monkeypatch.setenv(*scorer.split("="))
+    scorer = "RAY_AUTOSCALER_UTILIZATION_SCORER"
+    monkeypatch.setenv(scorer, head_start_env(config)[scorer])
     provider = AWSNodeProvider(config["provider"], config["cluster_name"])
     tracker, pending = NodeProviderAvailabilityTracker(), ConcurrentCounter()
     launcher = BaseNodeLauncher(provider, pending, EventSummarizer(), tracker, node_types=config["available_node_types"])

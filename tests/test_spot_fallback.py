@@ -42,10 +42,15 @@ def tracker(clock):
     return NodeProviderAvailabilityTracker(timer=lambda: clock[0])
 
 
-def _head_scorer(cluster) -> str:
-    """The scorer the head's `ray start` names (the autoscaler it starts inherits its environment)."""
+def head_start_env(cluster: dict) -> dict[str, str]:
+    """The environment the head's `ray start` line sets inline (NAME=value words before `ray`)."""
     [start] = [c for c in cluster["head_start_ray_commands"] if "ray start" in c]
-    return next(w for w in start.split() if w.startswith(f"{SCORER}=")).split("=")[1]
+    words = start.split()
+    return dict(w.split("=", 1) for w in words[:words.index("ray")])
+
+
+def _head_scorer(cluster) -> str:
+    return head_start_env(cluster)[SCORER]
 
 
 def _launches(cluster, demand, tracker, monkeypatch, rays_default: bool = False) -> dict:
@@ -67,8 +72,11 @@ def _failed(tracker, node_type: str, at: float):
         "InsufficientInstanceCapacity", "We currently do not have sufficient g5.2xlarge capacity", None))
 
 
-def test_the_head_names_this_scorer(cluster):
+def test_the_head_names_this_scorer_and_runs_the_autoscaler_that_reads_it(cluster):
     assert _head_scorer(cluster) == "rnn_models.spot_fallback.available_first"
+    # `ray up` exports RAY_enable_autoscaler_v2=1 before the line (its default since Ray 2.50); v2 has a
+    # scheduler of its own, which never loads this scorer: the line sets v1 for `ray start`.
+    assert head_start_env(cluster)["RAY_enable_autoscaler_v2"] == "0"
 
 
 DEMANDS = [(ONE_GPU, 1), (FOUR_TRIALS, 1), (ONE_GPU * 2, 2)]  # and the GPU nodes they take

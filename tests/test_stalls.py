@@ -10,7 +10,6 @@ from rnn_models import stalls
 from rnn_models.autoscaler import Autoscaler
 
 
-
 @pytest.mark.slow  # a real Tune run on the shared local Ray
 def test_a_worker_group_that_never_fits_stops_the_run_with_a_clear_error(ray_session, imdb_sample, tmp_path, capsys):
     started = time.monotonic()
@@ -39,9 +38,10 @@ def test_a_prepare_that_never_fits_stops_with_a_clear_error_and_writes_nothing(r
     assert took < 60, f"stopped {took:.0f} s after the start"
 
 
-def _watched(monkeypatch, demands: list[str], scaler: Autoscaler, nodes: list[str], **bounds) -> stalls.StallWatch:
-    """A StallWatch over a cluster that shows `demands` waiting beside `nodes` while `scaler` does what it says."""
-    monkeypatch.setattr(stalls, "_cluster_demands", lambda: (demands, nodes))
+def _watched(monkeypatch, demands: list[str], scaler: Autoscaler, nodes, **bounds) -> stalls.StallWatch:
+    """A StallWatch over a cluster that shows `demands` waiting beside `nodes` (a list, or a function giving it
+    at each look) while `scaler` does what it says."""
+    monkeypatch.setattr(stalls, "_cluster_demands", lambda: (demands, nodes() if callable(nodes) else nodes))
     monkeypatch.setattr(stalls, "autoscaler", lambda: scaler)
     stopped = []
     watch = stalls.StallWatch(poll=0.05, stop=lambda: stopped.append(time.monotonic()), **bounds)
@@ -72,6 +72,17 @@ def test_demand_with_nothing_launching_stops_at_the_schedule_timeout(monkeypatch
 
 def test_no_demand_never_stops_the_run(monkeypatch):
     with _watched(monkeypatch, [], Autoscaler(True, None, launching={"gpu_1": 2}), ["a (CPU 2/2 used)"],
+                  bound=0.1, launch_bound=0.1) as watch:
+        time.sleep(0.6)
+    assert not watch.stopped and watch.reason is None
+
+
+def test_nodes_that_move_keep_the_run_going_whatever_the_autoscaler_says(monkeypatch):
+    """A type still marked unavailable (spot failed, on demand came) while the run's tasks start and end: no bound
+    fires, since what the nodes hold changes at every look."""
+    looks = iter(range(10**6))
+    scaler = Autoscaler(True, None, unavailable={"gpu_spot": "InsufficientInstanceCapacity"})
+    with _watched(monkeypatch, ["3 x {CPU: 0.25} (tasks or actors)"], scaler, lambda: [f"a (CPU {next(looks)}/8)"],
                   bound=0.1, launch_bound=0.1) as watch:
         time.sleep(0.6)
     assert not watch.stopped and watch.reason is None
