@@ -17,7 +17,9 @@ from rnn_models import ablation
 from rnn_models.errors import UserError
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", help="raw reviews, prepared as the preset says (cached under data/)")
     parser.add_argument("--data", help="prepared data instead of --source")
     parser.add_argument("--preset", default="frontier")

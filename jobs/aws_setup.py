@@ -16,10 +16,17 @@ from rnn_models.aws import set_up
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cluster-config", default=str(Path(__file__).resolve().parent.parent / "cluster.yaml"),
-                        help="its region, cluster_name and node types (default: the repository's cluster.yaml)")
-    parser.add_argument("--bucket", required=True, help="the bucket of --storage s3://BUCKET/..., the nodes' only one")
-    parser.add_argument("--ssh-cidr", required=True, help="the range `ray up` connects from, e.g. 203.0.113.0/24")
+    parser.add_argument(
+        "--cluster-config",
+        default=str(Path(__file__).resolve().parent.parent / "cluster.yaml"),
+        help="its region, cluster_name and node types (default: the repository's cluster.yaml)",
+    )
+    parser.add_argument(
+        "--bucket", required=True, help="the bucket of --storage s3://BUCKET/..., the nodes' only one"
+    )
+    parser.add_argument(
+        "--ssh-cidr", required=True, help="the range `ray up` connects from, e.g. 203.0.113.0/24"
+    )
     parser.add_argument("--vpc-id", help="default: the region's default VPC")
     args = parser.parse_args()
     config = Path(args.cluster_config)

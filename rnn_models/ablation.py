@@ -35,9 +35,11 @@ def split_tensors(data: PreparedData, split: str) -> dict[str, torch.Tensor]:
     """One split of prepared data as tensors, read by this process: ids (N, max_len), length, label."""
     table = pq.read_table(data.files(split))
     ids = table["ids"].combine_chunks().flatten().to_numpy().reshape(-1, data.max_len)
-    return {"ids": torch.from_numpy(ids.copy()),
-            "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
-            "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32))}
+    return {
+        "ids": torch.from_numpy(ids.copy()),
+        "length": torch.from_numpy(table["length"].to_numpy().astype(np.int64)),
+        "label": torch.from_numpy(table["label"].to_numpy().astype(np.float32)),
+    }
 
 
 def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False):
@@ -45,7 +47,7 @@ def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, dr
     n = len(tensors["label"])
     end = n - n % batch_size if drop_last else n
     for start in range(0, end, batch_size):
-        rows = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        rows = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         yield {k: v[rows] for k, v in tensors.items()}
 
 
@@ -73,18 +75,36 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: T
 
     def log_epoch(history: list[dict], earlier: dict | None) -> None:
         h = history[-1]
-        log.info("  epoch %d: train %.4f, val %.4f (%.0f s)", h["epoch"], h["train_accuracy"], h["val_accuracy"],
-                 time.perf_counter() - started)
+        log.info(
+            "  epoch %d: train %.4f, val %.4f (%.0f s)",
+            h["epoch"],
+            h["train_accuracy"],
+            h["val_accuracy"],
+            time.perf_counter() - started,
+        )
 
-    history, _ = fit(model, optimizer, scheduler, cfg,
-                     lambda epoch: training_batches(splits["train"], cfg, any_length, cpu, epoch),  # as rank 0
-                     lambda: scoring_batches(splits["val"], cpu, any_length), cpu, after_epoch=log_epoch)
+    history, _ = fit(
+        model,
+        optimizer,
+        scheduler,
+        cfg,
+        lambda epoch: training_batches(splits["train"], cfg, any_length, cpu, epoch),  # as rank 0
+        lambda: scoring_batches(splits["val"], cpu, any_length),
+        cpu,
+        after_epoch=log_epoch,
+    )
     best = tested_epoch(history, cfg)
-    return {"val_accuracy": history[best - 1]["val_accuracy"], "epoch": best,
-            "val_history": [h["val_accuracy"] for h in history], "seconds": time.perf_counter() - started}
+    return {
+        "val_accuracy": history[best - 1]["val_accuracy"],
+        "epoch": best,
+        "val_history": [h["val_accuracy"] for h in history],
+        "seconds": time.perf_counter() - started,
+    }
 
 
-def ablate(data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int) -> list[dict]:
+def ablate(
+    data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int
+) -> list[dict]:
     """One row per variant: `preset`'s configs of `arch` with the variant's model/train options changed."""
     torch.set_num_threads(threads)
     splits = {s: TensorShard(data, s) for s in ("train", "val")}  # never test: see the module's docstring
@@ -95,7 +115,9 @@ def ablate(data: PreparedData, preset: Preset, arch: str, variants: dict[str, di
         except UserError as e:
             raise UserError(f"--variants {name}: {e}") from e
         log.info("%s %s: %s", arch, name, json.dumps(change))
-        rows.append({"variant": name, "arch": arch, "change": change, **run_variant(data, splits, model_cfg, cfg)})
+        rows.append(
+            {"variant": name, "arch": arch, "change": change, **run_variant(data, splits, model_cfg, cfg)}
+        )
         log.info("%s %s: val %.4f, %.0f s", arch, name, rows[-1]["val_accuracy"], rows[-1]["seconds"])
     return rows
 
@@ -104,13 +126,16 @@ def table(rows: list[dict]) -> str:
     lines = ["| arch | variant | change | val accuracy (epoch) | seconds |", "|---|---|---|---:|---:|"]
     for r in rows:
         change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(base)"
-        lines.append(f"| {r['arch']} | {r['variant']} | {change} | {r['val_accuracy']:.2%} ({r['epoch']}) "
-                     f"| {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['arch']} | {r['variant']} | {change} | {r['val_accuracy']:.2%} ({r['epoch']}) "
+            f"| {r['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def main(source: str | None, data_path: str | None, preset_name: str, arch: str, variants: str,
-         threads: int) -> list[dict]:
+def main(
+    source: str | None, data_path: str | None, preset_name: str, arch: str, variants: str, threads: int
+) -> list[dict]:
     """`jobs/ablation.py`: prepare (or open) the data, then one row per variant."""
     preset = load_preset(preset_name)
     if data_path:

@@ -50,15 +50,25 @@ class Autoscaler:
     def describe(self) -> str:
         """What it is doing, for a message: the types it launches, and why others failed to launch."""
         parts = [f"launching {count} x {name}" for name, count in sorted(self.launching.items())]
-        parts += [f"{name} unavailable ({why or 'its last launch failed'})"
-                  for name, why in sorted(self.unavailable.items())]
-        return f" (the autoscaler: {'; '.join(parts)})" if parts else " (the autoscaler launched no node for them)"
+        parts += [
+            f"{name} unavailable ({why or 'its last launch failed'})"
+            for name, why in sorted(self.unavailable.items())
+        ]
+        return (
+            f" (the autoscaler: {'; '.join(parts)})"
+            if parts
+            else " (the autoscaler launched no node for them)"
+        )
 
 
 def autoscaler(bootstrap_config: str = BOOTSTRAP_CONFIG) -> Autoscaler:
     """The connected cluster's autoscaler, as the sources above describe it. A source that cannot be read (the
     GCS busy, a file not YAML) counts as absent: the caller asks again, or decides on what the others say."""
-    v1, v2, types = _guarded(_v1_state), _guarded(_v2_state), _guarded(lambda: _bootstrap_types(bootstrap_config))
+    v1, v2, types = (
+        _guarded(_v1_state),
+        _guarded(_v2_state),
+        _guarded(lambda: _bootstrap_types(bootstrap_config)),
+    )
     launching, unavailable = {}, {}
     for state in (v1, v2):
         for node_type, count in (state or {}).get("launching", {}).items():
@@ -84,14 +94,19 @@ def _v1_state() -> dict | None:
     raw = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)
     status = json.loads(raw) if raw else {}
     report = status.get("autoscaler_report") or {}
-    if time.time() - status.get("time", 0) > REPORT_MAX_AGE_S or _read_only(report.get("node_type_mapping") or {}):
+    if time.time() - status.get("time", 0) > REPORT_MAX_AGE_S or _read_only(
+        report.get("node_type_mapping") or {}
+    ):
         return None
     launching = dict(report.get("pending_launches") or {})
     for node in report.get("pending_nodes") or []:  # (ip, type, status): launched, not yet up
         launching[node[-2]] = launching.get(node[-2], 0) + 1
     availability = (report.get("node_availability_summary") or {}).get("node_availabilities") or {}
-    unavailable = {node_type: (record.get("unavailable_node_information") or {}).get("description", "")
-                   for node_type, record in availability.items() if not record.get("is_available", True)}
+    unavailable = {
+        node_type: (record.get("unavailable_node_information") or {}).get("description", "")
+        for node_type, record in availability.items()
+        if not record.get("is_available", True)
+    }
     return {"launching": launching, "unavailable": unavailable}
 
 
@@ -132,5 +147,8 @@ def _bootstrap_types(path: str) -> dict[str, dict] | None:
         return None
     config = yaml.safe_load(config_path.read_text()) or {}
     types = config.get("available_node_types") or {}
-    return {name: dict(spec.get("resources") or {}) for name, spec in types.items()
-            if name != config.get("head_node_type") and spec.get("max_workers", config.get("max_workers", 0))}
+    return {
+        name: dict(spec.get("resources") or {})
+        for name, spec in types.items()
+        if name != config.get("head_node_type") and spec.get("max_workers", config.get("max_workers", 0))
+    }

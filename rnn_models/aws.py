@@ -23,16 +23,23 @@ import botocore.exceptions
 HEAD = "rnn-models-head"
 WORKER = "rnn-models-worker"
 SECURITY_GROUP = "rnn-models-ssh-only"
-CLUSTER_TAG = "ray-cluster-name"  # ray.autoscaler.tags.TAG_RAY_CLUSTER_NAME: Ray puts it on every node it starts
+CLUSTER_TAG = (
+    "ray-cluster-name"  # ray.autoscaler.tags.TAG_RAY_CLUSTER_NAME: Ray puts it on every node it starts
+)
 
 # Lets EC2 instances assume the role (what an instance profile needs).
-EC2_TRUST = {"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
 
 
 @dataclass(frozen=True)
 class ClusterScope:
     """What the head's policy is bound to, read from cluster.yaml (the one place these are written)."""
+
     name: str  # cluster_name: the value of every node's ray-cluster-name tag
     region: str  # provider.region
     instance_types: tuple[str, ...]  # of the worker node types: the head's autoscaler launches only workers
@@ -40,10 +47,15 @@ class ClusterScope:
 
     @classmethod
     def of(cls, cluster: dict) -> "ClusterScope":
-        workers = [t for name, t in cluster["available_node_types"].items() if name != cluster["head_node_type"]]
-        return cls(cluster["cluster_name"], cluster["provider"]["region"],
-                   tuple(sorted({t["node_config"]["InstanceType"] for t in workers})),
-                   cluster["provider"].get("cache_stopped_nodes", True))
+        workers = [
+            t for name, t in cluster["available_node_types"].items() if name != cluster["head_node_type"]
+        ]
+        return cls(
+            cluster["cluster_name"],
+            cluster["provider"]["region"],
+            tuple(sorted({t["node_config"]["InstanceType"] for t in workers})),
+            cluster["provider"].get("cache_stopped_nodes", True),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,44 +68,92 @@ class ClusterAws:
 
     def describe(self) -> str:
         """What to put into cluster.yaml."""
-        return (f"# every node_config:\nSecurityGroupIds: [{self.security_group_id}]\n"
-                f"# the head node type's node_config:\nIamInstanceProfile: {{Name: {self.head_profile}}}\n"
-                f"# each GPU worker node type's node_config:\nIamInstanceProfile: {{Name: {self.worker_profile}}}")
+        return (
+            f"# every node_config:\nSecurityGroupIds: [{self.security_group_id}]\n"
+            f"# the head node type's node_config:\nIamInstanceProfile: {{Name: {self.head_profile}}}\n"
+            f"# each GPU worker node type's node_config:\nIamInstanceProfile: {{Name: {self.worker_profile}}}"
+        )
 
 
 def storage_policy(bucket: str) -> dict:
     """Read and write `s3://bucket` (Tune state, checkpoints, results), no other bucket."""
-    return {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-         "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            },
+        ],
+    }
 
 
-def launch_policy(scope: ClusterScope, account: str, vpc_id: str, group_id: str, worker_role_arn: str) -> dict:
+def launch_policy(
+    scope: ClusterScope, account: str, vpc_id: str, group_id: str, worker_role_arn: str
+) -> dict:
     """What the head's autoscaler calls (ray/autoscaler/_private/aws/node_provider.py) to start and stop workers,
     bound to this cluster."""
     arn = lambda resource: f"arn:aws:ec2:{scope.region}:{account}:{resource}"
-    return {"Version": "2012-10-17", "Statement": [
-        # Read-only (EC2's Describe calls take no resource-level permissions): the autoscaler lists its nodes;
-        # the others are Ray's bootstrap, when a `ray` command on the head reads its config (`ray exec --stop`).
-        {"Effect": "Allow", "Resource": "*", "Action": [
-            "ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
-            "ec2:DescribeImages", "ec2:DescribeKeyPairs"]},
-        *_run_instances(scope, arn, vpc_id, group_id),
-        # Ray's tags at launch (RunInstances' TagSpecifications), and only there.
-        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": arn("instance/*"),
-         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
-        # Afterwards (status tags, scale-down): this cluster's instances only.
-        {"Effect": "Allow", "Action": _own_instance_actions(scope), "Resource": arn("instance/*"),
-         "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": scope.name}}},
-        # Workers get their own profile: the head may hand them that role and no other (not its own).
-        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": worker_role_arn,
-         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        # ImageId "resolve:ssm:/aws/service/..." makes RunInstances read that public parameter as the caller.
-        {"Effect": "Allow", "Action": "ssm:GetParameters", "Resource": "arn:aws:ssm:*::parameter/aws/service/*"},
-        # The first spot launch of an account creates EC2's spot service-linked role.
-        {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
-         "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            # Read-only (EC2's Describe calls take no resource-level permissions): the autoscaler lists its nodes;
+            # the others are Ray's bootstrap, when a `ray` command on the head reads its config (`ray exec --stop`).
+            {
+                "Effect": "Allow",
+                "Resource": "*",
+                "Action": [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeKeyPairs",
+                ],
+            },
+            *_run_instances(scope, arn, vpc_id, group_id),
+            # Ray's tags at launch (RunInstances' TagSpecifications), and only there.
+            {
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": arn("instance/*"),
+                "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            },
+            # Afterwards (status tags, scale-down): this cluster's instances only.
+            {
+                "Effect": "Allow",
+                "Action": _own_instance_actions(scope),
+                "Resource": arn("instance/*"),
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": scope.name}},
+            },
+            # Workers get their own profile: the head may hand them that role and no other (not its own).
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": worker_role_arn,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            # ImageId "resolve:ssm:/aws/service/..." makes RunInstances read that public parameter as the caller.
+            {
+                "Effect": "Allow",
+                "Action": "ssm:GetParameters",
+                "Resource": "arn:aws:ssm:*::parameter/aws/service/*",
+            },
+            # The first spot launch of an account creates EC2's spot service-linked role.
+            {
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}},
+            },
+        ],
+    }
 
 
 def _run_instances(scope: ClusterScope, arn, vpc_id: str, group_id: str) -> list[dict]:
@@ -102,16 +162,38 @@ def _run_instances(scope: ClusterScope, arn, vpc_id: str, group_id: str) -> list
     return [
         # The instance: a worker type of cluster.yaml, tagged as this cluster's in the request (so the tag-bound
         # statement covers it afterwards), and IMDSv2 only (every node_config's MetadataOptions).
-        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": arn("instance/*"),
-         "Condition": {"StringEquals": {"ec2:InstanceType": list(scope.instance_types),
-                                        f"aws:RequestTag/{CLUSTER_TAG}": scope.name,
-                                        "ec2:MetadataHttpTokens": "required"}}},
+        {
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arn("instance/*"),
+            "Condition": {
+                "StringEquals": {
+                    "ec2:InstanceType": list(scope.instance_types),
+                    f"aws:RequestTag/{CLUSTER_TAG}": scope.name,
+                    "ec2:MetadataHttpTokens": "required",
+                }
+            },
+        },
         # In a subnet of the group's VPC (Ray's bootstrap picks the subnets), with that group only.
-        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": arn("subnet/*"),
-         "Condition": {"StringEquals": {"ec2:Vpc": arn(f"vpc/{vpc_id}")}}},
-        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": [
-            arn(f"security-group/{group_id}"), f"arn:aws:ec2:{scope.region}::image/*", arn("network-interface/*"),
-            arn("volume/*"), arn("key-pair/*"), arn("spot-instances-request/*")]}]
+        {
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arn("subnet/*"),
+            "Condition": {"StringEquals": {"ec2:Vpc": arn(f"vpc/{vpc_id}")}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [
+                arn(f"security-group/{group_id}"),
+                f"arn:aws:ec2:{scope.region}::image/*",
+                arn("network-interface/*"),
+                arn("volume/*"),
+                arn("key-pair/*"),
+                arn("spot-instances-request/*"),
+            ],
+        },
+    ]
 
 
 def _own_instance_actions(scope: ClusterScope) -> list[str]:
@@ -160,14 +242,23 @@ def _default_vpc(ec2) -> str:
 
 
 def _ssh_only_group(ec2, vpc_id: str, ssh_cidr: str) -> str:
-    found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]},
-                                                  {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
-    group_id = found[0]["GroupId"] if found else ec2.create_security_group(
-        GroupName=SECURITY_GROUP, VpcId=vpc_id,
-        Description="rnn-models Ray nodes: SSH from one range, all traffic within the group")["GroupId"]
-    rules = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": ssh_cidr}]},
-             # Ray's GCS, raylets, object managers and workers use many ports between nodes.
-             {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id}]}]
+    found = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+    )["SecurityGroups"]
+    group_id = (
+        found[0]["GroupId"]
+        if found
+        else ec2.create_security_group(
+            GroupName=SECURITY_GROUP,
+            VpcId=vpc_id,
+            Description="rnn-models Ray nodes: SSH from one range, all traffic within the group",
+        )["GroupId"]
+    )
+    rules = [
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": ssh_cidr}]},
+        # Ray's GCS, raylets, object managers and workers use many ports between nodes.
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id}]},
+    ]
     for rule in rules:  # one at a time: a rule already there fails only its own call
         try:
             ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule])

@@ -26,7 +26,19 @@ from rnn_models.files import write_json
 from rnn_models.report import interval
 from rnn_models.stats import paired
 
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # inverse regularisation strengths, tried on dev
+C_GRID = (
+    0.01,
+    0.03,
+    0.1,
+    0.3,
+    1.0,
+    3.0,
+    10.0,
+    30.0,
+    100.0,
+    300.0,
+    1000.0,
+)  # inverse regularisation strengths, tried on dev
 MIN_DF = 2  # an n-gram in one train review only is dropped (fixed beforehand, not tuned)
 MODELS = ("nb_lr", "tfidf_lr")
 
@@ -40,7 +52,9 @@ def run_baselines(cfg: BaselineConfig) -> dict:
     started = time.monotonic()
     splits = _splits(cfg)
     labels = {name: table["label"].to_numpy().astype(int) for name, table in splits.items()}
-    log.info("train %d, dev %d, test %d reviews; tokenising", *(len(labels[s]) for s in ("train", "val", "test")))
+    log.info(
+        "train %d, dev %d, test %d reviews; tokenising", *(len(labels[s]) for s in ("train", "val", "test"))
+    )
     tokens = {name: normalise(table["text"], cfg.strip_br).to_pylist() for name, table in splits.items()}
     results, probabilities, correct = {}, {}, {}
     for model in MODELS:
@@ -55,15 +69,28 @@ def run_baselines(cfg: BaselineConfig) -> dict:
         probabilities[model] = classifier.predict_proba(features["test"])[:, 1]  # the test split, scored once
         correct[model] = (probabilities[model] >= 0.5) == labels["test"]
         accuracy = float(np.mean(correct[model]))
-        results[model] = {"dev_accuracy_by_C": {str(c): a for c, a in dev.items()}, "C": best,
-                          "dev_accuracy": dev[best], "test_accuracy": accuracy,
-                          "test_interval": interval(accuracy, len(labels["test"])), "features": features["count"]}
+        results[model] = {
+            "dev_accuracy_by_C": {str(c): a for c, a in dev.items()},
+            "C": best,
+            "dev_accuracy": dev[best],
+            "test_accuracy": accuracy,
+            "test_interval": interval(accuracy, len(labels["test"])),
+            "features": features["count"],
+        }
         log.info("%s: C=%g chosen on dev (%.4f); test accuracy %.4f", model, best, dev[best], accuracy)
     comparison = paired(correct["nb_lr"], correct["tfidf_lr"])
-    document = {"config": asdict(cfg), "reviews": {s: len(labels[s]) for s in ("train", "val", "test")},
-                "results": results, "paired": {"a": "nb_lr", "b": "tfidf_lr", **asdict(comparison),
-                                               "line": comparison.line("nb_lr", "tfidf_lr")},
-                "seconds": round(time.monotonic() - started, 1)}
+    document = {
+        "config": asdict(cfg),
+        "reviews": {s: len(labels[s]) for s in ("train", "val", "test")},
+        "results": results,
+        "paired": {
+            "a": "nb_lr",
+            "b": "tfidf_lr",
+            **asdict(comparison),
+            "line": comparison.line("nb_lr", "tfidf_lr"),
+        },
+        "seconds": round(time.monotonic() - started, 1),
+    }
     _write(Path(cfg.out), document, labels["test"], probabilities)
     return document
 
@@ -78,8 +105,13 @@ def _sklearn():
 
 
 def _splits(cfg: BaselineConfig) -> dict[str, pa.Table]:
-    prepare = PrepareConfig(source=cfg.source, val_size=cfg.dev_size, seed=cfg.seed,
-                            max_reviews_per_split=cfg.max_reviews_per_split, strip_br=cfg.strip_br)
+    prepare = PrepareConfig(
+        source=cfg.source,
+        val_size=cfg.dev_size,
+        seed=cfg.seed,
+        max_reviews_per_split=cfg.max_reviews_per_split,
+        strip_br=cfg.strip_br,
+    )
     return split_reviews(load_reviews(cfg.source).table, prepare)
 
 
@@ -107,23 +139,33 @@ def _features(model: str, tokens: dict[str, list], train_labels: np.ndarray, skl
 
 def _fit(features, labels: np.ndarray, c: float, sklearn):
     # liblinear's dual solver: far more features than reviews
-    return sklearn.linear_model.LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=2000).fit(features, labels)
+    return sklearn.linear_model.LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=2000).fit(
+        features, labels
+    )
 
 
 def _write(out: Path, document: dict, labels: np.ndarray, probabilities: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "baseline.json", document)
-    table = pa.table({"label": labels.astype(np.int8), **{m: probabilities[m].astype(np.float32) for m in MODELS}})
+    table = pa.table(
+        {"label": labels.astype(np.int8), **{m: probabilities[m].astype(np.float32) for m in MODELS}}
+    )
     pq.write_table(table, out / "test_predictions.parquet")
     (out / "baseline.md").write_text(report(document))
 
 
 def report(document: dict) -> str:
     reviews = document["reviews"]
-    lines = [f"Linear baselines: train {reviews['train']:,}, dev {reviews['val']:,}, test {reviews['test']:,} reviews "
-             f"(seed {document['config']['seed']}); C chosen on dev, test scored once.", "",
-             "| model | test accuracy (95% CI) | dev accuracy | C | features |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Linear baselines: train {reviews['train']:,}, dev {reviews['val']:,}, test {reviews['test']:,} reviews "
+        f"(seed {document['config']['seed']}); C chosen on dev, test scored once.",
+        "",
+        "| model | test accuracy (95% CI) | dev accuracy | C | features |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for model, r in document["results"].items():
-        lines.append(f"| {model} | {r['test_accuracy']:.2%} ± {r['test_interval']:.2%} | {r['dev_accuracy']:.2%} | "
-                     f"{r['C']:g} | {r['features']:,} |")
+        lines.append(
+            f"| {model} | {r['test_accuracy']:.2%} ± {r['test_interval']:.2%} | {r['dev_accuracy']:.2%} | "
+            f"{r['C']:g} | {r['features']:,} |"
+        )
     return "\n".join(lines + ["", document["paired"]["line"]]) + "\n"

@@ -12,17 +12,21 @@ import sys
 import types
 
 from rnn_models import config as C
-from rnn_models.errors import UserError
 from rnn_models.data.prepared import SPLITS
+from rnn_models.errors import UserError
 from rnn_models.presets import PREPARE_KEYS
 from rnn_models.storage import absolute, is_uri
 
-ADDRESS_HELP = ("Ray cluster to join, or auto for the one `ray start` runs here "
-                "(default: $RAY_ADDRESS; else start a local one)")
+ADDRESS_HELP = (
+    "Ray cluster to join, or auto for the one `ray start` runs here "
+    "(default: $RAY_ADDRESS; else start a local one)"
+)
 VERBOSE_HELP = "also show Ray's own logs: its processes' output, Tune's status table, Ray Data's progress"
 
 
-def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, cls, skip=(), only=None, preset_defaults: bool = False
+) -> None:
     """One `--option` per field of dataclass `cls`, with its type, default and help text.
 
     With `preset_defaults`, an option left out is absent from the parsed arguments (the preset decides).
@@ -33,9 +37,14 @@ def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset
         kind = f.type
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(t for t in kind.__args__ if t is not type(None))
-        default = f" (default: the preset's, else {f.default})" if preset_defaults else f" (default: {f.default})"
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS if preset_defaults else f.default,
-                  "help": (f.metadata.get("help", "") + (default if f.default != "" else "")).replace("%", "%%")}
+        default = (
+            f" (default: the preset's, else {f.default})" if preset_defaults else f" (default: {f.default})"
+        )
+        kwargs = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS if preset_defaults else f.default,
+            "help": (f.metadata.get("help", "") + (default if f.default != "" else "")).replace("%", "%%"),
+        }
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -45,7 +54,11 @@ def add_options(parser: argparse.ArgumentParser, cls, skip=(), only=None, preset
 
 def given(args: argparse.Namespace, cls, skip=()) -> dict:
     """The options of dataclass `cls` that were given (or have a default) in `args`."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name) and f.name not in skip}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if hasattr(args, f.name) and f.name not in skip
+    }
 
 
 def config_from(args: argparse.Namespace, cls, **overrides):
@@ -56,8 +69,12 @@ def config_from(args: argparse.Namespace, cls, **overrides):
 def _prepare(args) -> None:
     from rnn_models.data.prepare import prepare
 
-    prepare(config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")), force=args.force, address=args.address,
-            schedule_timeout=C.RunConfig(schedule_timeout=args.schedule_timeout).schedule_timeout)  # checked there
+    prepare(
+        config_from(args, C.PrepareConfig, out=absolute(args.out, "--out")),
+        force=args.force,
+        address=args.address,
+        schedule_timeout=C.RunConfig(schedule_timeout=args.schedule_timeout).schedule_timeout,
+    )  # checked there
 
 
 def _baseline(args) -> None:
@@ -88,15 +105,22 @@ def _run_setup(args):
     recipe = Recipe(preset, {**given(args, C.ModelConfig), **given(args, C.TrainConfig)})
     prepare_values = {**preset.prepare, **given(args, C.PrepareConfig, skip=("source", "out"))}  # --seed too
     C.PrepareConfig(**prepare_values)  # checked even when --data makes them unused
-    run = config_from(args, C.RunConfig, data=absolute(args.data or default_data_dir(prepare_values), "--data"),
-                      storage=absolute(args.storage, "--storage"))
+    run = config_from(
+        args,
+        C.RunConfig,
+        data=absolute(args.data or default_data_dir(prepare_values), "--data"),
+        storage=absolute(args.storage, "--storage"),
+    )
     for arch in run.arch_list:
         recipe.resolve(arch)  # a bad value fails here, before any data or cluster work
     if args.source:
         from rnn_models.data.prepare import prepare
 
-        prepare(C.PrepareConfig(source=args.source, out=run.data, **prepare_values), address=args.address,
-                schedule_timeout=run.schedule_timeout)
+        prepare(
+            C.PrepareConfig(source=args.source, out=run.data, **prepare_values),
+            address=args.address,
+            schedule_timeout=run.schedule_timeout,
+        )
     return run, recipe
 
 
@@ -113,7 +137,9 @@ def _tune(args) -> None:
     cfg = config_from(args, C.SearchConfig, out=absolute(args.out, "--out") if args.out else "")
     load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work
     if args.seeds:
-        raise UserError("--seeds is for train; a search draws its configurations (and trains them) with --seed")
+        raise UserError(
+            "--seeds is for train; a search draws its configurations (and trains them) with --seed"
+        )
     run, recipe = _run_setup(args)
     search(run, recipe, cfg, resume=args.resume, address=args.address)
 
@@ -130,8 +156,10 @@ def _evaluate(args) -> None:
     connect(args.address)
     spec = DataSpec.from_prepared(data).load(splits=(args.split,))
     result = score_checkpoint(loaded, spec, args.split)
-    print(f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
-          f"loss {result.mean_loss:.4f} over {result.count} reviews")
+    print(
+        f"{loaded.model_config.arch} epoch {loaded.meta['epoch']}: {args.split} accuracy {result.accuracy:.4f}, "
+        f"loss {result.mean_loss:.4f} over {result.count} reviews"
+    )
 
 
 def _predict(args) -> None:
@@ -152,8 +180,11 @@ def _predict(args) -> None:
         raise UserError(f"--file {args.file}: no reviews in it")
     if unknown:
         numbers = ", ".join(map(str, unknown[:10])) + (", …" if len(unknown) > 10 else "")
-        print(f"warning: {len(unknown)} review(s) had no token of the checkpoint's vocabulary (review {numbers}); "
-              "their scores are the model's answer to an empty review", file=sys.stderr)
+        print(
+            f"warning: {len(unknown)} review(s) had no token of the checkpoint's vocabulary (review {numbers}); "
+            "their scores are the model's answer to an empty review",
+            file=sys.stderr,
+        )
 
 
 def _compare(args) -> None:
@@ -164,11 +195,18 @@ def _compare(args) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What `train` and `tune` share: preset, run, model and training options, data preparation."""
-    p.add_argument("--preset", default="seed", help="a built-in preset (seed, seed-fixed, tuned, frontier) or a "
-                   "preset file (default: seed, the notebook's recipe)")
+    p.add_argument(
+        "--preset",
+        default="seed",
+        help="a built-in preset (seed, seed-fixed, tuned, frontier) or a "
+        "preset file (default: seed, the notebook's recipe)",
+    )
     add_options(p, C.RunConfig, skip=("data",))
-    p.add_argument("--data", help="prepared data directory (default: data/prepared-k<vocab>-t<max len>…, from "
-                   "the preset's tokenisation)")
+    p.add_argument(
+        "--data",
+        help="prepared data directory (default: data/prepared-k<vocab>-t<max len>…, from "
+        "the preset's tokenisation)",
+    )
     add_options(p, C.TrainConfig, preset_defaults=True)
     add_options(p, C.ModelConfig, skip=("arch",), preset_defaults=True)
     p.add_argument("--source", help="prepare this source into --data first (cached); see `prepare --help`")
@@ -205,7 +243,9 @@ def _data_commands(commands) -> None:
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("baseline", help="linear baselines (uni+bigram logistic regression) on the same tokens")
+    p = commands.add_parser(
+        "baseline", help="linear baselines (uni+bigram logistic regression) on the same tokens"
+    )
     add_options(p, C.BaselineConfig)
     p.set_defaults(run=_baseline)
 
@@ -217,18 +257,24 @@ def _data_commands(commands) -> None:
 
 
 def _run_commands(commands) -> None:
-    p = commands.add_parser("train", help="train architectures as parallel Ray Tune trials and report test accuracy")
+    p = commands.add_parser(
+        "train", help="train architectures as parallel Ray Tune trials and report test accuracy"
+    )
     _add_run_options(p)
     p.set_defaults(run=_train)
 
-    p = commands.add_parser("tune", help="search hyperparameters per architecture (Ray Tune, ASHA); writes a preset")
+    p = commands.add_parser(
+        "tune", help="search hyperparameters per architecture (Ray Tune, ASHA); writes a preset"
+    )
     _add_run_options(p)
     add_options(p, C.SearchConfig)
     p.set_defaults(run=_tune)
 
     p = commands.add_parser("compare", help="one table and plot from several runs (e.g. one per preset)")
     p.add_argument("runs", nargs="+", help="run folders holding results.json (paths or URIs)")
-    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.json and comparison.png")
+    p.add_argument(
+        "--out", required=True, help="folder for comparison.md, comparison.json and comparison.png"
+    )
     p.set_defaults(run=_compare)
 
 
@@ -244,7 +290,9 @@ def _checkpoint_commands(commands) -> None:
     p = commands.add_parser("predict", help="probability that each review is positive")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (see results.json)")
     p.add_argument("texts", nargs="*", help="review texts")
-    p.add_argument("--file", help="one review per line (.txt), or a .csv / .parquet with a review or text column")
+    p.add_argument(
+        "--file", help="one review per line (.txt), or a .csv / .parquet with a review or text column"
+    )
     p.set_defaults(run=_predict)
 
 
@@ -259,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             show_ray_logs(args.verbose)
         args.run(args)
     except UserError as e:
-        if "--debug" in itertools.takewhile(lambda a: a.startswith("-"), argv):  # an option before the command
+        if "--debug" in itertools.takewhile(
+            lambda a: a.startswith("-"), argv
+        ):  # an option before the command
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

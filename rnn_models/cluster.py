@@ -36,7 +36,9 @@ def show_ray_logs(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # inherited by the processes Ray starts
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter: silent at verbose=0, the newer one
+    os.environ.setdefault(
+        "RAY_AIR_NEW_OUTPUT", "0"
+    )  # Tune's older reporter: silent at verbose=0, the newer one
     # still prints its experiment box
     import ray.data  # noqa: F401  (its import sets its loggers' levels: set them after it)
 
@@ -65,7 +67,10 @@ def verbose() -> bool:
 
 def _ray_output() -> dict:
     """`ray.init`'s options for what reaches this console: everything with --verbose, else warnings."""
-    return {"log_to_driver": _show_ray_logs, "logging_level": logging.INFO if _show_ray_logs else logging.WARNING}
+    return {
+        "log_to_driver": _show_ray_logs,
+        "logging_level": logging.INFO if _show_ray_logs else logging.WARNING,
+    }
 
 
 def connect(address: str | None = None) -> None:
@@ -82,12 +87,21 @@ def connect(address: str | None = None) -> None:
     if address:
         context = ray.init(address=address, **_ray_output())
     else:
-        context = ray.init(address="local", dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                           _system_config={"worker_maximum_startup_concurrency": STARTUP_CONCURRENCY},
-                           **_ray_output())
+        context = ray.init(
+            address="local",
+            dashboard_host="127.0.0.1",
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            _system_config={"worker_maximum_startup_concurrency": STARTUP_CONCURRENCY},
+            **_ray_output(),
+        )
     resources = ray.cluster_resources()
-    log.info("Ray cluster %s: %g CPUs, %g GPUs; dashboard %s", context.address_info.get("gcs_address", ""),
-             resources.get("CPU", 0), resources.get("GPU", 0), context.dashboard_url or "off")
+    log.info(
+        "Ray cluster %s: %g CPUs, %g GPUs; dashboard %s",
+        context.address_info.get("gcs_address", ""),
+        resources.get("CPU", 0),
+        resources.get("GPU", 0),
+        context.dashboard_url or "off",
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # after ray.init, which installs its own
 
@@ -117,8 +131,10 @@ def on_this_node(cpus: float) -> dict:
     """Ray remote arguments that run a task on this process's node, the only one that sees its disk, asking
     for `cpus`, or for none where the node has fewer (a head of 0 CPUs: the task then runs beside what does)."""
     here = ray.get_runtime_context().get_node_id()
-    return {"num_cpus": cpus if node_resources(here).get("CPU", 0) >= cpus else 0,
-            "label_selector": {"ray.io/node-id": here}}
+    return {
+        "num_cpus": cpus if node_resources(here).get("CPU", 0) >= cpus else 0,
+        "label_selector": {"ray.io/node-id": here},
+    }
 
 
 def require_shared_storage(storage: Storage, bootstrap_config: str = BOOTSTRAP_CONFIG) -> None:
@@ -134,10 +150,12 @@ def require_shared_storage(storage: Storage, bootstrap_config: str = BOOTSTRAP_C
         where = "an autoscaler that adds nodes"
     else:
         return
-    raise UserError(f"--storage {storage.root}: a folder on this node's disk, but the Ray cluster has {where}, "
-                    "whose workers write checkpoints there too; give storage every node reaches: a bucket "
-                    "(--storage s3://BUCKET/runs, gs://…) or, for a folder every node mounts at the same path, "
-                    f"file://{storage.root}")
+    raise UserError(
+        f"--storage {storage.root}: a folder on this node's disk, but the Ray cluster has {where}, "
+        "whose workers write checkpoints there too; give storage every node reaches: a bucket "
+        "(--storage s3://BUCKET/runs, gs://…) or, for a folder every node mounts at the same path, "
+        f"file://{storage.root}"
+    )
 
 
 _gpus_requested = False
@@ -167,8 +185,13 @@ def wait_for_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str
     _gpus_requested = True
     if _gpus() >= gpus:
         return
-    log.info("%g of %d GPU(s) up: asked the autoscaler for them (%s); waiting up to %d s", _gpus(), gpus,
-             f"node types {', '.join(gpu_types)}" if gpu_types else "its node types are not known here", timeout)
+    log.info(
+        "%g of %d GPU(s) up: asked the autoscaler for them (%s); waiting up to %d s",
+        _gpus(),
+        gpus,
+        f"node types {', '.join(gpu_types)}" if gpu_types else "its node types are not known here",
+        timeout,
+    )
     try:
         if not _await_gpus(gpus, timeout, use_gpu, bootstrap_config, types_known=gpu_types is not None):
             release_gpus()
@@ -186,16 +209,26 @@ def _await_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str, 
         scaler = autoscaler(bootstrap_config)
         launched = launched or bool(scaler.launching)
         if waited >= timeout:
-            raise UserError(f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
-                            f"cluster within --gpu-wait {timeout:g} s{scaler.describe()}; see `ray status` "
-                            "(or `ray monitor cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, "
-                            "or train on CPUs with --use-gpu no")
+            raise UserError(
+                f"--use-gpu {use_gpu}: {_gpus():g} of the {gpus} GPU(s) a trial needs joined the "
+                f"cluster within --gpu-wait {timeout:g} s{scaler.describe()}; see `ray status` "
+                "(or `ray monitor cluster.yaml`) for why, raise --gpu-wait, lower --workers-per-trial, "
+                "or train on CPUs with --use-gpu no"
+            )
         if use_gpu == "auto" and not types_known and not launched and waited >= GPU_LAUNCH_GRACE_SECONDS:
-            log.info("the autoscaler launched no node for the GPU(s) in %.0f s: training on what is there", waited)
+            log.info(
+                "the autoscaler launched no node for the GPU(s) in %.0f s: training on what is there", waited
+            )
             return False
         if waited >= next_report:
-            log.info("still waiting for GPU nodes: %g of %d up (%.0f s of %g)%s", _gpus(), gpus, waited, timeout,
-                     scaler.describe())
+            log.info(
+                "still waiting for GPU nodes: %g of %d up (%.0f s of %g)%s",
+                _gpus(),
+                gpus,
+                waited,
+                timeout,
+                scaler.describe(),
+            )
             next_report += 30
         time.sleep(GPU_POLL_SECONDS)
     log.info("%g GPU(s) up after %.0f s", _gpus(), time.monotonic() - started)
@@ -213,8 +246,11 @@ def release_gpus() -> None:
         try:
             request_resources(bundles=[])
         except Exception as e:  # noqa: BLE001
-            log.warning("could not withdraw the GPU request from the autoscaler (%s); see docs/training.md, "
-                        "Resources, to clear it by hand", e)
+            log.warning(
+                "could not withdraw the GPU request from the autoscaler (%s); see docs/training.md, "
+                "Resources, to clear it by hand",
+                e,
+            )
     _gpus_requested = False
 
 

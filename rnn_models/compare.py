@@ -25,7 +25,10 @@ def _load(run: str) -> tuple[str, dict]:
     try:
         document = json.loads(storage.read("results.json"))
         results = document["results"]
-        assert all({"test_accuracy", "test_reviews", "parameters", "train_seconds"} <= set(r) for r in results.values())
+        assert all(
+            {"test_accuracy", "test_reviews", "parameters", "train_seconds"} <= set(r)
+            for r in results.values()
+        )
         rows = _by_arch(document)  # a run of several seeds: its summary names its seeds' rows
     except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
         raise UserError(f"{run}: no readable results.json of a finished run ({type(e).__name__}: {e})") from e
@@ -38,10 +41,14 @@ def _by_arch(document: dict) -> dict[str, dict]:
     rows = {arch: r for arch, r in document["results"].items() if arch in ARCHS}
     for arch, summary in document.get("seeds", {}).items():
         seeds = [document["results"][f"{arch} seed {seed}"] for seed in summary["seeds"]]
-        rows[arch] = {"test_accuracy": summary["test_accuracy_mean"], "sd": summary["test_accuracy_sd"],
-                      "seeds": len(seeds), "test_reviews": seeds[0]["test_reviews"],
-                      "parameters": seeds[0]["parameters"],
-                      "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds)}
+        rows[arch] = {
+            "test_accuracy": summary["test_accuracy_mean"],
+            "sd": summary["test_accuracy_sd"],
+            "seeds": len(seeds),
+            "test_reviews": seeds[0]["test_reviews"],
+            "parameters": seeds[0]["parameters"],
+            "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds),
+        }
     return rows
 
 
@@ -55,18 +62,26 @@ def _labelled(runs: list[str]) -> dict[str, dict]:
     """Each run's rows under its label; runs sharing a label (two `seed` runs) are told apart by their folders."""
     loaded = [(run, *_load(run)) for run in runs]
     labels = [label for _, label, _ in loaded]
-    return {(label if labels.count(label) == 1 else f"{label} ({Path(run).name})"): rows
-            for run, label, rows in loaded}
+    return {
+        (label if labels.count(label) == 1 else f"{label} ({Path(run).name})"): rows
+        for run, label, rows in loaded
+    }
 
 
 def compare(runs: list[str], out: str) -> str:
     """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
     by_arch = _labelled(runs)
     archs = [a for a in ARCHS if any(a in results for results in by_arch.values())]
-    rows = {arch: {label: results[arch] for label, results in by_arch.items() if arch in results} for arch in archs}
-    lines = ["| architecture | " + " | ".join(f"{label}: test accuracy (95% CI) | params | train s"
-                                               for label in by_arch) + " |",
-             "|---|" + "---:|---:|---:|" * len(by_arch)]
+    rows = {
+        arch: {label: results[arch] for label, results in by_arch.items() if arch in results}
+        for arch in archs
+    }
+    lines = [
+        "| architecture | "
+        + " | ".join(f"{label}: test accuracy (95% CI) | params | train s" for label in by_arch)
+        + " |",
+        "|---|" + "---:|---:|---:|" * len(by_arch),
+    ]
     for arch, cells in rows.items():
         parts = []
         for label in by_arch:
@@ -88,8 +103,14 @@ def _plot(rows: dict, labels: list[str]) -> bytes:
     for i, label in enumerate(labels):
         xs = [j + i * width for j, arch in enumerate(rows) if label in rows[arch]]
         cells = [rows[arch][label] for arch in rows if label in rows[arch]]
-        ax.bar(xs, [c["test_accuracy"] for c in cells], width, label=label,
-               yerr=[c.get("sd", interval(c["test_accuracy"], c["test_reviews"])) for c in cells], capsize=3)
+        ax.bar(
+            xs,
+            [c["test_accuracy"] for c in cells],
+            width,
+            label=label,
+            yerr=[c.get("sd", interval(c["test_accuracy"], c["test_reviews"])) for c in cells],
+            capsize=3,
+        )
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], list(rows))
     ax.set(ylabel="test accuracy", ylim=(0.5, 1.0), title="test accuracy by preset (95% CI)")
     ax.legend()

@@ -70,7 +70,7 @@ def review_batches(path: str) -> Iterator[list[str]]:
             return _parquet_batches(file)
         if file.suffix == ".csv":
             return _csv_batches(file)
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:  # a header that is not UTF-8: the last
         raise UserError(f"--file {path}: unreadable ({reason(e)})") from e
     return _text_batches(file)
 
@@ -88,13 +88,17 @@ def _parquet_batches(file: Path) -> Iterator[list[str]]:
     kind = reader.schema_arrow.field(column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise UserError(f"--file {file}: column {column} has type {kind}, expected strings")
-    return _guarded(([t or "" for t in b.column(0).to_pylist()]
-                     for b in reader.iter_batches(BATCH, columns=[column])), file)
+    return _guarded(
+        ([t or "" for t in b.column(0).to_pylist()] for b in reader.iter_batches(BATCH, columns=[column])),
+        file,
+    )
 
 
 def _csv_batches(file: Path) -> Iterator[list[str]]:
     blocks = pyarrow.csv.ReadOptions(block_size=CSV_BLOCK)
-    strings = pyarrow.csv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS})  # "12" is a review too
+    strings = pyarrow.csv.ConvertOptions(
+        column_types={c: pa.string() for c in COLUMNS}
+    )  # "12" is a review too
     reader = pyarrow.csv.open_csv(file, read_options=blocks, convert_options=strings)
     column = _column(reader.schema.names, file)
     index = reader.schema.get_field_index(column)
@@ -115,5 +119,5 @@ def _guarded(items: Iterable, file: Path) -> Iterator:
     """`items`, a pyarrow error part-way through the file (a malformed row) becoming a `UserError`."""
     try:
         yield from items
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise UserError(f"--file {file}: unreadable ({reason(e)})") from e

@@ -28,42 +28,74 @@ NOTEBOOK = {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the noteboo
 BUILTIN = {
     "seed": {
         "about": "the notebook's recipe: Adam 1e-4, batch 64, 10 epochs, 1,024 tokens, reviews cut to 64, Axon's "
-                 "initial weights, the weights after the last epoch tested; the hand-rolled BiLSTM's unmasked "
-                 "LSTMs read padding (its backward one, the padding first). The bilstm row is this project's fused "
-                 "BiLSTM under that recipe: the notebook's Axon.bidirectional model never compiled",
+        "initial weights, the weights after the last epoch tested; the hand-rolled BiLSTM's unmasked "
+        "LSTMs read padding (its backward one, the padding first). The bilstm row is this project's fused "
+        "BiLSTM under that recipe: the notebook's Axon.bidirectional model never compiled",
         "prepare": NOTEBOOK,
         "model": {"seed_faithful": True, "init": "axon"},
         "train": {"test_checkpoint": "last"},
     },
     "seed-fixed": {
         "about": "the seed preset with only the notebook's mistakes fixed: learning rate 1e-3 instead of 1e-4, the "
-                 "hand-rolled backward LSTM reading each review back to front from its last real token",
+        "hand-rolled backward LSTM reading each review back to front from its last real token",
         "prepare": NOTEBOOK,
         "model": {"seed_faithful": False, "init": "axon"},
         "train": {"lr": 1e-3, "test_checkpoint": "last"},
     },
     "tuned": {
         "about": "what these architectures can do from scratch: 20,000 tokens, reviews up to 400 tokens, <br /> "
-                 "stripped, dropout 0.3, AdamW 2e-3 with a warm-up epoch and cosine decay, gradient clipping, "
-                 "early stopping on val accuracy",
+        "stripped, dropout 0.3, AdamW 2e-3 with a warm-up epoch and cosine decay, gradient clipping, "
+        "early stopping on val accuracy",
         "prepare": {"vocab_size": 20000, "max_len": 400, "strip_br": True},
-        "model": {"embedding_size": 64, "hidden_size": 64, "dropout": 0.3, "merge": "concat", "seed_faithful": False},
-        "train": {"lr": 2e-3, "weight_decay": 0.01, "lr_schedule": "cosine", "grad_clip": 1.0, "epochs": 6,
-                  "patience": 2},
+        "model": {
+            "embedding_size": 64,
+            "hidden_size": 64,
+            "dropout": 0.3,
+            "merge": "concat",
+            "seed_faithful": False,
+        },
+        "train": {
+            "lr": 2e-3,
+            "weight_decay": 0.01,
+            "lr_schedule": "cosine",
+            "grad_clip": 1.0,
+            "epochs": 6,
+            "patience": 2,
+        },
     },
     "frontier": {
         "about": "whole reviews (up to 1,000 tokens, 99.9 % of them uncut) at the cost of their real length "
-                 "(length-bucketed batches), 30,000 tokens, Axon's initial weights; the RNNs 128 wide, reading each "
-                 "token with its hashed bigram, pooling max and mean over every step, with word dropout and "
-                 "adversarial training on the embeddings; the MLP a bag of tokens and hashed bigrams; AdamW with a "
-                 "short warm-up and cosine decay over 2 epochs. Choices measured: README, Results",
+        "(length-bucketed batches), 30,000 tokens, Axon's initial weights; the RNNs 128 wide, reading each "
+        "token with its hashed bigram, pooling max and mean over every step, with word dropout and "
+        "adversarial training on the embeddings; the MLP a bag of tokens and hashed bigrams; AdamW with a "
+        "short warm-up and cosine decay over 2 epochs. Choices measured: README, Results",
         "prepare": {"vocab_size": 30000, "max_len": 1000, "strip_br": True},
-        "model": {"embedding_size": 128, "hidden_size": 128, "dropout": 0.3, "merge": "concat", "readout": "pool",
-                  "init": "axon", "token_dropout": 0.15, "bigram_buckets": 262144},
-        "train": {"lr": 3e-3, "weight_decay": 0.01, "lr_schedule": "cosine", "warmup": 0.3, "grad_clip": 1.0,
-                  "epochs": 2, "bucket_batches": 50, "adversarial": 0.05},
-        "archs": {"mlp": {"model": {"pooling": "mean", "embedding_size": 64, "hidden_size": 64},
-                          "train": {"lr": 2e-3, "adversarial": 0.0}}},
+        "model": {
+            "embedding_size": 128,
+            "hidden_size": 128,
+            "dropout": 0.3,
+            "merge": "concat",
+            "readout": "pool",
+            "init": "axon",
+            "token_dropout": 0.15,
+            "bigram_buckets": 262144,
+        },
+        "train": {
+            "lr": 3e-3,
+            "weight_decay": 0.01,
+            "lr_schedule": "cosine",
+            "warmup": 0.3,
+            "grad_clip": 1.0,
+            "epochs": 2,
+            "bucket_batches": 50,
+            "adversarial": 0.05,
+        },
+        "archs": {
+            "mlp": {
+                "model": {"pooling": "mean", "embedding_size": 64, "hidden_size": 64},
+                "train": {"lr": 2e-3, "adversarial": 0.0},
+            }
+        },
     },
 }
 
@@ -82,7 +114,9 @@ class Preset:
 
 
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "arch")
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # no name is both a model and a train option
+TRAIN_KEYS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig)
+)  # no name is both a model and a train option
 
 
 @dataclass(frozen=True)
@@ -90,20 +124,32 @@ class Recipe:
     """What a run's trials train: a preset, and the options given on the command line ({option: value}, model
     and training options alike), which win over the preset for every architecture."""
 
-    preset: Preset = field(default_factory=lambda: Preset("defaults"))  # no preset: the config dataclasses' defaults
+    preset: Preset = field(
+        default_factory=lambda: Preset("defaults")
+    )  # no preset: the config dataclasses' defaults
     options: dict = field(default_factory=dict)
 
     def resolve(self, arch: str, sampled: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
         """The configs of `arch`, the one merge of options: the preset's, its values for `arch`, the command
         line's, then a search's `sampled` values, each winning over the ones before."""
         own = self.preset.archs.get(arch, {})
-        values = {**self.preset.model, **self.preset.train, **own.get("model", {}), **own.get("train", {}),
-                  **self.options, **(sampled or {})}
+        values = {
+            **self.preset.model,
+            **self.preset.train,
+            **own.get("model", {}),
+            **own.get("train", {}),
+            **self.options,
+            **(sampled or {}),
+        }
         unknown = sorted(set(values) - set(MODEL_KEYS) - set(TRAIN_KEYS))
         if unknown:
-            raise UserError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(MODEL_KEYS + TRAIN_KEYS)}")
-        return (ModelConfig(arch=arch, **{k: v for k, v in values.items() if k in MODEL_KEYS}),
-                TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS}))
+            raise UserError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(MODEL_KEYS + TRAIN_KEYS)}"
+            )
+        return (
+            ModelConfig(arch=arch, **{k: v for k, v in values.items() if k in MODEL_KEYS}),
+            TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS}),
+        )
 
     def as_dict(self) -> dict:
         return {"preset": self.preset.as_dict(), "options": self.options}
@@ -120,13 +166,15 @@ def load_preset(name_or_path: str) -> Preset:
         return _checked({"name": name_or_path, **BUILTIN[name_or_path]}, f"preset {name_or_path}")
     path = Path(name_or_path)
     if not path.is_file():
-        raise UserError(f"--preset {name_or_path}: neither a built-in preset ({', '.join(BUILTIN)}) nor a file")
+        raise UserError(
+            f"--preset {name_or_path}: neither a built-in preset ({', '.join(BUILTIN)}) nor a file"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--preset {path}: not a readable JSON file ({e})") from e
     if not isinstance(data, dict):
-        raise UserError(f"--preset {path}: expected a JSON object such as {{\"train\": {{\"lr\": 0.001}}}}")
+        raise UserError(f'--preset {path}: expected a JSON object such as {{"train": {{"lr": 0.001}}}}')
     return _checked({"name": path.stem, **data}, str(path))
 
 
@@ -150,7 +198,9 @@ def _checked(data: dict, where: str) -> Preset:
         typed(cls, getattr(preset, section), where, section, keys=_keys(cls))
     for arch, own in preset.archs.items():
         if arch not in ARCHS:
-            raise UserError(f"{where}: {key_path('archs', arch)}: unknown architecture (known: {', '.join(ARCHS)})")
+            raise UserError(
+                f"{where}: {key_path('archs', arch)}: unknown architecture (known: {', '.join(ARCHS)})"
+            )
         own = typed(ArchValues, own, where, f"archs.{arch}")
         typed(ModelConfig, own.model, where, f"archs.{arch}.model", keys=_keys(ModelConfig))
         typed(TrainConfig, own.train, where, f"archs.{arch}.train", keys=_keys(TrainConfig))
@@ -159,4 +209,8 @@ def _checked(data: dict, where: str) -> Preset:
 
 def _keys(cls) -> tuple[str, ...]:
     """What a preset may set of `cls`: of `prepare`, only the tokenisation; of `model`, all but the arch."""
-    return PREPARE_KEYS if cls is PrepareConfig else tuple(f.name for f in dataclasses.fields(cls) if f.name != "arch")
+    return (
+        PREPARE_KEYS
+        if cls is PrepareConfig
+        else tuple(f.name for f in dataclasses.fields(cls) if f.name != "arch")
+    )

@@ -8,8 +8,17 @@ import statistics
 from rnn_models.config import ARCHS
 from rnn_models.storage import Storage
 
-RESULT_KEYS = ("test_accuracy", "val_accuracy", "best_epoch", "epochs", "train_seconds", "samples_per_second",
-               "parameters", "test_reviews", "checkpoint")
+RESULT_KEYS = (
+    "test_accuracy",
+    "val_accuracy",
+    "best_epoch",
+    "epochs",
+    "train_seconds",
+    "samples_per_second",
+    "parameters",
+    "test_reviews",
+    "checkpoint",
+)
 
 
 def write_report(storage: Storage, name: str, results: list[dict], context: dict) -> str:
@@ -36,7 +45,11 @@ def _label(result: dict, results: list[dict]) -> str:
     if len(same) == 1:
         return result["arch"]
     by_seed = len({r["train"]["seed"] for r in same}) == len(same)
-    return f"{result['arch']} seed {result['train']['seed']}" if by_seed else f"{result['arch']}-{result['trial_id']}"
+    return (
+        f"{result['arch']} seed {result['train']['seed']}"
+        if by_seed
+        else f"{result['arch']}-{result['trial_id']}"
+    )
 
 
 def seed_summary(results: list[dict]) -> dict:
@@ -55,10 +68,15 @@ def seed_summary(results: list[dict]) -> dict:
 
 
 def seeds_table(summary: dict) -> str:
-    lines = ["| architecture | seeds | test accuracy, mean ± sd | val accuracy, mean ± sd |", "|---|---|---:|---:|"]
+    lines = [
+        "| architecture | seeds | test accuracy, mean ± sd | val accuracy, mean ± sd |",
+        "|---|---|---:|---:|",
+    ]
     for arch, s in summary.items():
-        lines.append(f"| {arch} | {', '.join(map(str, s['seeds']))} | {s['test_accuracy_mean']:.2%} ± "
-                     f"{s['test_accuracy_sd']:.2%} | {s['val_accuracy_mean']:.2%} ± {s['val_accuracy_sd']:.2%} |")
+        lines.append(
+            f"| {arch} | {', '.join(map(str, s['seeds']))} | {s['test_accuracy_mean']:.2%} ± "
+            f"{s['test_accuracy_sd']:.2%} | {s['val_accuracy_mean']:.2%} ± {s['val_accuracy_sd']:.2%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -68,12 +86,17 @@ def interval(accuracy: float, n: int) -> float:
 
 
 def results_table(results: list[dict]) -> str:
-    lines = ["| architecture | test accuracy (95% CI) | val accuracy | tested epoch | epochs | parameters | train s "
-             "| samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| architecture | test accuracy (95% CI) | val accuracy | tested epoch | epochs | parameters | train s "
+        "| samples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         test = f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%}"
-        lines.append(f"| {_label(r, results)} | {test} | {r['val_accuracy']:.2%} | {r['best_epoch']} | {r['epochs']} "
-                     f"| {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
+        lines.append(
+            f"| {_label(r, results)} | {test} | {r['val_accuracy']:.2%} | {r['best_epoch']} | {r['epochs']} "
+            f"| {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

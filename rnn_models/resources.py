@@ -33,7 +33,9 @@ MIN_GPUS_PER_WORKER = 0.1  # at most ten trials share a GPU; more queue
 
 @dataclass(frozen=True)
 class Plan:
-    workers: int  # workers (DDP ranks) per trial: one trains in its trial's process, more in a Train worker group
+    workers: (
+        int  # workers (DDP ranks) per trial: one trains in its trial's process, more in a Train worker group
+    )
     cpus_per_worker: float
     gpus_per_worker: float
     concurrent_trials: int
@@ -41,8 +43,10 @@ class Plan:
 
     def describe(self, n_trials: int) -> str:
         device = f"{self.gpus_per_worker:g} GPU + " if self.gpus_per_worker else ""
-        return (f"{n_trials} trial(s), {self.concurrent_trials} at a time; each {self.workers} worker(s) of "
-                f"{device}{self.cpus_per_worker:g} CPU, {self.torch_threads} torch thread(s)")
+        return (
+            f"{n_trials} trial(s), {self.concurrent_trials} at a time; each {self.workers} worker(s) of "
+            f"{device}{self.cpus_per_worker:g} CPU, {self.torch_threads} torch thread(s)"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,8 +56,15 @@ def _floor(x: float, step: float = 0.01) -> float:
     return round(math.floor(x / step + 1e-9) * step, 6)  # 0.95, not 0.9500000000000001
 
 
-def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, use_gpu: str = "auto",
-                   cpus_per_gpu: float | None = None, node_cpus: tuple[float, ...] = ()) -> Plan:
+def plan_resources(
+    n_trials: int,
+    cpus: float,
+    gpus: float,
+    workers: int = 0,
+    use_gpu: str = "auto",
+    cpus_per_gpu: float | None = None,
+    node_cpus: tuple[float, ...] = (),
+) -> Plan:
     """Size `n_trials` trials for a cluster of `cpus` and `gpus`; `workers` = 0 means choose.
 
     How many trials run at once is decided first; the others queue and reserve nothing meanwhile.
@@ -62,19 +73,25 @@ def plan_resources(n_trials: int, cpus: float, gpus: float, workers: int = 0, us
     and keep room for a read task on some node.
     """
     if use_gpu == "yes" and gpus < 1e-9:
-        raise UserError("--use-gpu yes, but the Ray cluster has no GPU; use --use-gpu auto or no, or add GPU nodes")
+        raise UserError(
+            "--use-gpu yes, but the Ray cluster has no GPU; use --use-gpu auto or no, or add GPU nodes"
+        )
     if use_gpu != "no" and gpus > 0:
         return _gpu_plan(n_trials, cpus, gpus, workers, cpus_per_gpu)
     workers = workers or 1
     smallest_trial = workers * MIN_CPUS_PER_WORKER
     fits = math.floor((cpus - DATA_CPUS) / smallest_trial + 1e-9)  # trials that fit at once, beside Ray Data
     if fits < 1:
-        raise UserError(f"--workers-per-trial {workers} needs at least {smallest_trial + DATA_CPUS:g} CPUs, "
-                        f"the Ray cluster has {cpus:g}")
+        raise UserError(
+            f"--workers-per-trial {workers} needs at least {smallest_trial + DATA_CPUS:g} CPUs, "
+            f"the Ray cluster has {cpus:g}"
+        )
     concurrent = min(n_trials, fits)
     node_cpus = node_cpus or (cpus,)
     cpus_per_worker = _floor(min((cpus - DATA_CPUS) / (concurrent * workers), max(node_cpus)))
-    while cpus_per_worker > MIN_CPUS_PER_WORKER and not _fits(cpus_per_worker, concurrent * workers, node_cpus):
+    while cpus_per_worker > MIN_CPUS_PER_WORKER and not _fits(
+        cpus_per_worker, concurrent * workers, node_cpus
+    ):
         cpus_per_worker = _floor(cpus_per_worker - 0.01)
     return Plan(workers, cpus_per_worker, 0.0, concurrent, _threads(cpus_per_worker))
 
@@ -92,8 +109,10 @@ def _gpu_plan(n_trials: int, cpus: float, gpus: float, workers: int, cpus_per_gp
     whole_gpus = math.floor(gpus + 1e-9)
     workers = workers or max(1, whole_gpus // n_trials)
     if workers > 1 and workers > whole_gpus:
-        raise UserError(f"--workers-per-trial {workers} needs {workers} GPUs (one per DDP rank), "
-                        f"the Ray cluster has {gpus:g}")
+        raise UserError(
+            f"--workers-per-trial {workers} needs {workers} GPUs (one per DDP rank), "
+            f"the Ray cluster has {gpus:g}"
+        )
     if whole_gpus >= n_trials * workers:  # a whole GPU per worker, all trials at once
         gpus_per_worker, concurrent = 1.0, n_trials
     elif workers == 1:  # trials share the GPUs, each at least MIN_GPUS_PER_WORKER; the rest queue
@@ -121,7 +140,15 @@ def cluster_plan(n_trials: int, workers: int = 0, use_gpu: str = "auto") -> Plan
 
     total = ray.cluster_resources()
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    cpus_per_gpu = min((max(MIN_CPUS_PER_WORKER, r.get("CPU", 0) - NODE_RESERVED_CPUS) / r["GPU"]
-                        for r in nodes if r.get("GPU")), default=None)
+    cpus_per_gpu = min(
+        (
+            max(MIN_CPUS_PER_WORKER, r.get("CPU", 0) - NODE_RESERVED_CPUS) / r["GPU"]
+            for r in nodes
+            if r.get("GPU")
+        ),
+        default=None,
+    )
     node_cpus = tuple(r["CPU"] for r in nodes if r.get("CPU"))
-    return plan_resources(n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu, node_cpus)
+    return plan_resources(
+        n_trials, total.get("CPU", 0), total.get("GPU", 0), workers, use_gpu, cpus_per_gpu, node_cpus
+    )

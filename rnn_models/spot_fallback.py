@@ -11,18 +11,26 @@ from ray.autoscaler._private.node_provider_availability_tracker import NodeAvail
 from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer
 
 
-def available_first(node_resources: dict, resources: list[dict], node_type: str, *,
-                    node_availability_summary: NodeAvailabilitySummary) -> tuple | None:
+def available_first(
+    node_resources: dict,
+    resources: list[dict],
+    node_type: str,
+    *,
+    node_availability_summary: NodeAvailabilitySummary,
+) -> tuple | None:
     """Ray's default score behind one rule: a type whose last launch failed (within the tracker's 30 minutes)
     ranks below every type whose last launch did not; among failed types, the one that failed longest ago goes
     first (so a spot and an on-demand type that both failed take turns).
 
     Types with equal scores (the spot and on-demand GPU types) go by Ray's tie rule: `get_nodes_for` sorts
     (score, node_type) pairs in reverse, so the name that sorts last wins (gpu_spot over gpu_on_demand)."""
-    score = _default_utilization_scorer(node_resources, resources, node_type,
-                                        node_availability_summary=node_availability_summary)
+    score = _default_utilization_scorer(
+        node_resources, resources, node_type, node_availability_summary=node_availability_summary
+    )
     if score is None:  # the demand does not fit this type
         return None
-    record = node_availability_summary.node_availabilities.get(node_type)  # None: no launch in the last 30 min
+    record = node_availability_summary.node_availabilities.get(
+        node_type
+    )  # None: no launch in the last 30 min
     failed_at = record.last_checked_timestamp if record and not record.is_available else None
     return (failed_at is None, -(failed_at or 0), *score)

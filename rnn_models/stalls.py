@@ -65,13 +65,17 @@ class StallWatch:
             if scaler.launching or scaler.unavailable:
                 stalled_since, awaited_since = None, awaited_since or now - self.poll
                 if self.launch_bound and now - awaited_since >= self.launch_bound:
-                    return self._stall(f"{'; '.join(demands)} waited {self.launch_bound:g} s (--worker-wait) for "
-                                       f"nodes the autoscaler did not add{scaler.describe()}")
+                    return self._stall(
+                        f"{'; '.join(demands)} waited {self.launch_bound:g} s (--worker-wait) for "
+                        f"nodes the autoscaler did not add{scaler.describe()}"
+                    )
                 continue
             stalled_since = stalled_since or now - self.poll
             if self.bound and now - stalled_since >= self.bound:
-                return self._stall(f"{'; '.join(demands)} waited {self.bound:g} s (--schedule-timeout) for resources "
-                                   f"no node frees; the nodes: {'; '.join(nodes)}")
+                return self._stall(
+                    f"{'; '.join(demands)} waited {self.bound:g} s (--schedule-timeout) for resources "
+                    f"no node frees; the nodes: {'; '.join(nodes)}"
+                )
 
     def _stall(self, reason: str) -> None:
         self.reason = reason
@@ -90,17 +94,26 @@ def _cluster_demands() -> tuple[list[str], list[str]]:
 
     status = get_cluster_status(ray.get_runtime_context().gcs_address)
     summary = status.resource_demands
-    demands = [f"{d.count} x {_shape(d.bundle)} (tasks or actors)"
-               for demand in summary.ray_task_actor_demand for d in demand.bundles_by_count]
-    demands += [f"a worker group of {', '.join(f'{d.count} x {_shape(d.bundle)}' for d in demand.bundles_by_count)}"
-                for demand in summary.placement_group_demand]
+    demands = [
+        f"{d.count} x {_shape(d.bundle)} (tasks or actors)"
+        for demand in summary.ray_task_actor_demand
+        for d in demand.bundles_by_count
+    ]
+    demands += [
+        f"a worker group of {', '.join(f'{d.count} x {_shape(d.bundle)}' for d in demand.bundles_by_count)}"
+        for demand in summary.placement_group_demand
+    ]
     nodes = []
     for node in status.active_nodes + status.idle_nodes:
         usage = {u.resource_name: u for u in node.resource_usage.usage if u.resource_name in ("CPU", "GPU")}
-        held = ", ".join(f"{name} {u.used:g}/{u.total:g} used" for name, u in sorted(usage.items())) or "no CPU"
+        held = (
+            ", ".join(f"{name} {u.used:g}/{u.total:g} used" for name, u in sorted(usage.items())) or "no CPU"
+        )
         nodes.append(f"{node.node_id[:8]} ({held})")
     return demands, nodes
 
 
 def _shape(bundle: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items()) if not k.startswith("node:")) + "}"
+    return (
+        "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items()) if not k.startswith("node:")) + "}"
+    )

@@ -23,15 +23,19 @@ class Paired:
     p_value: float  # McNemar's test, two-sided
 
     def line(self, a: str, b: str) -> str:
-        return (f"{a} - {b}: {self.difference:+.2%} ± {self.interval:.2%} (95% CI, paired); right only: {a} "
-                f"{self.only_a}, {b} {self.only_b}; McNemar p = {self.p_value:.3g}")
+        return (
+            f"{a} - {b}: {self.difference:+.2%} ± {self.interval:.2%} (95% CI, paired); right only: {a} "
+            f"{self.only_a}, {b} {self.only_b}; McNemar p = {self.p_value:.3g}"
+        )
 
 
 def paired(a_correct, b_correct) -> Paired:
     """The paired comparison of two models' per-review correctness (booleans, the same reviews in the same order)."""
     a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError(f"two equal-length lists of at least 2 reviews are needed (got {a.shape} and {b.shape})")
+        raise ValueError(
+            f"two equal-length lists of at least 2 reviews are needed (got {a.shape} and {b.shape})"
+        )
     differences = a.astype(float) - b.astype(float)
     half_width = Z95 * differences.std(ddof=1) / math.sqrt(len(differences))
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))

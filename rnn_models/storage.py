@@ -28,9 +28,11 @@ def absolute(path: str, option: str) -> str:
     if is_uri(path) or os.path.isabs(os.path.expanduser(path)):
         return path if is_uri(path) else str(Path(path).expanduser().resolve())
     if _in_submitted_job_working_dir():
-        raise UserError(f"{option} {path}: a relative path under `ray job submit --working-dir` points into the "
-                        "job's temporary copy of the working directory, which is deleted with the job; give an "
-                        f"absolute path (e.g. {option} /home/ray/{path}) or a bucket URI (s3://…, gs://…)")
+        raise UserError(
+            f"{option} {path}: a relative path under `ray job submit --working-dir` points into the "
+            "job's temporary copy of the working directory, which is deleted with the job; give an "
+            f"absolute path (e.g. {option} /home/ray/{path}) or a bucket URI (s3://…, gs://…)"
+        )
     return str(Path(path).resolve())
 
 
@@ -79,8 +81,11 @@ class Storage:
     def sizes(self, pattern_suffix: str = "") -> dict[str, int]:
         """`files`, each with its size in bytes: one listing (a bucket answers it in one request per 1,000)."""
         selector = pyarrow.fs.FileSelector(self.base, recursive=True, allow_not_found=True)
-        return {info.path[len(self.base) + 1:]: info.size for info in self.fs.get_file_info(selector)
-                if info.type == pyarrow.fs.FileType.File and info.path.endswith(pattern_suffix)}
+        return {
+            info.path[len(self.base) + 1 :]: info.size
+            for info in self.fs.get_file_info(selector)
+            if info.type == pyarrow.fs.FileType.File and info.path.endswith(pattern_suffix)
+        }
 
     def check_writable(self) -> None:
         """Fail now, not after hours of training, if results could not be written."""
@@ -105,8 +110,12 @@ class Storage:
 
     def download(self, local: Path, *parts: str) -> None:
         """Copy the file `parts` to the local path `local`."""
-        pyarrow.fs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        pyarrow.fs.copy_files(
+            self.path(*parts),
+            str(local),
+            source_filesystem=self.fs,
+            destination_filesystem=pyarrow.fs.LocalFileSystem(),
+        )
 
     def delete(self, *parts: str) -> None:
         if self.is_file(*parts):

@@ -19,8 +19,13 @@ from rnn_models.errors import UserError
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")  # what a person writes: every key known
 DOCUMENT = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")  # what this tool writes
 EXPECTED = {  # pydantic error type -> what was expected, in the words of a JSON file
-    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "a string",
-    "dict_type": "an object", "list_type": "a list", "finite_number": "a finite number",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "an object",
+    "list_type": "a list",
+    "finite_number": "a finite number",
 }
 
 
@@ -76,7 +81,9 @@ def _problem(e: dict) -> str:
         return "unknown key"
     if e["type"] == "missing":
         return "missing"
-    expected = f"expected {EXPECTED[e['type']]}" if e["type"] in EXPECTED else e["msg"][0].lower() + e["msg"][1:]
+    expected = (
+        f"expected {EXPECTED[e['type']]}" if e["type"] in EXPECTED else e["msg"][0].lower() + e["msg"][1:]
+    )
     return f"{expected}, got {_shown(e['input'])}"
 
 
@@ -108,7 +115,9 @@ def _is_json(value) -> bool:
 @functools.cache
 def _adapter(cls, keys: tuple[str, ...] | None) -> TypeAdapter:
     """A TypedDict of the dataclass's fields (all optional: the dataclass has the defaults), strict."""
-    types = {f.name: NotRequired[f.type] for f in dataclasses.fields(cls) if f.name in _adapter_keys(cls, keys)}
+    types = {
+        f.name: NotRequired[f.type] for f in dataclasses.fields(cls) if f.name in _adapter_keys(cls, keys)
+    }
     return TypeAdapter(with_config(STRICT)(TypedDict(cls.__name__, types)))
 
 

@@ -101,7 +101,7 @@ def _stat_pids(field: int, value: int) -> list[int]:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
             if fields[0] != "Z" and int(fields[field]) == value:
                 found.append(int(entry.name))
     return found
@@ -171,8 +171,12 @@ class MotoS3:
     environment of every Ray node and driver.
     """
 
-    def __init__(self, bucket: str = "rnn-models-test", log_path: str | os.PathLike | None = None,
-                 start_timeout: float = 60):
+    def __init__(
+        self,
+        bucket: str = "rnn-models-test",
+        log_path: str | os.PathLike | None = None,
+        start_timeout: float = 60,
+    ):
         self.bucket, self.url = bucket, f"s3://{bucket}"
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -190,9 +194,13 @@ class MotoS3:
     def start(self) -> "MotoS3":
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -208,8 +216,13 @@ class MotoS3:
         import boto3
         import botocore.exceptions
 
-        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         try:
             client.create_bucket(Bucket=self.bucket)
         except botocore.exceptions.EndpointConnectionError:
@@ -220,8 +233,13 @@ class MotoS3:
         """A boto3 S3 client for the emulator."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def stop(self, timeout: float = 10) -> None:
         _stop_group(self.proc, timeout)
@@ -257,26 +275,43 @@ class TwoNodeCluster:
     (seconds: head_up, worker_up, worker_dead, worker_rejoin).
     """
 
-    def __init__(self, hidden_dirs=(), env: dict | None = None, worker_cpus: float = 2, head_cpus: float = 0,
-                 object_store_bytes: int = 1024**3, log_dir: str | os.PathLike | None = None,
-                 health_check: dict | None = HEALTH_CHECK, start_timeout: float = 120, extra_worker_nodes: int = 0):
+    def __init__(
+        self,
+        hidden_dirs=(),
+        env: dict | None = None,
+        worker_cpus: float = 2,
+        head_cpus: float = 0,
+        object_store_bytes: int = 1024**3,
+        log_dir: str | os.PathLike | None = None,
+        health_check: dict | None = HEALTH_CHECK,
+        start_timeout: float = 120,
+        extra_worker_nodes: int = 0,
+    ):
         self.hidden_dirs = [Path(d).resolve() for d in hidden_dirs]
         ray_tmp = Path(tempfile.gettempdir(), "ray").resolve()
         for d in self.hidden_dirs:
             assert d.is_dir(), f"hidden dir {d} does not exist"
-            assert d != Path("/") and not ray_tmp.is_relative_to(d) and not d.is_relative_to(ray_tmp), \
+            assert d != Path("/") and not ray_tmp.is_relative_to(d) and not d.is_relative_to(ray_tmp), (
                 f"hidden dir {d} would hide Ray's session files under {ray_tmp}, or lies inside them"
+            )
         self.worker_cpus, self.head_cpus, self.object_store_bytes = worker_cpus, head_cpus, object_store_bytes
         self.extra_worker_nodes = extra_worker_nodes
-        self.extra: list[tuple[subprocess.Popen, str, str]] = []  # (ray start, mount namespace, node id) of each
+        self.extra: list[
+            tuple[subprocess.Popen, str, str]
+        ] = []  # (ray start, mount namespace, node id) of each
         self.start_timeout = start_timeout
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="two-node-cluster-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         base = dict(os.environ if env is None else env)
         for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
             base.pop(name, None)
-        self.env = {**base, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **WORKER_POOL,
-                    **(health_check or {})}
+        self.env = {
+            **base,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **WORKER_POOL,
+            **(health_check or {}),
+        }
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
@@ -312,8 +347,14 @@ class TwoNodeCluster:
 
     def _popen(self, argv: list[str], log_name: str) -> subprocess.Popen:
         with open(self.log_dir / log_name, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         self._groups.append(proc.pid)
         return proc
 
@@ -321,20 +362,44 @@ class TwoNodeCluster:
         t0 = time.monotonic()
         # `unshare -m` with no mounts: the head sees the machine as it is, but its processes are then
         # exactly those of its own mount namespace.
-        self.head = self._popen([
-            "unshare", "-m", "--propagation", "private",
-            RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-            f"--num-cpus={self.head_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--object-store-memory={self.object_store_bytes}",
-            "--disable-usage-stats", *extra_args,
-        ], "head.log")
+        self.head = self._popen(
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={self.port}",
+                f"--num-cpus={self.head_cpus}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--object-store-memory={self.object_store_bytes}",
+                "--disable-usage-stats",
+                *extra_args,
+            ],
+            "head.log",
+        )
         self.head_ns = self._namespace_of(self.head, "the head")
-        heads = wait_for(lambda: self._alive(self.head, "the head") and [n for n in self.nodes()
-                                                                         if n["state"] == "ALIVE" and n["is_head_node"]],
-                         self.start_timeout, f"the head at {self.address} to come up", interval=0.5)
+        heads = wait_for(
+            lambda: (
+                self._alive(self.head, "the head")
+                and [n for n in self.nodes() if n["state"] == "ALIVE" and n["is_head_node"]]
+            ),
+            self.start_timeout,
+            f"the head at {self.address} to come up",
+            interval=0.5,
+        )
         self.head_node_id = heads[0]["node_id"]
-        wait_for(lambda: self._http_ok("/api/jobs/"), self.start_timeout, "the dashboard's job API", interval=0.5)
+        wait_for(
+            lambda: self._http_ok("/api/jobs/"), self.start_timeout, "the dashboard's job API", interval=0.5
+        )
         self.timings["head_up"] = time.monotonic() - t0
 
     def start_worker_node(self) -> str:
@@ -351,24 +416,47 @@ class TwoNodeCluster:
         node id)."""
         known = {n["node_id"] for n in self.nodes()}
         mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(d))}" for d in self.hidden_dirs)
-        start = shlex.join([
-            RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={self.worker_cpus}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--object-store-memory={self.object_store_bytes}",
-            "--disable-usage-stats",
-        ])
+        start = shlex.join(
+            [
+                RAY,
+                "start",
+                "--block",
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={self.worker_cpus}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--object-store-memory={self.object_store_bytes}",
+                "--disable-usage-stats",
+            ]
+        )
         self._workers_started += 1
-        proc = self._popen(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                            f"{mounts + ' && ' if mounts else ''}exec {start}"], f"worker-{self._workers_started}.log")
+        proc = self._popen(
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                f"{mounts + ' && ' if mounts else ''}exec {start}",
+            ],
+            f"worker-{self._workers_started}.log",
+        )
         ns = self._namespace_of(proc, "the worker node")
 
         def joined():
             self._alive(proc, "the worker node")
-            return [n for n in self.nodes()
-                    if n["state"] == "ALIVE" and n["node_id"] not in known and not n["is_head_node"]]
+            return [
+                n
+                for n in self.nodes()
+                if n["state"] == "ALIVE" and n["node_id"] not in known and not n["is_head_node"]
+            ]
 
         try:
-            node_id = wait_for(joined, self.start_timeout, "the worker node to join", interval=0.5)[0]["node_id"]
+            node_id = wait_for(joined, self.start_timeout, "the worker node to join", interval=0.5)[0][
+                "node_id"
+            ]
         except BaseException:
             self._kill_node_processes(proc, ns)
             raise
@@ -412,8 +500,12 @@ class TwoNodeCluster:
         t0 = time.monotonic()
         node_id = self.worker_node_id
         self._kill_worker_processes()
-        wait_for(lambda: any(n["node_id"] == node_id and n["state"] == "DEAD" for n in self.nodes()),
-                 timeout, f"the cluster to mark worker node {node_id[:8]} dead", interval=0.2)
+        wait_for(
+            lambda: any(n["node_id"] == node_id and n["state"] == "DEAD" for n in self.nodes()),
+            timeout,
+            f"the cluster to mark worker node {node_id[:8]} dead",
+            interval=0.2,
+        )
         self.timings["worker_dead"] = time.monotonic() - t0
         self.dead_worker_node_ids.append(node_id)
         self.worker_node_id = None
@@ -483,8 +575,9 @@ class TwoNodeCluster:
     def nodes(self) -> list[dict]:
         """The cluster's nodes as the dashboard's state API (`ray list nodes`) lists them; [] while it is down."""
         try:
-            with urllib.request.urlopen(f"{self.dashboard_url}/api/v0/nodes?limit=1000&detail=false&timeout=10",
-                                        timeout=15) as response:
+            with urllib.request.urlopen(
+                f"{self.dashboard_url}/api/v0/nodes?limit=1000&detail=false&timeout=10", timeout=15
+            ) as response:
                 body = json.load(response)
         except (urllib.error.URLError, OSError, ValueError):
             return []
@@ -492,8 +585,9 @@ class TwoNodeCluster:
 
     def listed(self, kind: str) -> list[dict]:
         """Every task or actor (`kind`: "tasks", "actors") the state API still knows, finished ones included."""
-        with urllib.request.urlopen(f"{self.dashboard_url}/api/v0/{kind}?limit=10000&detail=false&timeout=30",
-                                    timeout=45) as response:
+        with urllib.request.urlopen(
+            f"{self.dashboard_url}/api/v0/{kind}?limit=10000&detail=false&timeout=30", timeout=45
+        ) as response:
             return json.load(response)["data"]["result"]["result"]
 
     def _http_ok(self, path: str) -> bool:
@@ -506,8 +600,12 @@ class TwoNodeCluster:
     def _namespace_of(self, proc: subprocess.Popen, what: str) -> str:
         """The mount namespace `proc` runs in, once `unshare` has made it (and before it exits)."""
         own = _mount_ns(os.getpid())
-        return wait_for(lambda: self._alive(proc, what) and (ns := _mount_ns(proc.pid)) != own and ns,
-                        10, f"{what} to enter its own mount namespace", interval=0.02)
+        return wait_for(
+            lambda: self._alive(proc, what) and (ns := _mount_ns(proc.pid)) != own and ns,
+            10,
+            f"{what} to enter its own mount namespace",
+            interval=0.02,
+        )
 
     def _alive(self, proc: subprocess.Popen, what: str) -> bool:
         if proc.poll() is not None:
@@ -538,17 +636,40 @@ class AutoscalingCluster(TwoNodeCluster):
     def set_node_types(self, node_types: dict) -> None:
         import yaml
 
-        types = {**node_types, "ray.head.default": {"resources": {"CPU": self.head_cpus}, "node_config": {},
-                                                    "max_workers": 0}}
-        config = {"cluster_name": "fake-autoscaling", "max_workers": sum(t.get("max_workers", 0) for t in types.values()),
-                  "upscaling_speed": 1.0, "idle_timeout_minutes": 1, "head_node_type": "ray.head.default",
-                  "available_node_types": types, "auth": {},
-                  "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                               "disable_launch_config_check": True, "gcs_address": self.address},
-                  **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
-                                         "worker_setup_commands", "head_start_ray_commands",
-                                         "worker_start_ray_commands", "cluster_synced_files")},
-                  "file_mounts": {}, "file_mounts_sync_continuously": False}
+        types = {
+            **node_types,
+            "ray.head.default": {"resources": {"CPU": self.head_cpus}, "node_config": {}, "max_workers": 0},
+        }
+        config = {
+            "cluster_name": "fake-autoscaling",
+            "max_workers": sum(t.get("max_workers", 0) for t in types.values()),
+            "upscaling_speed": 1.0,
+            "idle_timeout_minutes": 1,
+            "head_node_type": "ray.head.default",
+            "available_node_types": types,
+            "auth": {},
+            "provider": {
+                "type": "fake_multinode",
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": self.address,
+            },
+            **{
+                key: []
+                for key in (
+                    "initialization_commands",
+                    "setup_commands",
+                    "head_setup_commands",
+                    "worker_setup_commands",
+                    "head_start_ray_commands",
+                    "worker_start_ray_commands",
+                    "cluster_synced_files",
+                )
+            },
+            "file_mounts": {},
+            "file_mounts_sync_continuously": False,
+        }
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(config))
         tmp.replace(self.config_path)  # whole, never half-written, when the autoscaler reads it

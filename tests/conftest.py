@@ -87,9 +87,15 @@ def start_ray():
     if not ray.is_initialized():
         # Workers import test modules too (functions a test hands to Ray Train are pickled by reference);
         # the dashboard serves Ray's state API, which the fault tests use to find worker processes.
-        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=free_port(), log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}},
+        )
     return ray
 
 
@@ -129,5 +135,8 @@ def imdb_medium(imdb_path, tmp_path_factory):
 
     start_ray()
     out = tmp_path_factory.mktemp("imdb") / "medium"
-    return prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=2500, val_size=200,
-                                 max_len=128))
+    return prepare(
+        PrepareConfig(
+            source=str(imdb_path), out=str(out), max_reviews_per_split=2500, val_size=200, max_len=128
+        )
+    )

@@ -28,8 +28,10 @@ REVIEWS = [
 def write_hf_parquet(root: Path, reviews=REVIEWS) -> Path:
     (root / "plain_text").mkdir(parents=True)
     for split in ("train", "test"):
-        rows = [(t, l) for t, l, s in reviews if s == split]
-        table = pa.table({"text": [t for t, _ in rows], "label": pa.array([l for _, l in rows], pa.int64())})
+        rows = [(t, label) for t, label, s in reviews if s == split]
+        table = pa.table(
+            {"text": [t for t, _ in rows], "label": pa.array([label for _, label in rows], pa.int64())}
+        )
         pq.write_table(table, root / "plain_text" / f"{split}-00000-of-00001.parquet")
     return root
 
@@ -65,7 +67,7 @@ def write_csv(path: Path, reviews=REVIEWS, style: str = "review,sentiment") -> P
         writer = csv.writer(f)
         if style == "review,sentiment":
             writer.writerow(["review", "sentiment", "split"])
-            writer.writerows((t, "positive" if l else "negative", s) for t, l, s in reviews)
+            writer.writerows((t, "positive" if label else "negative", s) for t, label, s in reviews)
         else:
             writer.writerow(["text", "label", "split"])
             writer.writerows(reviews)

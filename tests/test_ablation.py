@@ -11,10 +11,19 @@ def test_each_row_trains_the_preset_with_its_change_and_never_reads_test(imdb_sa
     import rnn_models.ablation as ablation
 
     read, split_tensors = [], ablation.split_tensors
-    monkeypatch.setattr(ablation, "split_tensors", lambda data, split: read.append(split) or split_tensors(data, split))
-    preset = Preset("p", model={"embedding_size": 8, "hidden_size": 8}, train={"epochs": 2, "bucket_batches": 2})
-    rows = ablate(imdb_sample, preset, "lstm", {"base": {}, "pooled, 1 epoch": {"readout": "pool", "epochs": 1}},
-                  threads=1)
+    monkeypatch.setattr(
+        ablation, "split_tensors", lambda data, split: read.append(split) or split_tensors(data, split)
+    )
+    preset = Preset(
+        "p", model={"embedding_size": 8, "hidden_size": 8}, train={"epochs": 2, "bucket_batches": 2}
+    )
+    rows = ablate(
+        imdb_sample,
+        preset,
+        "lstm",
+        {"base": {}, "pooled, 1 epoch": {"readout": "pool", "epochs": 1}},
+        threads=1,
+    )
     assert read == ["train", "val"]  # the choices made from these rows never see the test split
     assert [r["variant"] for r in rows] == ["base", "pooled, 1 epoch"]
     assert len(rows[0]["val_history"]) == 2 and len(rows[1]["val_history"]) == 1

@@ -28,10 +28,15 @@ GPU_NODE = {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers":
 def scaling(tmp_path_factory):
     """The head (1 CPU) and a `gpu_node` type the autoscaler may not add yet (max_workers 0)."""
     ray.shutdown()  # a local Ray another test started: this cluster is the only Ray here
-    with AutoscalingCluster({"gpu_node": {**GPU_NODE, "max_workers": 0}},
-                            log_dir=tmp_path_factory.mktemp("autoscaling-logs")) as nodes:
+    with AutoscalingCluster(
+        {"gpu_node": {**GPU_NODE, "max_workers": 0}}, log_dir=tmp_path_factory.mktemp("autoscaling-logs")
+    ) as nodes:
         nodes.connect(log_to_driver=False)
-        wait_for(lambda: autoscaler(str(nodes.log_dir / "absent.yaml")).running, 60, "the autoscaler's first report")
+        wait_for(
+            lambda: autoscaler(str(nodes.log_dir / "absent.yaml")).running,
+            60,
+            "the autoscaler's first report",
+        )
         yield nodes
 
 
@@ -46,12 +51,33 @@ def standing_request() -> list[dict]:
 
 
 def test_node_local_storage_is_refused_before_training(scaling, imdb_sample, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "rnn_models", "train", "--data", imdb_sample.root, "--storage",
-                           str(tmp_path / "runs"), "--archs", "mlp", "--epochs", "1", "--address", scaling.address],
-                          capture_output=True, text=True, env=scaling.env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_models",
+            "train",
+            "--data",
+            imdb_sample.root,
+            "--storage",
+            str(tmp_path / "runs"),
+            "--archs",
+            "mlp",
+            "--epochs",
+            "1",
+            "--address",
+            scaling.address,
+        ],
+        capture_output=True,
+        text=True,
+        env=scaling.env,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
-    error = done.stderr[done.stderr.index("error: "):]
-    assert "a folder on this node's disk, but the Ray cluster has an autoscaler that adds nodes" in error, error
+    error = done.stderr[done.stderr.index("error: ") :]
+    assert "a folder on this node's disk, but the Ray cluster has an autoscaler that adds nodes" in error, (
+        error
+    )
     assert len(scaling.alive_nodes()) == 1  # refused before anything asked for a node
 
 
@@ -59,8 +85,11 @@ def test_gpus_the_autoscaler_cannot_add_end_the_wait_with_a_clear_error(scaling,
     started = time.monotonic()
     asked, gpus_up = [], cluster_rules._gpus
     monkeypatch.setattr(cluster_rules, "_gpus", lambda: asked.append(standing_request()) or gpus_up())
-    with pytest.raises(UserError, match=r"--use-gpu yes: 0 of the 1 GPU\(s\) a trial needs joined the cluster within "
-                                        r"--gpu-wait 10 s \(the autoscaler launched no node for them\)"):
+    with pytest.raises(
+        UserError,
+        match=r"--use-gpu yes: 0 of the 1 GPU\(s\) a trial needs joined the cluster within "
+        r"--gpu-wait 10 s \(the autoscaler launched no node for them\)",
+    ):
         cluster_rules.wait_for_gpus(1, timeout=10, use_gpu="yes")
     assert time.monotonic() - started < 30
     assert asked and all(r == [{"GPU": 1}] for r in asked)  # asked for before and while waiting

@@ -23,7 +23,9 @@ def test_the_dev_split_is_disjoint_stratified_and_seeded(imdb_path):
     cfg = BaselineConfig(source=str(imdb_path), dev_size=100, max_reviews_per_split=500)
     splits = _splits(cfg)
     train, dev, test = (_texts(splits[s]) for s in ("train", "val", "test"))
-    assert (len(train), len(dev), len(test)) == (400, 100, 500) and not (train & dev or dev & test or train & test)
+    assert (len(train), len(dev), len(test)) == (400, 100, 500) and not (
+        train & dev or dev & test or train & test
+    )
     assert sorted(splits["val"]["label"].to_pylist()) == [0] * 50 + [1] * 50
     assert _texts(_splits(cfg)["val"]) == dev  # the same seed: the same reviews
     other = BaselineConfig(source=str(imdb_path), dev_size=100, max_reviews_per_split=500, seed=1)
@@ -58,7 +60,10 @@ def test_each_model_takes_its_best_dev_c_and_scores_test_once(imdb_path, tmp_pat
         correct[model] = (np.array(predictions[model]) >= 0.5) == labels
         assert r["test_accuracy"] == correct[model].mean() > 0.7, model  # well above chance on 600 reviews
     comparison = paired(correct["nb_lr"], correct["tfidf_lr"])
-    assert document["paired"]["only_a"] == comparison.only_a and document["paired"]["p_value"] == comparison.p_value
+    assert (
+        document["paired"]["only_a"] == comparison.only_a
+        and document["paired"]["p_value"] == comparison.p_value
+    )
     assert json.loads((tmp_path / "baseline.json").read_text())["results"] == document["results"]
     assert "| nb_lr |" in (tmp_path / "baseline.md").read_text()
 

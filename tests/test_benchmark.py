@@ -8,7 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from benchmarks import gpu as benchmark_gpu, sections as benchmark  # jobs/benchmarks/ (on pytest's pythonpath)
+from benchmarks import (
+    gpu as benchmark_gpu,
+)  # jobs/benchmarks/ (on pytest's pythonpath)
+from benchmarks import (
+    sections as benchmark,
+)
 from rnn_models.ablation import split_tensors
 from rnn_models.config import PrepareConfig
 from rnn_models.data.prepared import SPLITS
@@ -19,11 +24,15 @@ from rnn_models.training.timing import ray_worker_throughput, run_spec
 
 def _rows(files) -> list[tuple]:
     table = pa.concat_tables([pq.read_table(f) for f in files])
-    return sorted(zip(map(tuple, table["ids"].to_pylist()), table["length"].to_pylist(), table["label"].to_pylist()))
+    return sorted(
+        zip(map(tuple, table["ids"].to_pylist()), table["length"].to_pylist(), table["label"].to_pylist())
+    )
 
 
 def test_the_plain_python_baseline_writes_what_prepare_writes(imdb_path, imdb_sample, tmp_path):
-    cfg = PrepareConfig(source=str(imdb_path), out=str(tmp_path / "unused"), max_reviews_per_split=300, val_size=60)
+    cfg = PrepareConfig(
+        source=str(imdb_path), out=str(tmp_path / "unused"), max_reviews_per_split=300, val_size=60
+    )
     out = tmp_path / "python"
     assert benchmark.python_prepare(cfg, out) == imdb_sample.vocab
     for split in SPLITS:
@@ -51,7 +60,9 @@ def test_the_throughput_section_measures_both_paths_and_prints_them(ray_session,
 def test_without_a_gpu_the_gpu_section_says_so_and_starts_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     # a source that does not exist: reading it, or preparing, would fail
-    results = benchmark.run(Path("jobs/train_all.py"), str(tmp_path / "absent"), tmp_path, ["gpu"], ["mlp"], 1)
+    results = benchmark.run(
+        Path("jobs/train_all.py"), str(tmp_path / "absent"), tmp_path, ["gpu"], ["mlp"], 1
+    )
     assert results == {"gpu": {"skipped": "no GPU: the gpu section is skipped"}}
     assert capsys.readouterr().out == "no GPU: the gpu section is skipped\n"
     assert json.loads((tmp_path / "benchmark.json").read_text()) == results
@@ -59,12 +70,23 @@ def test_without_a_gpu_the_gpu_section_says_so_and_starts_nothing(tmp_path, monk
 
 
 def _gpu_record() -> dict:
-    loops = {"mlp": {"bare": 9000.0, "ray": 8000.0}, "bilstm": {"bare": 3000.0, "ray": 2500.0, "bare_unpacked": 1500.0}}
-    run = {"plan": {"gpus_per_worker": 0.25},
-           "archs": {"mlp": {"test_accuracy": 0.6251}, "bilstm": {"test_accuracy": 0.7214}}}
-    return {"device": "NVIDIA H200", "torch": "2.13.0", "precision": "cuda: linear layers bfloat16",
-            "samples_per_second": {"seed": loops, "tuned": loops}, "train_all_seed": {"seconds": 95.0, **run},
-            "best_preset": {"preset": "tuned", "seconds": 150.0, **run}, "seconds": 420.0}
+    loops = {
+        "mlp": {"bare": 9000.0, "ray": 8000.0},
+        "bilstm": {"bare": 3000.0, "ray": 2500.0, "bare_unpacked": 1500.0},
+    }
+    run = {
+        "plan": {"gpus_per_worker": 0.25},
+        "archs": {"mlp": {"test_accuracy": 0.6251}, "bilstm": {"test_accuracy": 0.7214}},
+    }
+    return {
+        "device": "NVIDIA H200",
+        "torch": "2.13.0",
+        "precision": "cuda: linear layers bfloat16",
+        "samples_per_second": {"seed": loops, "tuned": loops},
+        "train_all_seed": {"seconds": 95.0, **run},
+        "best_preset": {"preset": "tuned", "seconds": 150.0, **run},
+        "seconds": 420.0,
+    }
 
 
 def test_the_gpu_table_has_a_row_per_arch_with_both_loops_and_both_accuracies():
@@ -77,8 +99,14 @@ def test_the_gpu_table_has_a_row_per_arch_with_both_loops_and_both_accuracies():
 
 
 def test_a_runs_results_are_read_per_arch_with_its_resources(tmp_path):
-    entry = {"test_accuracy": 0.8, "val_accuracy": 0.81, "epochs": 6, "train_seconds": 30.0,
-             "samples_per_second": 5000.0, "parameters": 1}
+    entry = {
+        "test_accuracy": 0.8,
+        "val_accuracy": 0.81,
+        "epochs": 6,
+        "train_seconds": 30.0,
+        "samples_per_second": 5000.0,
+        "parameters": 1,
+    }
     document = {"config": {"plan": {"gpus_per_worker": 0.25, "workers": 1}}, "results": {"lstm": entry}}
     (tmp_path / "results.json").write_text(json.dumps(document))
     read = benchmark_gpu.read_results(tmp_path / "results.json")
@@ -94,7 +122,9 @@ def test_the_gpu_sections_timed_loops_run_here_on_the_cpu(ray_session, imdb_samp
     assert benchmark_gpu.bare_epoch(model_cfg, cfg, imdb_sample, tensors, pack=True) > 0
     spec = DataSpec.from_prepared(imdb_sample).load(splits=("train",))
     runs = {"seed/bilstm": run_spec(model_cfg, cfg, "seed", spec.info, imdb_sample.count("train"))}
-    rows = ray_worker_throughput(runs, {"seed": spec.dataset("train")}, str(tmp_path), cpus=1, threads=1, gpus=0)
+    rows = ray_worker_throughput(
+        runs, {"seed": spec.dataset("train")}, str(tmp_path), cpus=1, threads=1, gpus=0
+    )
     assert set(rows) == {"seed/bilstm"} and rows["seed/bilstm"] > 0
 
 
@@ -103,22 +133,33 @@ def test_the_synthetic_corpus_is_the_source_rebuilt_from_its_own_sentences(tmp_p
     from benchmarks.scale import SENTENCE_END, synthetic_corpus
 
     source = corpus.write_hf_parquet(tmp_path / "hf")
-    built = {s: pq.read_table(synthetic_corpus(str(source), tmp_path / "x3", factor=3) / "plain_text"
-                              / f"{s}-00000-of-00001.parquet").to_pylist() for s in ("train", "test")}
-    again = pq.read_table(synthetic_corpus(str(source), tmp_path / "again", factor=3) / "plain_text"
-                          / "train-00000-of-00001.parquet").to_pylist()
+    built = {
+        s: pq.read_table(
+            synthetic_corpus(str(source), tmp_path / "x3", factor=3)
+            / "plain_text"
+            / f"{s}-00000-of-00001.parquet"
+        ).to_pylist()
+        for s in ("train", "test")
+    }
+    again = pq.read_table(
+        synthetic_corpus(str(source), tmp_path / "again", factor=3)
+        / "plain_text"
+        / "train-00000-of-00001.parquet"
+    ).to_pylist()
     assert again == built["train"]  # seeded: the same corpus every time
     for split in ("train", "test"):
-        originals = [(t, l) for t, l, s in corpus.REVIEWS if s == split]
-        assert sorted(r["label"] for r in built[split]) == sorted(3 * [l for _, l in originals])
+        originals = [(t, label) for t, label, s in corpus.REVIEWS if s == split]
+        assert sorted(r["label"] for r in built[split]) == sorted(3 * [label for _, label in originals])
         for row in built[split]:  # made of sentences of reviews of the same label and split, and nothing else
-            donors = {p for t, l in originals if l == row["label"] for p in SENTENCE_END.split(t)}
+            donors = {p for t, label in originals if label == row["label"] for p in SENTENCE_END.split(t)}
             assert _made_of(row["text"], donors), row
 
 
 def _made_of(text: str, pieces: set[str]) -> bool:
     """Whether `text` is pieces joined by single spaces."""
-    return text in pieces or any(text.startswith(p + " ") and _made_of(text[len(p) + 1:], pieces) for p in pieces)
+    return text in pieces or any(
+        text.startswith(p + " ") and _made_of(text[len(p) + 1 :], pieces) for p in pieces
+    )
 
 
 def test_ddp_bytes_counts_the_rows_a_batch_touches_in_each_table():

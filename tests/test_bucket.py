@@ -29,15 +29,23 @@ def s3_env():
         ray.shutdown()
 
 
-def test_prepare_into_a_bucket_gives_the_same_shards_as_a_local_folder(ray_session, s3_env, imdb_path, tmp_path):
+def test_prepare_into_a_bucket_gives_the_same_shards_as_a_local_folder(
+    ray_session, s3_env, imdb_path, tmp_path
+):
     url = f"{s3_env.url}/prepared"
     remote = prepare(PrepareConfig(source=str(imdb_path), out=url, **SMALL))
     local = prepare(PrepareConfig(source=str(imdb_path), out=str(tmp_path / "local"), **SMALL))
-    assert remote.root == url and remote.fingerprint == local.fingerprint and remote.manifest["splits"] == local.manifest["splits"]
+    assert (
+        remote.root == url
+        and remote.fingerprint == local.fingerprint
+        and remote.manifest["splits"] == local.manifest["splits"]
+    )
     listed = s3_env.client().list_objects_v2(Bucket=s3_env.bucket, Prefix="prepared/")["Contents"]
     keys = sorted(o["Key"] for o in listed if not o["Key"].endswith("/"))  # pyarrow marks folders with "…/"
-    assert keys == sorted(["prepared/manifest.json", "prepared/vocab.json"]
-                          + [f"prepared/{name}" for s in ("train", "val", "test") for name in local.names(s)])
+    assert keys == sorted(
+        ["prepared/manifest.json", "prepared/vocab.json"]
+        + [f"prepared/{name}" for s in ("train", "val", "test") for name in local.names(s)]
+    )
     # read by Ray Data tasks into the object store, as a run does
     loaded = DataSpec.from_prepared(open_prepared(url)).load()
     for split in ("train", "val", "test"):
@@ -46,10 +54,14 @@ def test_prepare_into_a_bucket_gives_the_same_shards_as_a_local_folder(ray_sessi
         tables = [ray_session.get(r) for r in rows]
         assert tables[0].schema.equals(expected)
         assert sum(t.num_rows for t in tables) == local.count(split)
-        assert [t["ids"].to_pylist() for t in tables] == [pq.read_table(f)["ids"].to_pylist() for f in local.files(split)]
+        assert [t["ids"].to_pylist() for t in tables] == [
+            pq.read_table(f)["ids"].to_pylist() for f in local.files(split)
+        ]
 
 
-def test_a_bucket_that_already_holds_the_data_is_reused_and_a_changed_shard_refused(ray_session, s3_env, imdb_path):
+def test_a_bucket_that_already_holds_the_data_is_reused_and_a_changed_shard_refused(
+    ray_session, s3_env, imdb_path
+):
     url = f"{s3_env.url}/reused"
     first = prepare(PrepareConfig(source=str(imdb_path), out=url, **SMALL))
     created = first.manifest["created"]
@@ -64,4 +76,6 @@ def test_a_bucket_that_already_holds_the_data_is_reused_and_a_changed_shard_refu
 
 def test_an_unreachable_bucket_is_a_clear_error(capsys, s3_env, tmp_path):
     err = fails(capsys, "train", "--data", "s3://no-such-bucket/prepared", "--storage", str(tmp_path))
-    assert "--data s3://no-such-bucket/prepared: not a prepared data directory" in err or "cannot be read" in err
+    assert (
+        "--data s3://no-such-bucket/prepared: not a prepared data directory" in err or "cannot be read" in err
+    )

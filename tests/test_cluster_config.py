@@ -76,9 +76,15 @@ def test_the_dashboard_is_not_opened_to_the_network(cluster):
     assert "security_group" not in cluster["provider"]
     groups = [t["node_config"]["SecurityGroupIds"] for t in cluster["available_node_types"].values()]
     assert all(g == groups[0] and len(g) == 1 for g in groups)
-    assert all("--dashboard-host=127.0.0.1" in c for c in cluster["head_start_ray_commands"] if "ray start" in c)
+    assert all(
+        "--dashboard-host=127.0.0.1" in c for c in cluster["head_start_ray_commands"] if "ray start" in c
+    )
 
 
 def test_every_node_starts_ray_with_token_auth(cluster):
-    starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
+    starts = [
+        c
+        for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+        if "ray start" in c
+    ]
     assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ") for c in starts)

@@ -23,7 +23,9 @@ def test_two_node_cluster_hides_head_dirs_reaches_s3_and_survives_node_loss(tmp_
     t0 = time.monotonic()
     with MotoS3(log_path=tmp_path / "moto.log") as s3:
         moto_up = time.monotonic() - t0
-        cluster = TwoNodeCluster(hidden_dirs=[data, runs], env={**os.environ, **s3.env}, log_dir=tmp_path / "logs")
+        cluster = TwoNodeCluster(
+            hidden_dirs=[data, runs], env={**os.environ, **s3.env}, log_dir=tmp_path / "logs"
+        )
         with cluster:
             groups = list(cluster._groups)
             try:
@@ -32,23 +34,42 @@ def test_two_node_cluster_hides_head_dirs_reaches_s3_and_survives_node_loss(tmp_
 
                 first = ray.get(probe.options(num_cpus=1).remote(secret, "first"), timeout=120)
                 assert first["node"] == cluster.worker_node_id  # the head has 0 CPUs
-                assert first == {**first, "sees_file": False, "hidden_dir_listing": [], "s3_read": b"first",
-                                 "endpoint": s3.endpoint, "auth_mode": "disabled"}
+                assert first == {
+                    **first,
+                    "sees_file": False,
+                    "hidden_dir_listing": [],
+                    "s3_read": b"first",
+                    "endpoint": s3.endpoint,
+                    "auth_mode": "disabled",
+                }
                 assert s3.client().get_object(Bucket=s3.bucket, Key="probe/first")["Body"].read() == b"first"
 
-                on_head = ray.get(probe.options(num_cpus=0, scheduling_strategy=ray.util.scheduling_strategies.
-                                                NodeAffinitySchedulingStrategy(cluster.head_node_id, soft=False))
-                                  .remote(secret, "head"), timeout=120)
-                assert on_head["node"] == cluster.head_node_id and on_head["sees_file"] and on_head["s3_read"] == b"head"
+                on_head = ray.get(
+                    probe.options(
+                        num_cpus=0,
+                        scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                            cluster.head_node_id, soft=False
+                        ),
+                    ).remote(secret, "head"),
+                    timeout=120,
+                )
+                assert (
+                    on_head["node"] == cluster.head_node_id
+                    and on_head["sees_file"]
+                    and on_head["s3_read"] == b"head"
+                )
 
                 # An actor on the worker node (actors, unlike tasks, die at once on an auth-mode mismatch).
                 pid = ray.get(_pid_actor().options(num_cpus=1).remote().pid.remote(), timeout=120)
                 old_pids = cluster.worker_node_pids()
-                assert pid in old_pids and pid not in group_pids(cluster.worker.pid)  # Ray workers: own groups
+                assert pid in old_pids and pid not in group_pids(
+                    cluster.worker.pid
+                )  # Ray workers: own groups
                 assert pid in session_pids(cluster.worker.pid)
                 dead = cluster.kill_worker_node()
-                assert cluster.worker_node_pids() == [] and not any(os.path.exists(f"/proc/{p}") and
-                                                                    _state(p) != "Z" for p in old_pids)
+                assert cluster.worker_node_pids() == [] and not any(
+                    os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in old_pids
+                )
                 assert {n["NodeID"]: n["Alive"] for n in ray.nodes()}[dead] is False
 
                 cluster.start_worker_node()
@@ -63,8 +84,11 @@ def test_two_node_cluster_hides_head_dirs_reaches_s3_and_survives_node_loss(tmp_
         stopped = time.monotonic() - t_stop
         assert cluster.processes() == []
         assert all(group_pids(pgid) == [] and session_pids(pgid) == [] for pgid in groups)
-    print(f"\nmoto up {moto_up:.1f} s; cluster timings (s): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in cluster.timings.items()) + f", stop {stopped:.1f}")
+    print(
+        f"\nmoto up {moto_up:.1f} s; cluster timings (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cluster.timings.items())
+        + f", stop {stopped:.1f}"
+    )
 
 
 def _state(pid: int) -> str:
@@ -95,8 +119,13 @@ def _probe(bucket_url: str):
         with filesystem.open_input_stream(f"{root}/{key}") as stream:
             read = stream.read()
         hidden = os.path.dirname(secret)
-        return {"node": ray.get_runtime_context().get_node_id(), "sees_file": os.path.exists(secret),
-                "hidden_dir_listing": os.listdir(hidden) if os.path.isdir(hidden) else None, "s3_read": read,
-                "endpoint": os.environ.get("AWS_ENDPOINT_URL"), "auth_mode": os.environ.get("RAY_AUTH_MODE")}
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "sees_file": os.path.exists(secret),
+            "hidden_dir_listing": os.listdir(hidden) if os.path.isdir(hidden) else None,
+            "s3_read": read,
+            "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+            "auth_mode": os.environ.get("RAY_AUTH_MODE"),
+        }
 
     return probe

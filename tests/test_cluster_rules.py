@@ -15,23 +15,41 @@ from rnn_models.storage import Storage
 from rnn_models.training import ingest
 from rnn_models.training.ingest import DataSpec
 
-SUBMITTED_JOB = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}})}
+SUBMITTED_JOB = {
+    "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}})
+}
 
 
 @pytest.fixture
 def autoscaler_config(tmp_path):
     """A `ray up` bootstrap config (as the head keeps it) whose GPU node type may still be added."""
     path = tmp_path / "ray_bootstrap_config.yaml"
-    path.write_text(yaml.safe_dump({"max_workers": 2, "head_node_type": "head", "available_node_types": {
-        "head": {"resources": {"CPU": 8}, "node_config": {}},
-        "gpu_1": {"min_workers": 0, "max_workers": 2, "resources": {"CPU": 8, "GPU": 1}, "node_config": {}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "max_workers": 2,
+                "head_node_type": "head",
+                "available_node_types": {
+                    "head": {"resources": {"CPU": 8}, "node_config": {}},
+                    "gpu_1": {
+                        "min_workers": 0,
+                        "max_workers": 2,
+                        "resources": {"CPU": 8, "GPU": 1},
+                        "node_config": {},
+                    },
+                },
+            }
+        )
+    )
     return str(path)
 
 
 @pytest.mark.parametrize("option", ["--storage", "--data"])
 def test_relative_paths_under_ray_job_submit_are_refused(capsys, monkeypatch, option):
     monkeypatch.setenv(*next(iter(SUBMITTED_JOB.items())))
-    err = fails(capsys, "train", option, "runs/relative", "--storage" if option == "--data" else "--data", "/abs")
+    err = fails(
+        capsys, "train", option, "runs/relative", "--storage" if option == "--data" else "--data", "/abs"
+    )
     assert f"{option} runs/relative: a relative path under `ray job submit --working-dir`" in err
     assert f"{option} /home/ray/runs/relative" in err
 
@@ -45,8 +63,11 @@ def test_relative_paths_elsewhere_are_made_absolute(monkeypatch, tmp_path):
 
 
 def test_local_storage_is_refused_where_nodes_can_be_added(ray_session, tmp_path, autoscaler_config):
-    with pytest.raises(UserError, match=r"--storage .*: a folder on this node's disk, but the Ray cluster has an "
-                                        r"autoscaler that adds nodes.*--storage s3://BUCKET/runs.*file://"):
+    with pytest.raises(
+        UserError,
+        match=r"--storage .*: a folder on this node's disk, but the Ray cluster has an "
+        r"autoscaler that adds nodes.*--storage s3://BUCKET/runs.*file://",
+    ):
         require_shared_storage(Storage(str(tmp_path)), autoscaler_config)
     require_shared_storage(Storage(f"file://{tmp_path}"), autoscaler_config)  # a shared mount, said as such
     require_shared_storage(Storage(str(tmp_path)), str(tmp_path / "absent.yaml"))  # one node, no autoscaler
@@ -54,8 +75,11 @@ def test_local_storage_is_refused_where_nodes_can_be_added(ray_session, tmp_path
 
 def test_gpus_an_autoscaler_must_add_are_waited_for_then_refused(ray_session, autoscaler_config):
     started = time.monotonic()
-    with pytest.raises(UserError, match=r"--use-gpu auto: 0 of the 1 GPU\(s\) a trial needs joined the cluster "
-                                        r"within --gpu-wait 1 s"):
+    with pytest.raises(
+        UserError,
+        match=r"--use-gpu auto: 0 of the 1 GPU\(s\) a trial needs joined the cluster "
+        r"within --gpu-wait 1 s",
+    ):
         wait_for_gpus(1, timeout=1, use_gpu="auto", bootstrap_config=autoscaler_config)
     assert 1 <= time.monotonic() - started < 30
     wait_for_gpus(1, timeout=1, use_gpu="no", bootstrap_config=autoscaler_config)  # CPUs asked for: no wait
@@ -72,12 +96,16 @@ def test_a_trial_of_two_gpus_waits_for_both(autoscaler_config):
     try:
         with pytest.raises(UserError, match=r"--use-gpu yes: 1 of the 2 GPU\(s\) a trial needs joined"):
             wait_for_gpus(2, timeout=1, use_gpu="yes", bootstrap_config=autoscaler_config)
-        wait_for_gpus(1, timeout=1, use_gpu="yes", bootstrap_config=autoscaler_config)  # one is there: no wait
+        wait_for_gpus(
+            1, timeout=1, use_gpu="yes", bootstrap_config=autoscaler_config
+        )  # one is there: no wait
     finally:
         ray.shutdown()
 
 
-def test_splits_too_big_for_the_object_store_are_streamed_from_their_shards(ray_session, imdb_sample, monkeypatch):
+def test_splits_too_big_for_the_object_store_are_streamed_from_their_shards(
+    ray_session, imdb_sample, monkeypatch
+):
     import pyarrow.parquet as pq
 
     monkeypatch.setattr(ingest, "IN_MEMORY_SHARE", 0.0)  # as if the splits were larger than the object store

@@ -11,9 +11,13 @@ from rnn_models.report import interval
 
 def _run(folder, preset, accuracies):
     folder.mkdir(parents=True)
-    results = {arch: {"test_accuracy": a, "test_reviews": 25000, "parameters": 1000, "train_seconds": 60}
-               for arch, a in accuracies.items()}
-    (folder / "results.json").write_text(json.dumps({"config": {"preset": {"name": preset}}, "results": results}))
+    results = {
+        arch: {"test_accuracy": a, "test_reviews": 25000, "parameters": 1000, "train_seconds": 60}
+        for arch, a in accuracies.items()
+    }
+    (folder / "results.json").write_text(
+        json.dumps({"config": {"preset": {"name": preset}}, "results": results})
+    )
     return str(folder)
 
 
@@ -24,8 +28,10 @@ def test_interval_is_the_normal_approximation():
 
 
 def test_runs_side_by_side(tmp_path, capsys):
-    runs = [_run(tmp_path / "a", "seed", {"mlp": 0.62, "lstm": 0.72}),
-            _run(tmp_path / "b", "tuned", {"lstm": 0.88, "bilstm": 0.89})]
+    runs = [
+        _run(tmp_path / "a", "seed", {"mlp": 0.62, "lstm": 0.72}),
+        _run(tmp_path / "b", "tuned", {"lstm": 0.88, "bilstm": 0.89}),
+    ]
     assert main(["compare", *runs, "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert "seed: test accuracy (95% CI)" in table and "tuned: test accuracy (95% CI)" in table
@@ -38,8 +44,15 @@ def test_runs_side_by_side(tmp_path, capsys):
 def test_a_run_of_several_seeds_shows_their_mean_and_sd(tmp_path, capsys):
     seeded = tmp_path / "seeded"
     seeded.mkdir()
-    rows = {f"lstm seed {seed}": {"test_accuracy": a, "test_reviews": 25000, "parameters": 1000, "train_seconds": s}
-            for seed, a, s in ((0, 0.80, 50), (1, 0.82, 70))}
+    rows = {
+        f"lstm seed {seed}": {
+            "test_accuracy": a,
+            "test_reviews": 25000,
+            "parameters": 1000,
+            "train_seconds": s,
+        }
+        for seed, a, s in ((0, 0.80, 50), (1, 0.82, 70))
+    }
     summary = {"lstm": {"seeds": [0, 1], "test_accuracy_mean": 0.81, "test_accuracy_sd": 0.0141421}}
     (seeded / "results.json").write_text(json.dumps({"results": rows, "seeds": summary}))
     single = _run(tmp_path / "single", "seed", {"lstm": 0.72})

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import ray.data
 import ray.train
 import ray.train.torch
@@ -11,8 +10,7 @@ import torch
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.ingest import torch_batches
-from rnn_models.training.loop import Sums, train_epoch
-from rnn_models.training.loop import make_optimizer
+from rnn_models.training.loop import Sums, make_optimizer, train_epoch
 from rnn_models.training.worker import all_reduced
 
 ROWS, MAX_LEN = 128, 8
@@ -22,9 +20,13 @@ def _rows() -> pa.Table:
     """Row r starts with id r + 2, so a worker's batches tell which rows it saw."""
     ids = np.random.default_rng(0).integers(2, 200, size=(ROWS, MAX_LEN), dtype=np.int32)
     ids[:, 0] = np.arange(ROWS) + 2
-    return pa.table({"ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), MAX_LEN),
-                     "length": pa.array(np.full(ROWS, MAX_LEN, np.int32)),
-                     "label": pa.array(np.arange(ROWS) % 2, pa.int8())})
+    return pa.table(
+        {
+            "ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), MAX_LEN),
+            "length": pa.array(np.full(ROWS, MAX_LEN, np.int32)),
+            "label": pa.array(np.arange(ROWS) % 2, pa.int8()),
+        }
+    )
 
 
 ADVERSARIAL = (0.0, 0.05)  # with it, the first of a step's two backwards skips the all-reduce
@@ -47,30 +49,49 @@ def _probe(config):
                 seen.extend((batch["ids"][:, 0] - 2).tolist())
                 yield batch
 
-        train_epoch(model, recorded(torch_batches(shard, 16, device, drop_last=True)), optimizer, device,
-                    adversarial=adversarial)
+        train_epoch(
+            model,
+            recorded(torch_batches(shard, 16, device, drop_last=True)),
+            optimizer,
+            device,
+            adversarial=adversarial,
+        )
         weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-        mine = Sums(loss=1.5 * (rank + 1), correct=rank + 2, count=10 * (rank + 1))  # rank 0: 1.5, 2, 10; 1: 3, 3, 20
-        total, = all_reduced(mine, device=device)
-        torch.save({"weights": weights, "seen": seen, "total": (total.loss, total.correct, total.count)},
-                   f"{config['out']}/{adversarial}-rank{rank}.pt")
+        mine = Sums(
+            loss=1.5 * (rank + 1), correct=rank + 2, count=10 * (rank + 1)
+        )  # rank 0: 1.5, 2, 10; 1: 3, 3, 20
+        (total,) = all_reduced(mine, device=device)
+        torch.save(
+            {"weights": weights, "seen": seen, "total": (total.loss, total.correct, total.count)},
+            f"{config['out']}/{adversarial}-rank{rank}.pt",
+        )
     ray.train.report({"done": 1})
 
 
 def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tmp_path):
     trainer = ray.train.torch.TorchTrainer(
-        _probe, train_loop_config={"out": str(tmp_path)},
+        _probe,
+        train_loop_config={"out": str(tmp_path)},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name="ddp", storage_path=str(tmp_path / "storage")),
-        datasets={"train": ray.data.from_arrow(_rows()).repartition(4)})
+        datasets={"train": ray.data.from_arrow(_rows()).repartition(4)},
+    )
     trainer.fit()
-    start = torch.cat([p.flatten() for p in model_from_config(ModelConfig(arch="lstm", hidden_size=16), 300, MAX_LEN,
-                                                              seed=1).parameters()])
+    start = torch.cat(
+        [
+            p.flatten()
+            for p in model_from_config(
+                ModelConfig(arch="lstm", hidden_size=16), 300, MAX_LEN, seed=1
+            ).parameters()
+        ]
+    )
     for adversarial in ADVERSARIAL:
         ranks = [torch.load(tmp_path / f"{adversarial}-rank{r}.pt") for r in (0, 1)]
         seen = [set(r["seen"]) for r in ranks]
         assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 64, adversarial  # equal shares: 4 steps each
         assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(ROWS)), adversarial
-        assert torch.equal(ranks[0]["weights"], ranks[1]["weights"]), adversarial  # gradients were all-reduced
+        assert torch.equal(ranks[0]["weights"], ranks[1]["weights"]), (
+            adversarial
+        )  # gradients were all-reduced
         assert ranks[0]["total"] == ranks[1]["total"] == (4.5, 5, 30)  # metrics summed over both ranks
         assert not torch.allclose(ranks[0]["weights"], start), adversarial  # and training did move them

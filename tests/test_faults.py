@@ -69,9 +69,16 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
 
     killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
     killer.start()
-    cfg = RunConfig(data=str(imdb_medium.root), archs="bilstm", storage=str(run_dir.parent), name=run_dir.name,
-                    workers_per_trial=2)
-    result = train(cfg, Recipe(options={"epochs": 3, "lr": 1e-3, "hidden_size": 16}))  # narrow: epochs of seconds
+    cfg = RunConfig(
+        data=str(imdb_medium.root),
+        archs="bilstm",
+        storage=str(run_dir.parent),
+        name=run_dir.name,
+        workers_per_trial=2,
+    )
+    result = train(
+        cfg, Recipe(options={"epochs": 3, "lr": 1e-3, "hidden_size": 16})
+    )  # narrow: epochs of seconds
     killer.join(timeout=5)
     assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
     assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]
@@ -80,8 +87,9 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, as a user's run
-    return subprocess.Popen([*CLI, *args], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [*CLI, *args], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
 
 
 def _reap(group: int, timeout: float = 5) -> None:
@@ -118,28 +126,58 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
     run_dir, epochs = tmp_path / "runs" / "driver-kill", 6
     preset = tmp_path / "preset.json"
-    preset.write_text(json.dumps({"name": "faults", "train": {"lr": 1e-3},
-                                  "archs": {"mlp": {"train": {"epochs": 2}},
-                                           "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}}}}))
-    args = ["train", "--data", str(imdb_medium.root), "--archs", "mlp,bilstm", "--preset", str(preset),
-            "--storage", str(run_dir.parent), "--name", run_dir.name]
+    preset.write_text(
+        json.dumps(
+            {
+                "name": "faults",
+                "train": {"lr": 1e-3},
+                "archs": {
+                    "mlp": {"train": {"epochs": 2}},
+                    "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
+                },
+            }
+        )
+    )
+    args = [
+        "train",
+        "--data",
+        str(imdb_medium.root),
+        "--archs",
+        "mlp,bilstm",
+        "--preset",
+        str(preset),
+        "--storage",
+        str(run_dir.parent),
+        "--name",
+        run_dir.name,
+    ]
 
     first = _start(args, tmp_path / "first.log")  # 1. SIGTERM once mlp is done and bilstm reported epoch 1
-    wait_for(lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"), 400, "mlp done, bilstm epoch 1")
+    wait_for(
+        lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"),
+        400,
+        "mlp done, bilstm epoch 1",
+    )
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 130
     assert f"--name {run_dir.name} --resume" in (tmp_path / "first.log").read_text()
     mlp_checkpoints = checkpoints(run_dir, "mlp")
     done = max(checkpoint_epochs(run_dir, "bilstm"))  # epochs finished while Tune shut down count too
-    assert done < epochs - 1, f"bilstm reached epoch {done} before the SIGTERM took effect: nothing left to test"
+    assert done < epochs - 1, (
+        f"bilstm reached epoch {done} before the SIGTERM took effect: nothing left to test"
+    )
 
     started = time.time()
     second = _start([*args, "--resume"], tmp_path / "second.log")  # 2. SIGKILL mid-run
-    wait_for(lambda: reported_epochs(run_dir, "bilstm", since=started), 400, "the resumed bilstm's first epoch")
+    wait_for(
+        lambda: reported_epochs(run_dir, "bilstm", since=started), 400, "the resumed bilstm's first epoch"
+    )
     second.kill()  # SIGKILL the driver alone; its local Ray shares its fate
     second.wait(timeout=60)
     _reap(second.pid)
-    assert resumed_at(reported_epochs(run_dir, "bilstm", since=started), done)  # from a checkpoint, not epoch 1
+    assert resumed_at(
+        reported_epochs(run_dir, "bilstm", since=started), done
+    )  # from a checkpoint, not epoch 1
     done = max(checkpoint_epochs(run_dir, "bilstm"))
 
     started = time.time()
@@ -153,19 +191,34 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     assert checkpoints(run_dir, "mlp") == mlp_checkpoints  # not retrained
     metas = [json.loads((c / "meta.json").read_text()) for c in checkpoints(run_dir, "bilstm")]
     latest = max(metas, key=lambda m: m["epoch"])
-    assert [h["epoch"] for h in latest["history"]] == list(range(1, epochs + 1))  # each epoch once in its history
+    assert [h["epoch"] for h in latest["history"]] == list(
+        range(1, epochs + 1)
+    )  # each epoch once in its history
 
 
 @pytest.mark.own_ray
 def test_an_interrupted_prepare_leaves_the_previous_output_intact(ray_session, imdb_path, tmp_path):
     out = tmp_path / "prepared"
-    before = prepare(PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=100, val_size=10)).manifest
+    before = prepare(
+        PrepareConfig(source=str(imdb_path), out=str(out), max_reviews_per_split=100, val_size=10)
+    ).manifest
     ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
-    small = ["prepare", "--source", str(imdb_path), "--out", str(out), "--max-reviews-per-split", "100",
-             "--val-size", "10"]
+    small = [
+        "prepare",
+        "--source",
+        str(imdb_path),
+        "--out",
+        str(out),
+        "--max-reviews-per-split",
+        "100",
+        "--val-size",
+        "10",
+    ]
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        full = _start(["prepare", "--source", str(imdb_path), "--out", str(out), "--force"], tmp_path / "full.log")
+        full = _start(
+            ["prepare", "--source", str(imdb_path), "--out", str(out), "--force"], tmp_path / "full.log"
+        )
         wait_for(lambda: list(tmp_path.glob(".prepared.tmp-*")), 120, "the temporary output")
         time.sleep(1.0)
         full.send_signal(sig)

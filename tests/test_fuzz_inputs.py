@@ -39,8 +39,13 @@ TRIED = Counter()  # generated inputs per surface
 def fuzz(examples: int):
     # derandomize: the same inputs on every run and machine; function-scoped fixtures (capsys, monkeypatch)
     # are fine here, every example reads capsys and gets its own folder.
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,12 +57,15 @@ def report():
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
     """A bad input must be refused before Ray starts: getting that far fails the test, starts nothing."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a generated input got as far as starting Ray")
 
     for module in ("rnn_models.data.prepare", "rnn_models.tuning.session", "rnn_models.cluster"):
         monkeypatch.setattr(f"{module}.connect", refuse)
-    root = logging.getLogger()  # main's INFO lines go nowhere: a handler bound to another test's stderr breaks
+    root = (
+        logging.getLogger()
+    )  # main's INFO lines go nowhere: a handler bound to another test's stderr breaks
     monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
 
 
@@ -72,7 +80,9 @@ def folder():
 
 
 def _tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))
+    }
 
 
 def refused(capsys, root: Path, argv: list[str], *names: str) -> str:
@@ -99,31 +109,61 @@ def fits(value, kind) -> bool:
 
 
 def field_types(cls, keys=None) -> dict:
-    return {f.name: f.type for f in dataclasses.fields(cls) if (keys is None or f.name in keys) and f.name != "arch"}
+    return {
+        f.name: f.type
+        for f in dataclasses.fields(cls)
+        if (keys is None or f.name in keys) and f.name != "arch"
+    }
 
 
-SECTIONS = {"prepare": field_types(PrepareConfig, PREPARE_KEYS), "model": field_types(ModelConfig),
-            "train": field_types(TrainConfig)}
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-                    max_leaves=4)
-NOT_OBJECT = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | st.lists(JSON, max_size=3)
-NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=8)
+SECTIONS = {
+    "prepare": field_types(PrepareConfig, PREPARE_KEYS),
+    "model": field_types(ModelConfig),
+    "train": field_types(TrainConfig),
+}
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=4,
+)
+NOT_OBJECT = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | st.lists(JSON, max_size=3)
+)
+NAME = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=8
+)
 NEGATIVE = st.integers(max_value=-1)
 # A value out of each option's range (every int option is at least 0, every float one too).
 OUT_OF_RANGE = {
-    "vocab_size": st.integers(max_value=0), "max_len": st.integers(max_value=0), "strip_br": st.nothing(),
-    "embedding_size": st.integers(max_value=0), "hidden_size": st.integers(max_value=0),
-    "num_layers": st.integers(max_value=0), "dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
-    "merge": NAME.filter(lambda s: s not in ("sum", "concat")), "seed_faithful": st.nothing(),
-    "epochs": st.integers(max_value=0), "batch_size": st.integers(max_value=0), "lr": st.floats(-1e6, 0),
-    "weight_decay": st.floats(-1e6, -1e-6), "lr_schedule": NAME.filter(lambda s: s not in ("constant", "cosine")),
-    "grad_clip": st.floats(-1e6, -1e-6), "patience": NEGATIVE, "seed": NEGATIVE | st.integers(min_value=2**32),
-    "shuffle_buffer": NEGATIVE, "bigram_buckets": NEGATIVE, "forget_bias": st.floats(-1e6, -1e-6),
-    "warmup": st.floats(-1e6, -1e-6), "bucket_batches": NEGATIVE, "adversarial": st.floats(-1e6, -1e-6),
+    "vocab_size": st.integers(max_value=0),
+    "max_len": st.integers(max_value=0),
+    "strip_br": st.nothing(),
+    "embedding_size": st.integers(max_value=0),
+    "hidden_size": st.integers(max_value=0),
+    "num_layers": st.integers(max_value=0),
+    "dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
+    "merge": NAME.filter(lambda s: s not in ("sum", "concat")),
+    "seed_faithful": st.nothing(),
+    "epochs": st.integers(max_value=0),
+    "batch_size": st.integers(max_value=0),
+    "lr": st.floats(-1e6, 0),
+    "weight_decay": st.floats(-1e6, -1e-6),
+    "lr_schedule": NAME.filter(lambda s: s not in ("constant", "cosine")),
+    "grad_clip": st.floats(-1e6, -1e-6),
+    "patience": NEGATIVE,
+    "seed": NEGATIVE | st.integers(min_value=2**32),
+    "shuffle_buffer": NEGATIVE,
+    "bigram_buckets": NEGATIVE,
+    "forget_bias": st.floats(-1e6, -1e-6),
+    "warmup": st.floats(-1e6, -1e-6),
+    "bucket_batches": NEGATIVE,
+    "adversarial": st.floats(-1e6, -1e-6),
     "token_dropout": st.floats(min_value=1, max_value=1e6) | st.floats(-1e6, -1e-6),
     "test_checkpoint": NAME.filter(lambda s: s not in ("best", "last")),
-    **{name: NAME.filter(lambda s, choices=choices: s not in choices) for name, choices in MODEL_CHOICES.items()},
+    **{
+        name: NAME.filter(lambda s, choices=choices: s not in choices)
+        for name, choices in MODEL_CHOICES.items()
+    },
 }
 
 
@@ -136,8 +176,12 @@ def refused_json(capsys, content, command: str, option: str, name: str, names) -
     with folder() as root:
         path = root / name
         json_file(path, content)
-        refused(capsys, root, [command, option, str(path), "--data", str(root / "data"),
-                               "--storage", str(root / "runs")], *names(path))
+        refused(
+            capsys,
+            root,
+            [command, option, str(path), "--data", str(root / "data"), "--storage", str(root / "runs")],
+            *names(path),
+        )
 
 
 def json_file(path: Path, content) -> None:
@@ -145,8 +189,11 @@ def json_file(path: Path, content) -> None:
     path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
 
 
-NOT_JSON = st.one_of(st.binary(min_size=1, max_size=20).filter(lambda b: not _parses(b)),
-                     st.just(b'{"train": {"lr": 0.1}'), st.just(b"\xff\xfe{}"))
+NOT_JSON = st.one_of(
+    st.binary(min_size=1, max_size=20).filter(lambda b: not _parses(b)),
+    st.just(b'{"train": {"lr": 0.1}'),
+    st.just(b"\xff\xfe{}"),
+)
 
 
 def _parses(data: bytes) -> bool:
@@ -175,8 +222,18 @@ def _csv(rows: list[list[str]]) -> tuple[bytes, list[int]]:
     return text.encode(), starts
 
 
-CSV_DEFECTS = ["label", "label type", "split", "ragged", "not utf-8", "header only", "empty file", "columns", "too few",
-               "bytes"]
+CSV_DEFECTS = [
+    "label",
+    "label type",
+    "split",
+    "ragged",
+    "not utf-8",
+    "header only",
+    "empty file",
+    "columns",
+    "too few",
+    "bytes",
+]
 
 
 @st.composite
@@ -190,8 +247,11 @@ def bad_csv(draw, defect):
     header = list(style) + (["split"] if split else [])
     k, line = draw(st.integers(0, n - 1)), None
     if defect == "label":
-        bad = (NAME.filter(lambda s: s.strip().lower() not in ("positive", "negative")) if style[1] == "sentiment"
-               else (st.integers(2, 2**63 - 1) | st.integers(-2**63, -1)).map(str) | st.just(""))
+        bad = (
+            NAME.filter(lambda s: s.strip().lower() not in ("positive", "negative"))
+            if style[1] == "sentiment"
+            else (st.integers(2, 2**63 - 1) | st.integers(-(2**63), -1)).map(str) | st.just("")
+        )
         rows[k][1], line = draw(bad), k
     elif defect == "label type":
         style = ("text", "label")
@@ -203,9 +263,14 @@ def bad_csv(draw, defect):
     elif defect == "header only":
         rows = []
     elif defect == "columns":
-        header = draw(st.lists(st.text("abcdefrvwstxl", min_size=1, max_size=9), min_size=len(header),
-                               max_size=len(header), unique=True).filter(lambda h: not ({"review", "sentiment"} <= set(h)
-                                                                                       or {"text", "label"} <= set(h))))
+        header = draw(
+            st.lists(
+                st.text("abcdefrvwstxl", min_size=1, max_size=9),
+                min_size=len(header),
+                max_size=len(header),
+                unique=True,
+            ).filter(lambda h: not ({"review", "sentiment"} <= set(h) or {"text", "label"} <= set(h)))
+        )
     elif defect == "too few":  # one review, or every review in one split
         rows = rows[:1] if not split else [r[:2] + ["train"] for r in rows]
     data, starts = _csv([header] + rows)
@@ -226,7 +291,9 @@ def test_bad_csv_sources(defect, capsys, data):
     with folder() as root:
         source = root / "reviews.csv"
         source.write_bytes(content)
-        message = refused(capsys, root, ["prepare", "--source", str(source), "--out", str(root / "out")], str(source))
+        message = refused(
+            capsys, root, ["prepare", "--source", str(source), "--out", str(root / "out")], str(source)
+        )
         if line is not None:
             assert f"{source}, line {line}:" in message
     TRIED["CSV source"] += 1
@@ -234,12 +301,24 @@ def test_bad_csv_sources(defect, capsys, data):
 
 # ------------------------------------------------------------------------------------------ parquet sources
 
+
 def _good_table(n: int = 4) -> pa.Table:
-    return pa.table({"text": [f"review {i}" for i in range(n)], "label": pa.array([i % 2 for i in range(n)], pa.int64())})
+    return pa.table(
+        {"text": [f"review {i}" for i in range(n)], "label": pa.array([i % 2 for i in range(n)], pa.int64())}
+    )
 
 
-PARQUET_DEFECTS = ["columns", "text type", "text null", "label type", "label value", "label null", "no rows", "one row",
-                   "corrupt"]
+PARQUET_DEFECTS = [
+    "columns",
+    "text type",
+    "text null",
+    "label type",
+    "label value",
+    "label null",
+    "no rows",
+    "one row",
+    "corrupt",
+]
 
 
 @st.composite
@@ -248,23 +327,45 @@ def bad_parquet(draw, defect):
     table, k, row = _good_table(), draw(st.integers(0, 3)), None
     text, label = table["text"].to_pylist(), table["label"].to_pylist()
     if defect == "columns":
-        names = draw(st.lists(NAME, min_size=1, max_size=3, unique=True).filter(lambda n: not {"text", "label"} <= {*n}))
+        names = draw(
+            st.lists(NAME, min_size=1, max_size=3, unique=True).filter(
+                lambda n: not {"text", "label"} <= {*n}
+            )
+        )
         table = pa.table({name: label for name in names})
     elif defect == "text type":
-        values = draw(st.sampled_from([pa.array(label), pa.array([0.5] * 4), pa.array([True] * 4),
-                                       pa.array([b"x"] * 4), pa.array([["a"]] * 4), pa.nulls(4)]))
+        values = draw(
+            st.sampled_from(
+                [
+                    pa.array(label),
+                    pa.array([0.5] * 4),
+                    pa.array([True] * 4),
+                    pa.array([b"x"] * 4),
+                    pa.array([["a"]] * 4),
+                    pa.nulls(4),
+                ]
+            )
+        )
         table = table.set_column(0, "text", values)
     elif defect == "text null":
         text[k], row = None, k
         table = table.set_column(0, "text", pa.array(text, pa.string()))
     elif defect == "label type":
-        values = draw(st.sampled_from([pa.array(["0", "1"] * 2), pa.array([0.0, 1.0] * 2), pa.array([False, True] * 2)]))
+        values = draw(
+            st.sampled_from([pa.array(["0", "1"] * 2), pa.array([0.0, 1.0] * 2), pa.array([False, True] * 2)])
+        )
         table = table.set_column(1, "label", values)
     elif defect in ("label value", "label null"):
         kind = draw(st.sampled_from([pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8()]))
         low = -128 if kind != pa.uint8() else 0
-        label[k], row = (draw(st.integers(low, 127).filter(lambda v: v not in (0, 1))) if defect == "label value"
-                         else None), k
+        label[k], row = (
+            (
+                draw(st.integers(low, 127).filter(lambda v: v not in (0, 1)))
+                if defect == "label value"
+                else None
+            ),
+            k,
+        )
         table = table.set_column(1, "label", pa.array(label, kind))
     elif defect in ("no rows", "one row"):
         table = table.slice(0, 0 if defect == "no rows" else 1)
@@ -272,7 +373,7 @@ def bad_parquet(draw, defect):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
-        table = data[:draw(st.integers(0, len(data) - 1))]
+        table = data[: draw(st.integers(0, len(data) - 1))]
     return table, draw(st.sampled_from(["train", "test"])), row
 
 
@@ -292,7 +393,9 @@ def test_bad_parquet_sources(defect, capsys, data):
                 path.write_bytes(bad)
             else:
                 pq.write_table(bad, path)
-        message = refused(capsys, root, ["prepare", "--source", str(source), "--out", str(root / "out")], str(source))
+        message = refused(
+            capsys, root, ["prepare", "--source", str(source), "--out", str(root / "out")], str(source)
+        )
         if row is not None:
             assert f"{split}-00000-of-00001.parquet, row index {row}:" in message
     TRIED["parquet source"] += 1
@@ -308,7 +411,11 @@ def bad_preset(draw, defect):
     """(file content, the key path to name or None)."""
     preset = {"about": "generated", "train": {"epochs": 2}, "archs": {"lstm": {"model": {"hidden_size": 32}}}}
     section = draw(st.sampled_from(list(SECTIONS)))
-    where = [section] if section == "prepare" or draw(st.booleans()) else ["archs", draw(st.sampled_from(ARCHS)), section]
+    where = (
+        [section]
+        if section == "prepare" or draw(st.booleans())
+        else ["archs", draw(st.sampled_from(ARCHS)), section]
+    )
     target = preset
     for key in where:
         target = target.setdefault(key, {})
@@ -319,8 +426,11 @@ def bad_preset(draw, defect):
         return preset, key_path(".".join(where), name)
     if defect == "unknown key":
         level = draw(st.sampled_from(["top", "section", "arch"]))
-        allowed = {"top": {"name", "about", "prepare", "model", "train", "archs"}, "section": set(SECTIONS[section]),
-                   "arch": {"model", "train"}}[level]
+        allowed = {
+            "top": {"name", "about", "prepare", "model", "train", "archs"},
+            "section": set(SECTIONS[section]),
+            "arch": {"model", "train"},
+        }[level]
         key = draw(NAME.filter(lambda s: s not in allowed))
         inside = {"top": [], "section": where, "arch": ["archs", "lstm"]}[level]
         target = preset
@@ -333,8 +443,11 @@ def bad_preset(draw, defect):
         preset["archs"][arch] = {}
         return preset, key_path("archs", arch)
     if defect == "not an object":
-        spot = draw(st.sampled_from([["prepare"], ["model"], ["train"], ["archs"], ["archs", "lstm"],
-                                     ["archs", "lstm", "model"]]))
+        spot = draw(
+            st.sampled_from(
+                [["prepare"], ["model"], ["train"], ["archs"], ["archs", "lstm"], ["archs", "lstm", "model"]]
+            )
+        )
         target = preset
         for key in spot[:-1]:
             target = target[key]
@@ -350,27 +463,61 @@ def bad_preset(draw, defect):
 @given(data=st.data())
 def test_bad_preset_files(defect, capsys, data):
     content, key = data.draw(bad_preset(defect))
-    refused_json(capsys, content, "train", "--preset", "preset.json",
-                 lambda path: [str(path)] + ([f"{key}:"] if key else []))
+    refused_json(
+        capsys,
+        content,
+        "train",
+        "--preset",
+        "preset.json",
+        lambda path: [str(path)] + ([f"{key}:"] if key else []),
+    )
     TRIED["preset file"] += 1
 
 
 # -------------------------------------------------------------------------------------------- search spaces
 
 OPTION_TYPES = {**SECTIONS["model"], **SECTIONS["train"]}
-VALID = {"lr": st.floats(1e-5, 1.0), "weight_decay": st.floats(0, 1), "grad_clip": st.floats(0, 10),
-         "dropout": st.floats(0, 0.9), "epochs": st.integers(1, 20), "batch_size": st.integers(1, 512),
-         "patience": st.integers(0, 5), "seed": st.integers(0, 1000), "shuffle_buffer": st.integers(0, 5000),
-         "embedding_size": st.integers(1, 256), "hidden_size": st.integers(1, 256), "num_layers": st.integers(1, 4),
-         "merge": st.sampled_from(["sum", "concat"]), "lr_schedule": st.sampled_from(["constant", "cosine"]),
-         "seed_faithful": st.booleans(), **{name: st.sampled_from(choices) for name, choices in MODEL_CHOICES.items()},
-         "pooling": st.just("flatten"), "bigram_buckets": st.just(0), "forget_bias": st.floats(0, 2), "warmup": st.floats(0, 2),
-         "bucket_batches": st.integers(0, 100), "test_checkpoint": st.sampled_from(["best", "last"]),
-         "token_dropout": st.floats(0, 0.9), "adversarial": st.floats(0, 0.5)}
+VALID = {
+    "lr": st.floats(1e-5, 1.0),
+    "weight_decay": st.floats(0, 1),
+    "grad_clip": st.floats(0, 10),
+    "dropout": st.floats(0, 0.9),
+    "epochs": st.integers(1, 20),
+    "batch_size": st.integers(1, 512),
+    "patience": st.integers(0, 5),
+    "seed": st.integers(0, 1000),
+    "shuffle_buffer": st.integers(0, 5000),
+    "embedding_size": st.integers(1, 256),
+    "hidden_size": st.integers(1, 256),
+    "num_layers": st.integers(1, 4),
+    "merge": st.sampled_from(["sum", "concat"]),
+    "lr_schedule": st.sampled_from(["constant", "cosine"]),
+    "seed_faithful": st.booleans(),
+    **{name: st.sampled_from(choices) for name, choices in MODEL_CHOICES.items()},
+    "pooling": st.just("flatten"),
+    "bigram_buckets": st.just(0),
+    "forget_bias": st.floats(0, 2),
+    "warmup": st.floats(0, 2),
+    "bucket_batches": st.integers(0, 100),
+    "test_checkpoint": st.sampled_from(["best", "last"]),
+    "token_dropout": st.floats(0, 0.9),
+    "adversarial": st.floats(0, 0.5),
+}
 
 
-SEARCH_DEFECTS = ["top", "unknown option", "distribution", "choice list", "choice value", "kind for type", "bounds arity",
-                  "bounds type", "bounds order", "bounds range", "not json"]
+SEARCH_DEFECTS = [
+    "top",
+    "unknown option",
+    "distribution",
+    "choice list",
+    "choice value",
+    "kind for type",
+    "bounds arity",
+    "bounds type",
+    "bounds order",
+    "bounds range",
+    "not json",
+]
 
 
 @st.composite
@@ -391,7 +538,9 @@ def bad_search_space(draw, defect):
         return {**space, option: {"choice": [1]}}, key_path("", option)
     if defect == "distribution":
         kinds = ("choice", "uniform", "loguniform", "randint")
-        space[name] = draw(JSON.filter(lambda v: not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in kinds)))
+        space[name] = draw(
+            JSON.filter(lambda v: not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in kinds))
+        )
         return space, name
     if defect == "choice list":
         space[name] = {"choice": draw(JSON.filter(lambda v: not isinstance(v, list) or not v))}
@@ -404,7 +553,11 @@ def bad_search_space(draw, defect):
         return space, f"{name}.choice[{i}]"
     if defect == "kind for type":
         name = draw(st.sampled_from([n for n, t in OPTION_TYPES.items() if t is not float]))
-        kind = draw(st.sampled_from(["uniform", "loguniform"] + (["randint"] if OPTION_TYPES[name] is not int else [])))
+        kind = draw(
+            st.sampled_from(
+                ["uniform", "loguniform"] + (["randint"] if OPTION_TYPES[name] is not int else [])
+            )
+        )
         space[name] = {kind: [1, 2]}
         return space, f"{name}.{kind}"
     if defect == "bounds arity":
@@ -431,19 +584,35 @@ def bad_search_space(draw, defect):
 @given(data=st.data())
 def test_bad_search_spaces(defect, capsys, data):
     content, key = data.draw(bad_search_space(defect))
-    refused_json(capsys, content, "tune", "--search-space", "space.json",
-                 lambda path: [f"--search-space {path}"] + ([key] if key else []))
+    refused_json(
+        capsys,
+        content,
+        "tune",
+        "--search-space",
+        "space.json",
+        lambda path: [f"--search-space {path}"] + ([key] if key else []),
+    )
     TRIED["search-space file"] += 1
 
 
 # ---------------------------------------------------------------------------------------- command-line options
 
-CLI_OPTIONS = {**field_types(TrainConfig), **field_types(ModelConfig),
-               **field_types(RunConfig, ("archs", "workers_per_trial", "use_gpu", "name", "max_failures",
-                                         "torch_threads", "gpu_wait")),
-               **field_types(PrepareConfig, ("vocab_size", "max_len", "strip_br", "val_size", "max_reviews_per_split"))}
-CHOICES = {"use_gpu": ("auto", "yes", "no"), "merge": ("sum", "concat"), "lr_schedule": ("constant", "cosine"),
-           "test_checkpoint": ("best", "last"), **MODEL_CHOICES}
+CLI_OPTIONS = {
+    **field_types(TrainConfig),
+    **field_types(ModelConfig),
+    **field_types(
+        RunConfig,
+        ("archs", "workers_per_trial", "use_gpu", "name", "max_failures", "torch_threads", "gpu_wait"),
+    ),
+    **field_types(PrepareConfig, ("vocab_size", "max_len", "strip_br", "val_size", "max_reviews_per_split")),
+}
+CHOICES = {
+    "use_gpu": ("auto", "yes", "no"),
+    "merge": ("sum", "concat"),
+    "lr_schedule": ("constant", "cosine"),
+    "test_checkpoint": ("best", "last"),
+    **MODEL_CHOICES,
+}
 ARG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10)
 
 
@@ -465,9 +634,14 @@ def bad_option(draw):
     if kind is bool:
         value = draw(ARG)  # --strip-br takes no value
     elif kind in (int, float):
-        floats = st.floats(max_value=-1e-9, allow_infinity=False).map(repr) | st.sampled_from(["nan", "inf", "-inf"])
-        value = draw(ARG.filter(lambda s: not _parses_as(kind, s)) | NEGATIVE.map(str) |
-                     (floats if kind is float else st.nothing()))
+        floats = st.floats(max_value=-1e-9, allow_infinity=False).map(repr) | st.sampled_from(
+            ["nan", "inf", "-inf"]
+        )
+        value = draw(
+            ARG.filter(lambda s: not _parses_as(kind, s))
+            | NEGATIVE.map(str)
+            | (floats if kind is float else st.nothing())
+        )
     elif name in CHOICES:
         value = draw(ARG.filter(lambda s: s not in CHOICES[name]))
     elif name == "archs":
@@ -486,8 +660,12 @@ def test_bad_command_line_values(capsys, case):
     name, value = case
     option = "--" + name.replace("_", "-")
     with folder() as root:
-        refused(capsys, root, ["train", "--data", str(root / "data"), "--storage", str(root / "runs"),
-                               f"{option}={value}"], option)
+        refused(
+            capsys,
+            root,
+            ["train", "--data", str(root / "data"), "--storage", str(root / "runs"), f"{option}={value}"],
+            option,
+        )
     TRIED["command-line option"] += 1
 
 
@@ -504,17 +682,30 @@ def checkpoint(tmp_path_factory) -> Path:
 
     model_cfg = ModelConfig(arch="lstm", hidden_size=4, embedding_size=4)
     model = model_from_config(model_cfg, len(VOCAB), 8, seed=0)
-    data = {"vocab_size": len(VOCAB), "max_len": 8, "vocab_sha256": "x", "fingerprint": "y", "strip_br": False}
+    data = {
+        "vocab_size": len(VOCAB),
+        "max_len": 8,
+        "vocab_sha256": "x",
+        "fingerprint": "y",
+        "strip_br": False,
+    }
     path = tmp_path_factory.mktemp("fuzz") / "checkpoint"
     path.mkdir()
-    save_checkpoint(path, model=model, optimizer=torch.optim.Adam(model.parameters()), scheduler=None,
-                    meta=checkpoint_meta(1, model_cfg, TrainConfig(), data, []), vocab=VOCAB)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters()),
+        scheduler=None,
+        meta=checkpoint_meta(1, model_cfg, TrainConfig(), data, []),
+        vocab=VOCAB,
+    )
     return path
 
 
 # Control characters left out: Python's str.split and pyarrow's splitter disagree on \x1c-\x1f.
-REVIEW = st.lists(st.sampled_from(VOCAB) | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8),
-                  max_size=4).map(" ".join)
+REVIEW = st.lists(
+    st.sampled_from(VOCAB) | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8), max_size=4
+).map(" ".join)
 
 
 @fuzz(40)
@@ -527,12 +718,23 @@ def test_any_review_text_is_scored(checkpoint, capsys, texts):
     unknown = [i + 1 for i, t in enumerate(texts) if not set(normalise_reference(t)) & set(VOCAB)]
     assert ("no token of the checkpoint's vocabulary" in err) == bool(unknown) and "Traceback" not in err
     if unknown:
-        assert f"warning: {len(unknown)} review(s)" in err and f"(review {', '.join(map(str, unknown[:10]))}" in err
+        assert (
+            f"warning: {len(unknown)} review(s)" in err
+            and f"(review {', '.join(map(str, unknown[:10]))}" in err
+        )
     TRIED["predict text"] += 1
 
 
-REVIEW_FILE_DEFECTS = ["missing", "blank txt", "csv columns", "csv header only", "parquet column", "parquet type",
-                       "parquet corrupt", "csv bytes"]
+REVIEW_FILE_DEFECTS = [
+    "missing",
+    "blank txt",
+    "csv columns",
+    "csv header only",
+    "parquet column",
+    "parquet type",
+    "parquet corrupt",
+    "csv bytes",
+]
 
 
 @st.composite
@@ -541,22 +743,36 @@ def bad_review_file(draw, defect):
     if defect == "missing":
         return None, b""
     if defect == "blank txt":
-        return "reviews.txt", "".join(draw(st.lists(st.sampled_from([" ", "\t", "\n", "\r\n"]), max_size=6))).encode()
+        return "reviews.txt", "".join(
+            draw(st.lists(st.sampled_from([" ", "\t", "\n", "\r\n"]), max_size=6))
+        ).encode()
     if defect in ("csv columns", "csv header only"):
-        names = ["review"] if defect == "csv header only" else draw(
-            st.lists(st.text("abcdefgh", min_size=1, max_size=5), min_size=1, max_size=3, unique=True))
+        names = (
+            ["review"]
+            if defect == "csv header only"
+            else draw(
+                st.lists(st.text("abcdefgh", min_size=1, max_size=5), min_size=1, max_size=3, unique=True)
+            )
+        )
         rows = [] if defect == "csv header only" else [["x"] * len(names)]
         return "reviews.csv", _csv([names] + rows)[0]
     if defect == "csv bytes":
-        return "reviews.csv", draw(st.binary(max_size=40).filter(lambda b: b"review" not in b and b"text" not in b))
+        return "reviews.csv", draw(
+            st.binary(max_size=40).filter(lambda b: b"review" not in b and b"text" not in b)
+        )
     sink = pa.BufferOutputStream()
-    column = "review" if defect != "parquet column" else draw(NAME.filter(lambda s: s not in ("review", "text")))
-    values = draw(st.sampled_from([pa.array([1, 2]), pa.array([0.5, 1.5]), pa.array([b"a", b"b"])])) \
-        if defect != "parquet column" else pa.array(["a", "b"])
+    column = (
+        "review" if defect != "parquet column" else draw(NAME.filter(lambda s: s not in ("review", "text")))
+    )
+    values = (
+        draw(st.sampled_from([pa.array([1, 2]), pa.array([0.5, 1.5]), pa.array([b"a", b"b"])]))
+        if defect != "parquet column"
+        else pa.array(["a", "b"])
+    )
     pq.write_table(pa.table({column: values}), sink)
     data = sink.getvalue().to_pybytes()
     if defect == "parquet corrupt":
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     return "reviews.parquet", data
 
 
@@ -569,7 +785,9 @@ def test_bad_review_files(defect, checkpoint, capsys, data):
         path = root / (name or "nowhere.txt")
         if name:
             path.write_bytes(content)
-        refused(capsys, root, ["predict", "--checkpoint", str(checkpoint), "--file", str(path)], f"--file {path}")
+        refused(
+            capsys, root, ["predict", "--checkpoint", str(checkpoint), "--file", str(path)], f"--file {path}"
+        )
     TRIED["predict file"] += 1
 
 
@@ -579,7 +797,11 @@ def test_any_text_file_is_read_line_by_line(checkpoint, capsys, data):
     with folder() as root:
         path = root / "reviews.txt"
         path.write_bytes(data)
-        lines = [line for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace") if line.strip()]
+        lines = [
+            line
+            for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+            if line.strip()
+        ]
         code = main(["predict", "--checkpoint", str(checkpoint), "--file", str(path)])
         out, err = capsys.readouterr()
         assert "Traceback" not in err and code == (0 if lines else 2)
@@ -616,8 +838,10 @@ def bad_meta(draw, defect, meta: dict):
         return meta, key
     if defect == "data":
         key = draw(st.sampled_from(["vocab_size", "max_len", "vocab_sha256", "strip_br"]))
-        meta["data"][key] = draw(wrong_type({"vocab_sha256": str, "strip_br": bool}.get(key, int)) |
-                                 (st.integers(max_value=0) if key in ("vocab_size", "max_len") else st.nothing()))
+        meta["data"][key] = draw(
+            wrong_type({"vocab_sha256": str, "strip_br": bool}.get(key, int))
+            | (st.integers(max_value=0) if key in ("vocab_size", "max_len") else st.nothing())
+        )
         return meta, f"data.{key}"
     if defect == "top":
         return draw(NOT_OBJECT), "meta.json"
@@ -639,7 +863,13 @@ def test_bad_checkpoint_meta(defect, checkpoint, capsys, data):
         copy = root / "checkpoint"
         shutil.copytree(checkpoint, copy)
         json_file(copy / "meta.json", content)
-        refused(capsys, root, ["predict", "--checkpoint", str(copy), "a great movie"], f"--checkpoint {copy}", name)
+        refused(
+            capsys,
+            root,
+            ["predict", "--checkpoint", str(copy), "a great movie"],
+            f"--checkpoint {copy}",
+            name,
+        )
     TRIED["checkpoint meta.json"] += 1
 
 
@@ -652,9 +882,16 @@ def _prepared(root: Path, manifest=GOOD) -> dict:
     """A prepared folder with no shards (open_prepared accepts it); `manifest` replaces its manifest."""
     root.mkdir()
     (root / "vocab.json").write_text(json.dumps(VOCAB))
-    good = {"format": 1, "fingerprint": "f" * 64, "options": {"max_len": 8, "strip_br": False},
-            "vocab": {"size": len(VOCAB), "sha256": hashlib.sha256((root / "vocab.json").read_bytes()).hexdigest()},
-            "splits": {s: {"reviews": 0, "files": {}} for s in ("train", "val", "test")}}
+    good = {
+        "format": 1,
+        "fingerprint": "f" * 64,
+        "options": {"max_len": 8, "strip_br": False},
+        "vocab": {
+            "size": len(VOCAB),
+            "sha256": hashlib.sha256((root / "vocab.json").read_bytes()).hexdigest(),
+        },
+        "splits": {s: {"reviews": 0, "files": {}} for s in ("train", "val", "test")},
+    }
     json_file(root / "manifest.json", good if manifest is GOOD else manifest)
     return good
 
@@ -666,10 +903,20 @@ def test_the_hand_made_prepared_folder_is_accepted(tmp_path):
     assert open_prepared(str(tmp_path / "data")).vocab == VOCAB
 
 
-MANIFEST_KEYS = {("format",): int, ("fingerprint",): str, ("options",): dict, ("options", "max_len"): int,
-                 ("vocab",): dict, ("vocab", "size"): int, ("vocab", "sha256"): str, ("splits",): dict,
-                 ("splits", "val"): dict, ("splits", "train", "reviews"): int, ("splits", "test", "files"): dict,
-                 ("splits", "train", "files", "train/train-00000.parquet", "sha256"): str}
+MANIFEST_KEYS = {
+    ("format",): int,
+    ("fingerprint",): str,
+    ("options",): dict,
+    ("options", "max_len"): int,
+    ("vocab",): dict,
+    ("vocab", "size"): int,
+    ("vocab", "sha256"): str,
+    ("splits",): dict,
+    ("splits", "val"): dict,
+    ("splits", "train", "reviews"): int,
+    ("splits", "test", "files"): dict,
+    ("splits", "train", "files", "train/train-00000.parquet", "sha256"): str,
+}
 
 
 MANIFEST_DEFECTS = ["type", "missing", "top", "not json"]
@@ -690,7 +937,9 @@ def bad_manifest(draw, defect):
         target = target.setdefault(key, {})
     if defect == "type":
         kind = MANIFEST_KEYS[keys]
-        target[keys[-1]] = draw(JSON.filter(lambda v: not (isinstance(v, dict) if kind is dict else fits(v, kind))))
+        target[keys[-1]] = draw(
+            JSON.filter(lambda v: not (isinstance(v, dict) if kind is dict else fits(v, kind)))
+        )
     else:
         target.pop(keys[-1], None)
     return manifest, key_path("", *keys)
@@ -704,5 +953,7 @@ def test_bad_manifests(defect, capsys, data):
     with folder() as root:
         _prepared(root / "data", content)
         names = [str(root / "data" / "manifest.json")] + ([key] if key else [])
-        refused(capsys, root, ["train", "--data", str(root / "data"), "--storage", str(root / "runs")], *names)
+        refused(
+            capsys, root, ["train", "--data", str(root / "data"), "--storage", str(root / "runs")], *names
+        )
     TRIED["manifest.json"] += 1

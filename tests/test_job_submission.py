@@ -42,12 +42,30 @@ def head(imdb_medium):
 
     ray.shutdown()  # the head below is the only Ray on the machine (imdb_medium was prepared first), as on a cluster
     port, dashboard = free_port(), free_port()
-    address, env = f"http://127.0.0.1:{dashboard}", {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""}
-    process = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
-                                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    address, env = (
+        f"http://127.0.0.1:{dashboard}",
+        {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""},
+    )
+    process = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: _head_is_up(address, env, process), 120, f"the head at {address} to come up", interval=1)
+        wait_for(
+            lambda: _head_is_up(address, env, process), 120, f"the head at {address} to come up", interval=1
+        )
         yield address, env
     finally:  # stop the head this module started, and only it: every process of its session (Ray's workers too)
         process.send_signal(signal.SIGTERM)
@@ -69,18 +87,54 @@ def _kill_all(pids: list[int]) -> list[int]:
     return pids
 
 
-def _submit(address: str, env: dict, job: str, *entrypoint: str, wait: bool = True) -> subprocess.CompletedProcess:
-    return _ray("job", "submit", "--address", address, "--submission-id", job, *([] if wait else ["--no-wait"]),
-                "--working-dir", ".", "--runtime-env-json", json.dumps(RUNTIME_ENV), "--", *entrypoint,
-                timeout=600, env=env)
+def _submit(
+    address: str, env: dict, job: str, *entrypoint: str, wait: bool = True
+) -> subprocess.CompletedProcess:
+    return _ray(
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        job,
+        *([] if wait else ["--no-wait"]),
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps(RUNTIME_ENV),
+        "--",
+        *entrypoint,
+        timeout=600,
+        env=env,
+    )
 
 
 def test_ray_job_submit_runs_the_main_job(head, imdb_path, tmp_path):
     address, env = head
     job = f"rnn-models-test-{uuid.uuid4().hex[:8]}"
-    submitted = _submit(address, env, job, "python", "jobs/train_all.py", "--source", str(imdb_path),
-                        "--data", str(tmp_path / "data"), "--storage", str(tmp_path / "runs"), "--name", "job",
-                        "--archs", "mlp,lstm", "--epochs", "1", "--max-reviews-per-split", "200", "--val-size", "40")
+    submitted = _submit(
+        address,
+        env,
+        job,
+        "python",
+        "jobs/train_all.py",
+        "--source",
+        str(imdb_path),
+        "--data",
+        str(tmp_path / "data"),
+        "--storage",
+        str(tmp_path / "runs"),
+        "--name",
+        "job",
+        "--archs",
+        "mlp,lstm",
+        "--epochs",
+        "1",
+        "--max-reviews-per-split",
+        "200",
+        "--val-size",
+        "40",
+    )
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     status = _ray("job", "status", "--address", address, job, timeout=60, env=env)
     assert f"Job '{job}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
@@ -99,16 +153,45 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     address, env = head
     run_dir, epochs = tmp_path / "runs" / "stopped", 6
     preset = tmp_path / "preset.json"  # mlp short, a narrow bilstm of seconds an epoch
-    preset.write_text(json.dumps({"name": "stop", "train": {"lr": 1e-3},
-                                  "archs": {"mlp": {"train": {"epochs": 2}},
-                                            "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}}}}))
-    train = ["python", "-m", "rnn_models", "train", "--data", str(imdb_medium.root), "--archs", "mlp,bilstm",
-             "--preset", str(preset), "--storage", str(run_dir.parent), "--name", run_dir.name]
+    preset.write_text(
+        json.dumps(
+            {
+                "name": "stop",
+                "train": {"lr": 1e-3},
+                "archs": {
+                    "mlp": {"train": {"epochs": 2}},
+                    "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
+                },
+            }
+        )
+    )
+    train = [
+        "python",
+        "-m",
+        "rnn_models",
+        "train",
+        "--data",
+        str(imdb_medium.root),
+        "--archs",
+        "mlp,bilstm",
+        "--preset",
+        str(preset),
+        "--storage",
+        str(run_dir.parent),
+        "--name",
+        run_dir.name,
+    ]
     first = f"rnn-models-stop-{uuid.uuid4().hex[:8]}"
     assert _submit(address, env, first, *train, wait=False).returncode == 0
-    wait_for(lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"), 400, "mlp done, bilstm epoch 1")
+    wait_for(
+        lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"),
+        400,
+        "mlp done, bilstm epoch 1",
+    )
     stopped = _ray("job", "stop", "--address", address, first, timeout=120, env=env)
-    assert stopped.returncode == 0 and f"Job '{first}' was stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert stopped.returncode == 0 and f"Job '{first}' was stopped" in stopped.stdout, (
+        stopped.stdout + stopped.stderr
+    )
     mlp_checkpoints, done = checkpoints(run_dir, "mlp"), max(checkpoint_epochs(run_dir, "bilstm"))
     assert done < epochs - 1, f"bilstm reached epoch {done} before the stop took effect: nothing left to test"
 
@@ -120,9 +203,13 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())["results"]
     assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == epochs
     assert checkpoints(run_dir, "mlp") == mlp_checkpoints  # finished before the stop: kept, not trained again
-    latest = max((json.loads((c / "meta.json").read_text()) for c in checkpoints(run_dir, "bilstm")),
-                 key=lambda meta: meta["epoch"])
-    assert [h["epoch"] for h in latest["history"]] == list(range(1, epochs + 1))  # each epoch once in its history
+    latest = max(
+        (json.loads((c / "meta.json").read_text()) for c in checkpoints(run_dir, "bilstm")),
+        key=lambda meta: meta["epoch"],
+    )
+    assert [h["epoch"] for h in latest["history"]] == list(
+        range(1, epochs + 1)
+    )  # each epoch once in its history
 
 
 def _forget_head(port: int) -> None:

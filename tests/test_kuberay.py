@@ -78,8 +78,11 @@ def containers(job: dict) -> list[dict]:
 
 
 def gpu_group(job: dict) -> dict:
-    (group,) = [g for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-                if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    (group,) = [
+        g
+        for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
+    ]
     return group
 
 
@@ -92,16 +95,40 @@ def test_every_rayjob_matches_kuberays_schema_strictly(documents, validator):
         assert re.fullmatch(r"[a-z]([-a-z0-9]{0,45}[a-z0-9])?", job["metadata"]["name"])
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (["spec", "shutdownAfterJobFinish"], True, "'shutdownAfterJobFinish' was unexpected"),
-    (["spec", "rayClusterSpec", "headGroupSpec", "rayStartParam"], {}, "'rayStartParam' was unexpected"),
-    (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "imag"], "x",
-     "'imag' was unexpected"),
-    (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "maxReplicas"], "two", "'two' is not of type 'integer'"),
-    (["spec", "rayClusterSpec", "authOptions", "mode"], "tokens", "'tokens' is not one of"),
-    (["spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0, "resources", "limits", "cpu"],
-     [7], "is not valid under any of the given schemas"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (["spec", "shutdownAfterJobFinish"], True, "'shutdownAfterJobFinish' was unexpected"),
+        (["spec", "rayClusterSpec", "headGroupSpec", "rayStartParam"], {}, "'rayStartParam' was unexpected"),
+        (
+            ["spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "imag"],
+            "x",
+            "'imag' was unexpected",
+        ),
+        (
+            ["spec", "rayClusterSpec", "workerGroupSpecs", 0, "maxReplicas"],
+            "two",
+            "'two' is not of type 'integer'",
+        ),
+        (["spec", "rayClusterSpec", "authOptions", "mode"], "tokens", "'tokens' is not one of"),
+        (
+            [
+                "spec",
+                "rayClusterSpec",
+                "headGroupSpec",
+                "template",
+                "spec",
+                "containers",
+                0,
+                "resources",
+                "limits",
+                "cpu",
+            ],
+            [7],
+            "is not valid under any of the given schemas",
+        ),
+    ],
+)
 def test_the_validation_does_reject_broken_manifests(rayjob, validator, path, value, message):
     node = rayjob
     for key in path[:-1]:
@@ -145,10 +172,14 @@ def test_the_entrypoint_runs_train_all_with_options_train_accepts(rayjob):
 def test_every_container_runs_the_projects_image_whose_ray_the_project_accepts(rayjob):
     images = {c["image"] for c in containers(rayjob)}
     assert len(images) == 1 and not images.pop().startswith("rayproject/")  # the built one, torch inside
-    base = re.search(r"^FROM rayproject/ray:(\S+)-py311-gpu$", (REPO / "deploy" / "Dockerfile").read_text(), re.M)
+    base = re.search(
+        r"^FROM rayproject/ray:(\S+)-py311-gpu$", (REPO / "deploy" / "Dockerfile").read_text(), re.M
+    )
     assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == base.group(1)
     # deploy/install.sh leaves the image's Ray alone only if it satisfies pyproject.toml's requirement.
-    (ray,) = [r for r in map(Requirement, requires("rnn-models")) if r.name == "ray"]  # pyproject.toml's, installed
+    (ray,) = [
+        r for r in map(Requirement, requires("rnn-models")) if r.name == "ray"
+    ]  # pyproject.toml's, installed
     assert ray.specifier.contains(base.group(1))
 
 

@@ -15,32 +15,59 @@ from rnn_models.models.summary import summarize
 K, T, B = 20, 12, 8  # vocabulary tokens, max_len, batch size
 SMALL = dict(embedding_size=8, hidden_size=16)
 # every registered arch with its defaults, plus the variants whose code paths differ
-POOLED = [("lstm", {"readout": "pool"}), ("bilstm", {"readout": "pool"}),
-          ("handrolled_bilstm", {"readout": "pool", "merge": "sum"}),
-          ("handrolled_bilstm", {"readout": "pool", "merge": "concat"}),
-          ("lstm", {"readout": "pool", "num_layers": 2}), ("bilstm", {"readout": "pool", "num_layers": 2})]
+POOLED = [
+    ("lstm", {"readout": "pool"}),
+    ("bilstm", {"readout": "pool"}),
+    ("handrolled_bilstm", {"readout": "pool", "merge": "sum"}),
+    ("handrolled_bilstm", {"readout": "pool", "merge": "concat"}),
+    ("lstm", {"readout": "pool", "num_layers": 2}),
+    ("bilstm", {"readout": "pool", "num_layers": 2}),
+]
 BAGS = [("mlp", {"pooling": "mean"}), ("mlp", {"pooling": "mean", "bigram_buckets": 64})]
-BIGRAM_INPUTS = [("lstm", {"bigram_buckets": 64}), ("bilstm", {"bigram_buckets": 64, "readout": "pool"}),
-                 ("handrolled_bilstm", {"bigram_buckets": 64, "readout": "pool", "merge": "concat"}),
-                 ("handrolled_bilstm", {"bigram_buckets": 64}),
-                 ("lstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
-                 ("bilstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
-                 ("handrolled_bilstm", {"readout": "pool_with_inputs", "merge": "sum"})]
-CASES = [(arch, {}) for arch in MODELS] + [
-    ("handrolled_bilstm", {"merge": "concat"}),
-    ("handrolled_bilstm", {"seed_faithful": True}),
-    ("lstm", {"num_layers": 2}),
-    ("bilstm", {"num_layers": 2}),
-    ("handrolled_bilstm", {"num_layers": 2, "merge": "concat"}),
-    ("bilstm", {"embedding_dropout": "spatial", "dropout": 0.5}),
-    ("lstm", {"init": "axon", "forget_bias": 1.0}),
-    ("handrolled_bilstm", {"token_dropout": 0.3, "readout": "pool"}),
-] + POOLED + BAGS + BIGRAM_INPUTS
-SEED_LSTM = ("lstm", {"seed_faithful": True, "init": "axon"})  # the seed preset's: the notebook masks its LSTM
+BIGRAM_INPUTS = [
+    ("lstm", {"bigram_buckets": 64}),
+    ("bilstm", {"bigram_buckets": 64, "readout": "pool"}),
+    ("handrolled_bilstm", {"bigram_buckets": 64, "readout": "pool", "merge": "concat"}),
+    ("handrolled_bilstm", {"bigram_buckets": 64}),
+    ("lstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
+    ("bilstm", {"bigram_buckets": 64, "readout": "pool_with_inputs"}),
+    ("handrolled_bilstm", {"readout": "pool_with_inputs", "merge": "sum"}),
+]
+CASES = (
+    [(arch, {}) for arch in MODELS]
+    + [
+        ("handrolled_bilstm", {"merge": "concat"}),
+        ("handrolled_bilstm", {"seed_faithful": True}),
+        ("lstm", {"num_layers": 2}),
+        ("bilstm", {"num_layers": 2}),
+        ("handrolled_bilstm", {"num_layers": 2, "merge": "concat"}),
+        ("bilstm", {"embedding_dropout": "spatial", "dropout": 0.5}),
+        ("lstm", {"init": "axon", "forget_bias": 1.0}),
+        ("handrolled_bilstm", {"token_dropout": 0.3, "readout": "pool"}),
+    ]
+    + POOLED
+    + BAGS
+    + BIGRAM_INPUTS
+)
+SEED_LSTM = (
+    "lstm",
+    {"seed_faithful": True, "init": "axon"},
+)  # the seed preset's: the notebook masks its LSTM
 # every form but the notebook's hand-rolled one
-CORRECT_FORMS = [("lstm", {}), ("bilstm", {}), ("handrolled_bilstm", {"merge": "sum"}),
-                 ("handrolled_bilstm", {"merge": "concat"}), ("lstm", {"num_layers": 2}),
-                 ("handrolled_bilstm", {"num_layers": 2}), SEED_LSTM] + POOLED + BAGS + BIGRAM_INPUTS
+CORRECT_FORMS = (
+    [
+        ("lstm", {}),
+        ("bilstm", {}),
+        ("handrolled_bilstm", {"merge": "sum"}),
+        ("handrolled_bilstm", {"merge": "concat"}),
+        ("lstm", {"num_layers": 2}),
+        ("handrolled_bilstm", {"num_layers": 2}),
+        SEED_LSTM,
+    ]
+    + POOLED
+    + BAGS
+    + BIGRAM_INPUTS
+)
 
 
 def case_id(case) -> str:
@@ -85,7 +112,11 @@ def test_shape_finite_and_every_parameter_gets_a_gradient(case):
     nn.functional.binary_cross_entropy_with_logits(logits, (lengths % 2).float()).backward()
     # The notebook's handrolled readout takes the backward LSTM after one step from its zero state
     # (it has read only the last padding token), so its recurrent weights never learn: shown here.
-    dead = {"backward_lstm.weight_hh_l0"} if arch == "handrolled_bilstm" and options.get("seed_faithful") else set()
+    dead = (
+        {"backward_lstm.weight_hh_l0"}
+        if arch == "handrolled_bilstm" and options.get("seed_faithful")
+        else set()
+    )
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert (p.grad.abs().sum() == 0) if name in dead else (p.grad.abs().sum() > 0), name
@@ -168,9 +199,14 @@ def test_bilstm_reads_the_same_final_states_as_packing():
         assert (model.features(ids, lengths) - torch.cat([h_n[0], h_n[1]], dim=-1)).abs().max() <= 1e-10
 
 
-TWO_FORMS = [("bilstm", {}), ("handrolled_bilstm", {"merge": "sum"}), ("handrolled_bilstm", {"merge": "concat"}),
-             ("handrolled_bilstm", {"num_layers": 2}), ("bilstm", {"readout": "pool"}),
-             ("handrolled_bilstm", {"readout": "pool", "merge": "concat"})]
+TWO_FORMS = [
+    ("bilstm", {}),
+    ("handrolled_bilstm", {"merge": "sum"}),
+    ("handrolled_bilstm", {"merge": "concat"}),
+    ("handrolled_bilstm", {"num_layers": 2}),
+    ("bilstm", {"readout": "pool"}),
+    ("handrolled_bilstm", {"readout": "pool", "merge": "concat"}),
+]
 
 
 @pytest.mark.parametrize("case", TWO_FORMS, ids=case_id)
@@ -189,7 +225,9 @@ def test_packed_and_unpacked_forms_give_the_same_logits_and_gradients(case, seed
         logits.sum().backward()
         forms[pack] = [logits.detach(), *(p.grad.clone() for p in model.parameters())]
     assert all(torch.equal(a, b) for a, b in zip(forms[None], forms[False]))  # on the CPU: unpacked
-    for (name, _), packed, unpacked in zip([("logits", None), *model.named_parameters()], forms[True], forms[False]):
+    for (name, _), packed, unpacked in zip(
+        [("logits", None), *model.named_parameters()], forms[True], forms[False]
+    ):
         assert (packed - unpacked).abs().max() <= 1e-5, name
 
 
@@ -252,22 +290,34 @@ def test_summary_lists_every_leaf_and_the_total(case):
     assert "(4, 12)" in text and "output (4,)" in text
 
 
-@pytest.mark.parametrize("case", [("lstm", {}), ("bilstm", {}), ("handrolled_bilstm", {"merge": "concat"})], ids=case_id)
+@pytest.mark.parametrize(
+    "case", [("lstm", {}), ("bilstm", {}), ("handrolled_bilstm", {"merge": "concat"})], ids=case_id
+)
 def test_pooled_readout_is_max_and_mean_of_the_outputs_over_the_real_steps(case):
     arch, options = case
     model = build_model(arch, K, T, seed=0, readout="pool", **SMALL, **options).double().eval()
     ids, lengths = batch(9, [T, 1, 5, 2, 7, T - 1, 3, 9])  # packing needs length >= 1
     with torch.no_grad():
-        if arch == "handrolled_bilstm":  # each direction packed on its own, the backward one over the reversal
+        if (
+            arch == "handrolled_bilstm"
+        ):  # each direction packed on its own, the backward one over the reversal
             from rnn_models.models.recurrent import reverse_within_length
+
             x = model.embedding(ids)
-            fwd, _ = model.forward_lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
-            bwd, _ = model.backward_lstm(pack_padded_sequence(reverse_within_length(x, lengths), lengths,
-                                                              batch_first=True, enforce_sorted=False))
+            fwd, _ = model.forward_lstm(
+                pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            )
+            bwd, _ = model.backward_lstm(
+                pack_padded_sequence(
+                    reverse_within_length(x, lengths), lengths, batch_first=True, enforce_sorted=False
+                )
+            )
             outs = [pad_packed_sequence(o, batch_first=True, total_length=T)[0] for o in (fwd, bwd)]
         else:
             lstm = model.lstm
-            out, _ = lstm(pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False))
+            out, _ = lstm(
+                pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+            )
             outs = [pad_packed_sequence(out, batch_first=True, total_length=T)[0]]
         expected = []
         for out in outs:
@@ -277,15 +327,21 @@ def test_pooled_readout_is_max_and_mean_of_the_outputs_over_the_real_steps(case)
 
 
 def test_axon_init_draws_in_axons_ranges_and_zeroes_the_biases():
-    model = build_model("lstm", 1000, T, seed=0, init="axon", forget_bias=1.0, embedding_size=32, hidden_size=16)
-    assert model.embedding.weight.abs().max() <= 0.01 and model.embedding.weight.std() > 0.005  # uniform ±0.01
+    model = build_model(
+        "lstm", 1000, T, seed=0, init="axon", forget_bias=1.0, embedding_size=32, hidden_size=16
+    )
+    assert (
+        model.embedding.weight.abs().max() <= 0.01 and model.embedding.weight.std() > 0.005
+    )  # uniform ±0.01
     for gate in model.lstm.weight_ih_l0.chunk(4):  # glorot over one gate's (16, 32) kernel
         limit = (6 / (32 + 16)) ** 0.5
         assert gate.abs().max() <= limit and gate.abs().max() > 0.9 * limit
     assert model.lstm.weight_hh_l0.abs().max() <= (6 / 32) ** 0.5
     expected = torch.zeros(64)
     expected[16:32] = 1.0  # the forget gate, second of (i, f, g, o), moved by forget_bias
-    assert torch.equal(model.lstm.bias_ih_l0, expected) and torch.equal(model.lstm.bias_hh_l0, torch.zeros(64))
+    assert torch.equal(model.lstm.bias_ih_l0, expected) and torch.equal(
+        model.lstm.bias_hh_l0, torch.zeros(64)
+    )
     assert torch.equal(model.head.dense.bias, torch.zeros(16))
     limit = (6 / (16 + 16)) ** 0.5
     assert model.head.dense.weight.abs().max() <= limit
@@ -319,20 +375,26 @@ def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
     with torch.no_grad():
         x, tokens, rows = embed(model, ids)[0], model.embedding.weight, model.bigram_embedding.weight
         assert torch.equal(x[0], tokens[5])  # the first token ends no pair
-        assert torch.allclose(x[1], tokens[9] + rows[pairs[0]]) and torch.allclose(x[2], tokens[3] + rows[pairs[1]])
+        assert torch.allclose(x[1], tokens[9] + rows[pairs[0]]) and torch.allclose(
+            x[2], tokens[3] + rows[pairs[1]]
+        )
 
 
 def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real_steps():
     from rnn_models.models.recurrent import embed, pool
 
     ids, lengths = batch(3, VARIED)
-    with_inputs = build_model("lstm", K, T, seed=0, readout="pool_with_inputs", bigram_buckets=64, **SMALL).eval()
+    with_inputs = build_model(
+        "lstm", K, T, seed=0, readout="pool_with_inputs", bigram_buckets=64, **SMALL
+    ).eval()
     with torch.no_grad():
         features, x = with_inputs.features(ids, lengths), embed(with_inputs, ids)
         assert features.shape == (B, 2 * 16 + 2 * 8)
         assert torch.equal(features[:, 32:], pool(x, lengths))  # the inputs' max and mean, after the LSTM's
         rows = [x[b, :n] for b, n in enumerate(lengths.tolist()) if n]
-        assert torch.allclose(features[lengths > 0, 32:], torch.stack([torch.cat([r.amax(0), r.mean(0)]) for r in rows]))
+        assert torch.allclose(
+            features[lengths > 0, 32:], torch.stack([torch.cat([r.amax(0), r.mean(0)]) for r in rows])
+        )
 
 
 def test_token_dropout_makes_real_tokens_out_of_vocabulary_while_training_only():

@@ -34,7 +34,9 @@ def batch(device="cpu", seed: int = 0) -> dict:
     return {"ids": ids.to(device), "length": lengths.to(device), "label": labels.to(device)}
 
 
-def output_dtypes(model: nn.Module, precision: Precision, b: dict) -> tuple[dict[str, torch.dtype], torch.dtype]:
+def output_dtypes(
+    model: nn.Module, precision: Precision, b: dict
+) -> tuple[dict[str, torch.dtype], torch.dtype]:
     """The dtype each leaf module's output has in one forward pass under `precision`, and the logits'."""
     seen = {}
 
@@ -42,6 +44,7 @@ def output_dtypes(model: nn.Module, precision: Precision, b: dict) -> tuple[dict
         def hook(module, inputs, output):
             out = output[0] if isinstance(output, tuple) else output  # an LSTM: (output, (h_n, c_n))
             seen[name] = (out.data if isinstance(out, PackedSequence) else out).dtype
+
         return hook
 
     leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
@@ -106,7 +109,9 @@ def test_a_training_step_under_bf16_autocast_keeps_float32_weights_and_gradients
     before = [p.detach().clone() for p in model.parameters()]
     b = batch()
     with Precision("cpu", torch.bfloat16).autocast():
-        loss = nn.functional.binary_cross_entropy_with_logits(model(b["ids"], b["length"]).float(), b["label"])
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            model(b["ids"], b["length"]).float(), b["label"]
+        )
     loss.backward()
     assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in model.parameters())
     optimizer.step()
@@ -116,12 +121,16 @@ def test_a_training_step_under_bf16_autocast_keeps_float32_weights_and_gradients
 
 # ----------------------------------------------------------------------------- on a CUDA GPU, when present
 
+
 @cuda
 @pytest.mark.parametrize("case", ARCHS, ids=case_id)
 def test_on_cuda_the_lstms_run_in_float32_inside_the_autocast_region(case):
     precision = precision_for("cuda")
     native_bf16 = torch.cuda.get_device_capability()[0] >= 8
-    assert precision.dense == (torch.bfloat16 if native_bf16 else torch.float32) and precision.lstm == torch.float32
+    assert (
+        precision.dense == (torch.bfloat16 if native_bf16 else torch.float32)
+        and precision.lstm == torch.float32
+    )
     model = build(*case, device="cuda")
     dtypes, _ = output_dtypes(model, precision, batch("cuda"))
     for name, kind in kinds(model).items():

@@ -12,8 +12,7 @@ from rnn_models.errors import UserError
 from rnn_models.models import model_from_config
 from rnn_models.predict import Predictor, read_reviews
 from rnn_models.training.checkpoint import checkpoint_meta, save_checkpoint
-from rnn_models.training.loop import train_epoch
-from rnn_models.training.loop import make_optimizer
+from rnn_models.training.loop import make_optimizer, train_epoch
 
 VOCAB = ["the", "movie", "was", "great", "wonderful", "awful", "boring", "plot", "and"]
 POSITIVE, NEGATIVE = ["great", "wonderful"], ["awful", "boring"]
@@ -28,22 +27,39 @@ def checkpoint(tmp_path_factory):
     for i in range(512):
         words = [filler[j] for j in torch.randint(0, 5, (6,), generator=g)]
         label = i % 2
-        words.insert(int(torch.randint(0, 6, (1,), generator=g)), (POSITIVE if label else NEGATIVE)[i // 2 % 2])
+        words.insert(
+            int(torch.randint(0, 6, (1,), generator=g)), (POSITIVE if label else NEGATIVE)[i // 2 % 2]
+        )
         texts.append(" ".join(words).capitalize() + "!")
         labels.append(label)
     columns = encode(normalise(pa.array(texts)), pa.array(VOCAB), 16)
-    data = {"ids": torch.from_numpy(columns["ids"]), "length": torch.from_numpy(columns["length"]),
-            "label": torch.tensor(labels, dtype=torch.float32)}
-    batches = [{k: v[i:i + 32] for k, v in data.items()} for i in range(0, 512, 32)]
+    data = {
+        "ids": torch.from_numpy(columns["ids"]),
+        "length": torch.from_numpy(columns["length"]),
+        "label": torch.tensor(labels, dtype=torch.float32),
+    }
+    batches = [{k: v[i : i + 32] for k, v in data.items()} for i in range(0, 512, 32)]
     model_cfg, train_cfg = ModelConfig(arch="lstm", hidden_size=16, embedding_size=8), TrainConfig(lr=1e-2)
     model = model_from_config(model_cfg, len(VOCAB), 16, seed=0)
     optimizer = make_optimizer(model, train_cfg)
     for _ in range(15):
         train_epoch(model, batches, optimizer, torch.device("cpu"))
-    info = {"vocab_size": len(VOCAB), "max_len": 16, "vocab_sha256": "x", "fingerprint": "y", "strip_br": False}
+    info = {
+        "vocab_size": len(VOCAB),
+        "max_len": 16,
+        "vocab_sha256": "x",
+        "fingerprint": "y",
+        "strip_br": False,
+    }
     path = tmp_path_factory.mktemp("checkpoint")
-    save_checkpoint(path, model=model, optimizer=optimizer, scheduler=None,
-                    meta=checkpoint_meta(15, model_cfg, train_cfg, info, []), vocab=VOCAB)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=optimizer,
+        scheduler=None,
+        meta=checkpoint_meta(15, model_cfg, train_cfg, info, []),
+        vocab=VOCAB,
+    )
     return path
 
 
@@ -59,9 +75,19 @@ def test_a_checkpoint_uri_gives_the_same_scores_and_needs_no_ray(checkpoint):
     import sys
 
     texts = ["What a GREAT movie", "boring, boring movie"]
-    assert Predictor.load(f"file://{checkpoint}").probabilities(texts) == Predictor.load(str(checkpoint)).probabilities(texts)
-    imported = subprocess.run([sys.executable, "-c", "import sys, rnn_models.predict; print(sorted(m for m in "
-                               "sys.modules if m == 'ray' or m.startswith('ray.')))"], capture_output=True, text=True)
+    assert Predictor.load(f"file://{checkpoint}").probabilities(texts) == Predictor.load(
+        str(checkpoint)
+    ).probabilities(texts)
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, rnn_models.predict; print(sorted(m for m in "
+            "sys.modules if m == 'ray' or m.startswith('ray.')))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert imported.stdout.strip() == "[]", imported.stderr[-2000:]
 
 
@@ -72,7 +98,19 @@ def test_a_checkpoint_uri_without_a_checkpoint_names_the_uri(tmp_path):
 
 def test_cli_scores_arguments_and_files(checkpoint, tmp_path, capsys):
     (tmp_path / "reviews.txt").write_text("A wonderful movie\n\nAn awful movie\n")
-    assert main(["predict", "--checkpoint", str(checkpoint), "Great plot", "--file", str(tmp_path / "reviews.txt")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "Great plot",
+                "--file",
+                str(tmp_path / "reviews.txt"),
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     scores = [float(line.split("\t")[0]) for line in lines]
     assert [line.split("\t")[1] for line in lines] == ["Great plot", "A wonderful movie", "An awful movie"]
@@ -118,3 +156,13 @@ def test_an_empty_review_file(checkpoint, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["predict", "--checkpoint", str(checkpoint), "--file", str(tmp_path / "empty.txt")]) == 2
     assert "empty.txt: no reviews in it" in capsys.readouterr().err
+
+
+def test_a_csv_whose_header_is_not_utf8_is_refused_by_name(tmp_path):
+    """Found by the fuzz suite: pyarrow raises UnicodeDecodeError (not an Arrow error) for such a header."""
+    from rnn_models.predict import review_batches
+
+    bad = tmp_path / "reviews.csv"
+    bad.write_bytes(b"\x80\r")
+    with pytest.raises(UserError, match=rf"--file {bad}: unreadable"):
+        review_batches(str(bad))

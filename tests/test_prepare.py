@@ -28,16 +28,19 @@ def _shards(root, split) -> pa.Table:
 
 
 def _snapshot(root) -> dict:
-    return {**{s: _shards(root, s).to_pydict() for s in ("train", "val", "test")},
-            "vocab": json.loads((Path(root) / "vocab.json").read_text())}
+    return {
+        **{s: _shards(root, s).to_pydict() for s in ("train", "val", "test")},
+        "vocab": json.loads((Path(root) / "vocab.json").read_text()),
+    }
 
 
 def test_shard_schema_manifest_and_file_list(ray_session, tmp_path):
     source = corpus.write_hf_parquet(tmp_path / "hf")
     data = prepare(PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL))
     table = _shards(data.root, "train")
-    assert table.schema == pa.schema([("ids", pa.list_(pa.int32(), 6)), ("length", pa.int32()),
-                                      ("label", pa.int8())])
+    assert table.schema == pa.schema(
+        [("ids", pa.list_(pa.int32(), 6)), ("length", pa.int32()), ("label", pa.int8())]
+    )
     assert len(data.files("train")) == 2
     splits = data.manifest["splits"]
     assert {s: splits[s]["reviews"] for s in splits} == {"train": 6, "val": 2, "test": 4}
@@ -52,13 +55,15 @@ def _check_against_reference(cfg: PrepareConfig, data) -> None:
     vocabulary, ids, lengths, labels and order."""
     splits = split_reviews(load_reviews(cfg.source).table, cfg)  # the same seeded split, recomputed
     counts = Counter(t for text in splits["train"]["text"].to_pylist() for t in normalise_reference(text))
-    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:cfg.vocab_size]
+    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][: cfg.vocab_size]
     assert data.vocab == vocab
     ids = {t: i + 2 for i, t in enumerate(vocab)}
     for split, table in splits.items():
         tokens = [[ids.get(t, 1) for t in normalise_reference(text)] for text in table["text"].to_pylist()]
         shards = _shards(data.root, split)
-        assert shards["ids"].to_pylist() == [(row + [0] * cfg.max_len)[:cfg.max_len] for row in tokens], split
+        assert shards["ids"].to_pylist() == [(row + [0] * cfg.max_len)[: cfg.max_len] for row in tokens], (
+            split
+        )
         assert shards["length"].to_pylist() == [min(len(row), cfg.max_len) for row in tokens]
         assert shards["label"].to_pylist() == table["label"].to_pylist()
 
@@ -86,11 +91,17 @@ def test_many_ranges_give_the_rows_of_one_table(ray_session, tmp_path, monkeypat
 
 
 def test_every_source_format_gives_identical_shards(ray_session, tmp_path):
-    sources = [corpus.write_hf_parquet(tmp_path / "hf"), corpus.write_aclimdb_dir(tmp_path / "acl"),
-               corpus.write_tarball(tmp_path / "aclImdb_v1.tar.gz"), corpus.write_csv(tmp_path / "r.csv"),
-               corpus.write_csv(tmp_path / "t.csv", style="text,label")]
-    snapshots = [_snapshot(prepare(PrepareConfig(source=str(s), out=str(tmp_path / f"out{i}"), **SMALL)).root)
-                 for i, s in enumerate(sources)]
+    sources = [
+        corpus.write_hf_parquet(tmp_path / "hf"),
+        corpus.write_aclimdb_dir(tmp_path / "acl"),
+        corpus.write_tarball(tmp_path / "aclImdb_v1.tar.gz"),
+        corpus.write_csv(tmp_path / "r.csv"),
+        corpus.write_csv(tmp_path / "t.csv", style="text,label"),
+    ]
+    snapshots = [
+        _snapshot(prepare(PrepareConfig(source=str(s), out=str(tmp_path / f"out{i}"), **SMALL)).root)
+        for i, s in enumerate(sources)
+    ]
     assert all(s == snapshots[0] for s in snapshots[1:])
 
 
@@ -144,7 +155,9 @@ def test_opening_checks_names_and_sizes_and_verify_reads_every_hash(ray_session,
     data = prepare(cfg)
     for split in data.manifest["splits"].values():
         for name, f in split["files"].items():
-            assert f["bytes"] == (Path(data.root) / name).stat().st_size, name  # as each write task reported it
+            assert f["bytes"] == (Path(data.root) / name).stat().st_size, (
+                name
+            )  # as each write task reported it
     shard = Path(data.root) / data.names("train")[0]
     changed = bytearray(shard.read_bytes())
     changed[len(changed) // 2] ^= 0xFF  # the same size, other bytes
@@ -154,12 +167,17 @@ def test_opening_checks_names_and_sizes_and_verify_reads_every_hash(ray_session,
         open_prepared(cfg.out, verify=True)
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--vocab-size", "0"], "--vocab-size must be at least 1 (got 0)"),
-    (["--max-len", "0"], "--max-len must be at least 1 (got 0)"),
-    (["--val-size", "50"], "--val-size 50 must be smaller than the train split (8 reviews)"),
-])
-def test_bad_options_exit_2_with_a_clear_message_and_write_nothing(ray_session, tmp_path, capsys, option, message):
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--vocab-size", "0"], "--vocab-size must be at least 1 (got 0)"),
+        (["--max-len", "0"], "--max-len must be at least 1 (got 0)"),
+        (["--val-size", "50"], "--val-size 50 must be smaller than the train split (8 reviews)"),
+    ],
+)
+def test_bad_options_exit_2_with_a_clear_message_and_write_nothing(
+    ray_session, tmp_path, capsys, option, message
+):
     source = corpus.write_hf_parquet(tmp_path / "hf")
     assert main(["prepare", "--source", str(source), "--out", str(tmp_path / "out"), *option]) == 2
     assert message in capsys.readouterr().err
@@ -168,7 +186,11 @@ def test_bad_options_exit_2_with_a_clear_message_and_write_nothing(ray_session, 
 
 def test_full_imdb_prepare(ray_session, imdb_path, tmp_path):
     data = prepare(PrepareConfig(source=str(imdb_path), out=str(tmp_path / "imdb")))
-    assert {s: data.count(s) for s in ("train", "val", "test")} == {"train": 23000, "val": 2000, "test": 25000}
+    assert {s: data.count(s) for s in ("train", "val", "test")} == {
+        "train": 23000,
+        "val": 2000,
+        "test": 25000,
+    }
     assert data.vocab[:5] == ["the", "and", "a", "of", "to"] and len(data.vocab) == 1024
     assert data.manifest["splits"]["test"]["positive"] == 12500
     first = _shards(data.root, "test").slice(0, 1).to_pylist()[0]
@@ -177,8 +199,21 @@ def test_full_imdb_prepare(ray_session, imdb_path, tmp_path):
 
 def test_cli_prepare_on_a_sample_of_imdb(ray_session, imdb_path, tmp_path, capsys):
     out = tmp_path / "sample"
-    args = ["prepare", "--source", str(imdb_path), "--out", str(out), "--max-reviews-per-split", "300",
-            "--val-size", "50", "--vocab-size", "500", "--max-len", "32"]
+    args = [
+        "prepare",
+        "--source",
+        str(imdb_path),
+        "--out",
+        str(out),
+        "--max-reviews-per-split",
+        "300",
+        "--val-size",
+        "50",
+        "--vocab-size",
+        "500",
+        "--max-len",
+        "32",
+    ]
     assert main(args) == 0
     data = open_prepared(out)
     assert {s: data.count(s) for s in ("train", "val", "test")} == {"train": 250, "val": 50, "test": 300}
@@ -192,4 +227,7 @@ def test_a_one_megabyte_review_and_blank_reviews_go_through(ray_session, tmp_pat
     data = prepare(PrepareConfig(source=str(source), out=str(tmp_path / "out"), **SMALL))
     test = _shards(data.root, "test").to_pylist()
     assert sorted(r["length"] for r in test) == [0, 0, 3, 4, 4, 6]  # blank ones kept with length 0
-    assert data.manifest["splits"]["test"]["truncated_share"] > 0 and data.manifest["splits"]["test"]["tokens"] > 200_000
+    assert (
+        data.manifest["splits"]["test"]["truncated_share"] > 0
+        and data.manifest["splits"]["test"]["tokens"] > 200_000
+    )

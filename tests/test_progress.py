@@ -12,8 +12,14 @@ from rnn_models.tuning.trial import ProgressLines
 
 def _result(epoch: int, epochs: int) -> dict:
     configs = {"model": asdict(ModelConfig(arch="lstm")), "train": asdict(TrainConfig(epochs=epochs))}
-    return {"epoch": epoch, "train_accuracy": 0.5, "val_accuracy": 0.5, "epoch_seconds": 10.0,
-            "samples_per_second": 100.0, "configs_json": json.dumps(configs)}
+    return {
+        "epoch": epoch,
+        "train_accuracy": 0.5,
+        "val_accuracy": 0.5,
+        "epoch_seconds": 10.0,
+        "samples_per_second": 100.0,
+        "configs_json": json.dumps(configs),
+    }
 
 
 def _printed(results: list[tuple[float, str, int, int]], monkeypatch, caplog, **options) -> list[str]:
@@ -27,17 +33,24 @@ def _printed(results: list[tuple[float, str, int, int]], monkeypatch, caplog, **
             clock[0] = seconds
             trial = SimpleNamespace(config={"arch": arch}, trial_id=f"t-{arch}")
             progress.on_trial_result(epoch, [trial], trial, _result(epoch, epochs))
-    return [r.getMessage().split(":")[0] if " epoch " in r.getMessage() else r.getMessage() for r in caplog.records]
+    return [
+        r.getMessage().split(":")[0] if " epoch " in r.getMessage() else r.getMessage()
+        for r in caplog.records
+    ]
 
 
 def test_first_and_last_epochs_get_a_line_each_and_the_others_one_line_a_minute(monkeypatch, caplog):
     # lstm: 10 epochs of 10 s; mlp: 20 epochs of 5 s
-    results = sorted([(10.0 * e, "lstm", e, 10) for e in range(1, 11)] +
-                     [(5.0 * e, "mlp", e, 20) for e in range(1, 21)])
+    results = sorted(
+        [(10.0 * e, "lstm", e, 10) for e in range(1, 11)] + [(5.0 * e, "mlp", e, 20) for e in range(1, 21)]
+    )
     assert _printed(results, monkeypatch, caplog) == [
-        "mlp epoch 1/20", "lstm epoch 1/10",
+        "mlp epoch 1/20",
+        "lstm epoch 1/10",
         "epochs: mlp 11/20 (val 0.5000), lstm 6/10 (val 0.5000)",  # at 60 s: each trial's latest epoch
-        "lstm epoch 10/10", "mlp epoch 20/20"]  # at 100 s: their last epochs; none between (under a minute)
+        "lstm epoch 10/10",
+        "mlp epoch 20/20",
+    ]  # at 100 s: their last epochs; none between (under a minute)
 
 
 def test_verbose_prints_every_epoch(monkeypatch, caplog):
@@ -56,7 +69,9 @@ def test_ray_datas_no_free_cpu_notice_stays_off_the_console():
     logger = logging.getLogger("ray.data.dataset")
     logger.addHandler(handler)
     try:
-        logger.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang")
+        logger.warning(
+            "Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang"
+        )
         logger.warning("a block failed")
     finally:
         logger.removeHandler(handler)

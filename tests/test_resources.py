@@ -58,17 +58,27 @@ def test_no_worker_asks_for_more_cpus_than_the_largest_node_has():
     assert plan.cpus_per_worker == 8 and plan.torch_threads == 8
 
 
-@pytest.mark.parametrize("node_cpus, workers, expected", [
-    ((2, 2), 2, 1.5),  # the 0-CPU head's cluster: half a CPU left on each node, enough for a read task
-    ((3, 3, 3), 4, 1.5),  # 2 CPUs each would fit only three workers (one per node): the trial would never start
-    ((1.2,) * 5, 5, 0.95),  # one worker per node at 1 CPU would leave 0.2 on each: no read task could run
-])
+@pytest.mark.parametrize(
+    "node_cpus, workers, expected",
+    [
+        ((2, 2), 2, 1.5),  # the 0-CPU head's cluster: half a CPU left on each node, enough for a read task
+        (
+            (3, 3, 3),
+            4,
+            1.5,
+        ),  # 2 CPUs each would fit only three workers (one per node): the trial would never start
+        ((1.2,) * 5, 5, 0.95),  # one worker per node at 1 CPU would leave 0.2 on each: no read task could run
+    ],
+)
 def test_workers_fit_on_the_nodes_and_leave_room_for_a_read_task_on_one(node_cpus, workers, expected):
     plan = plan_resources(1, cpus=sum(node_cpus), gpus=0, workers=workers, node_cpus=node_cpus)
     assert plan.cpus_per_worker == expected
     rooms = [int(c // plan.cpus_per_worker) for c in node_cpus]
     assert sum(rooms) >= workers
-    assert sum(rooms) > workers or max(c - n * plan.cpus_per_worker for c, n in zip(node_cpus, rooms)) >= READ_CPUS
+    assert (
+        sum(rooms) > workers
+        or max(c - n * plan.cpus_per_worker for c, n in zip(node_cpus, rooms)) >= READ_CPUS
+    )
 
 
 def test_cpus_per_worker_stay_beside_their_gpu():
@@ -76,11 +86,14 @@ def test_cpus_per_worker_stay_beside_their_gpu():
     assert plan.cpus_per_worker == 12 and plan.gpus_per_worker == 1
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(cpus=2, gpus=0, workers=8), "--workers-per-trial 8 needs at least"),
-    (dict(cpus=16, gpus=2, workers=4), "--workers-per-trial 4 needs 4 GPUs"),
-    (dict(cpus=16, gpus=0, use_gpu="yes"), "--use-gpu yes, but the Ray cluster has no GPU"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(cpus=2, gpus=0, workers=8), "--workers-per-trial 8 needs at least"),
+        (dict(cpus=16, gpus=2, workers=4), "--workers-per-trial 4 needs 4 GPUs"),
+        (dict(cpus=16, gpus=0, use_gpu="yes"), "--use-gpu yes, but the Ray cluster has no GPU"),
+    ],
+)
 def test_impossible_requests_fail_fast(kwargs, message):
     with pytest.raises(UserError, match=message):
         plan_resources(4, **kwargs)

@@ -44,7 +44,11 @@ def test_real_imdb_copy_has_25k_reviews_per_split(imdb_path):
     table = load_reviews(str(imdb_path)).table
     counts = table.group_by(["split", "label"]).aggregate([("text", "count")]).to_pylist()
     assert {(r["split"], r["label"], r["text_count"]) for r in counts} == {
-        ("train", 0, 12500), ("train", 1, 12500), ("test", 0, 12500), ("test", 1, 12500)}
+        ("train", 0, 12500),
+        ("train", 1, 12500),
+        ("test", 0, 12500),
+        ("test", 1, 12500),
+    }
 
 
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
@@ -148,6 +152,8 @@ def test_a_csv_column_it_does_not_use_may_change_type_between_blocks(tmp_path, m
 
     monkeypatch.setattr(sources, "CSV_BLOCK", 200)  # a few rows per block, as 64 MB blocks of a large file
     path = tmp_path / "notes.csv"
-    rows = [f"review {i},{'positive' if i % 2 else 'negative'},{12 if i < 20 else 'hello'}" for i in range(60)]
+    rows = [
+        f"review {i},{'positive' if i % 2 else 'negative'},{12 if i < 20 else 'hello'}" for i in range(60)
+    ]
     path.write_text("review,sentiment,note\n" + "\n".join(rows) + "\n")
     assert load_reviews(str(path)).table.num_rows == 60

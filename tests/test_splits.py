@@ -13,8 +13,13 @@ def _reviews(n_train=100, n_test=60, positive_share=0.3):
     rows = []
     for split, n in (("train", n_train), ("test", n_test)):
         rows += [(f"{split} review {i}", int(i < positive_share * n), split) for i in range(n)]
-    return pa.table({"text": [r[0] for r in rows], "label": pa.array([r[1] for r in rows], pa.int8()),
-                     "split": [r[2] for r in rows]})
+    return pa.table(
+        {
+            "text": [r[0] for r in rows],
+            "label": pa.array([r[1] for r in rows], pa.int8()),
+            "split": [r[2] for r in rows],
+        }
+    )
 
 
 def _texts(splits):
@@ -40,7 +45,9 @@ def test_splits_are_seeded_and_ignore_source_order():
     reviews, cfg = _reviews(), PrepareConfig(val_size=20, seed=1)
     shuffled = reviews.take(np.random.default_rng(5).permutation(reviews.num_rows))
     assert _texts(split_reviews(reviews, cfg)) == _texts(split_reviews(shuffled, cfg))
-    assert _texts(split_reviews(reviews, cfg)) != _texts(split_reviews(reviews, PrepareConfig(val_size=20, seed=2)))
+    assert _texts(split_reviews(reviews, cfg)) != _texts(
+        split_reviews(reviews, PrepareConfig(val_size=20, seed=2))
+    )
 
 
 def test_max_reviews_per_split_samples_each_split():

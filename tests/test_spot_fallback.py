@@ -46,7 +46,7 @@ def head_start_env(cluster: dict) -> dict[str, str]:
     """The environment the head's `ray start` line sets inline (NAME=value words before `ray`)."""
     [start] = [c for c in cluster["head_start_ray_commands"] if "ray start" in c]
     words = start.split()
-    return dict(w.split("=", 1) for w in words[:words.index("ray")])
+    return dict(w.split("=", 1) for w in words[: words.index("ray")])
 
 
 def _head_scorer(cluster) -> str:
@@ -60,16 +60,28 @@ def _launches(cluster, demand, tracker, monkeypatch, rays_default: bool = False)
         monkeypatch.delenv(SCORER, raising=False)
     else:
         monkeypatch.setenv(SCORER, _head_scorer(cluster))
-    scheduler = ResourceDemandScheduler(HeadOnly(), cluster["available_node_types"], cluster["max_workers"],
-                                        cluster["head_node_type"], cluster["upscaling_speed"])
-    to_launch, unplaced = scheduler.get_nodes_to_launch(["head"], {}, demand, {}, [], {}, [], tracker.summary())
+    scheduler = ResourceDemandScheduler(
+        HeadOnly(),
+        cluster["available_node_types"],
+        cluster["max_workers"],
+        cluster["head_node_type"],
+        cluster["upscaling_speed"],
+    )
+    to_launch, unplaced = scheduler.get_nodes_to_launch(
+        ["head"], {}, demand, {}, [], {}, [], tracker.summary()
+    )
     assert not unplaced
     return to_launch
 
 
 def _failed(tracker, node_type: str, at: float):
-    tracker.update_node_availability(node_type, at, NodeLaunchException(
-        "InsufficientInstanceCapacity", "We currently do not have sufficient g5.2xlarge capacity", None))
+    tracker.update_node_availability(
+        node_type,
+        at,
+        NodeLaunchException(
+            "InsufficientInstanceCapacity", "We currently do not have sufficient g5.2xlarge capacity", None
+        ),
+    )
 
 
 def test_the_head_names_this_scorer_and_runs_the_autoscaler_that_reads_it(cluster):
@@ -88,7 +100,9 @@ def test_gpu_demand_goes_to_the_spot_type(cluster, tracker, monkeypatch, demand,
 
 
 @pytest.mark.parametrize("demand, nodes", DEMANDS)
-def test_after_a_failed_spot_launch_the_on_demand_type_is_used(cluster, clock, tracker, monkeypatch, demand, nodes):
+def test_after_a_failed_spot_launch_the_on_demand_type_is_used(
+    cluster, clock, tracker, monkeypatch, demand, nodes
+):
     _failed(tracker, "gpu_spot", clock[0] - 60)
     assert _launches(cluster, demand, tracker, monkeypatch) == {"gpu_on_demand": nodes}
 

@@ -13,7 +13,9 @@ def test_the_paired_difference_and_its_interval_by_hand():
     assert result.difference == 0.5 and result.interval == pytest.approx(1.96 * math.sqrt(1 / 3) / 2)
     assert (result.only_a, result.only_b) == (2, 0)
     assert result.p_value == 0.5  # exact: both discordant reviews on one side, 2 x (1/2)^2
-    assert "a - b: +50.00% ± 56.58% (95% CI, paired); right only: a 2, b 0; McNemar p = 0.5" == result.line("a", "b")
+    assert "a - b: +50.00% ± 56.58% (95% CI, paired); right only: a 2, b 0; McNemar p = 0.5" == result.line(
+        "a", "b"
+    )
 
 
 def test_mcnemar_is_exact_for_few_discordant_reviews_and_chi_square_beyond():

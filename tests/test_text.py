@@ -16,7 +16,10 @@ CASES = [
     ("Price: $5 + €3 = £8 © ® ™ ★ ♥", ["price", "5", "3", "8"]),
     ("Loved it 😀👍🏽 a lot", ["loved", "it", "a", "lot"]),
     ("ÉCOLE Naïve ÜBER straße ΑΘΗΝΑ", ["école", "naïve", "über", "straße", "αθηνα"]),
-    ("tabs\tand\nnewlines\r\nand\u00a0nbsp\u3000ideographic", ["tabs", "and", "newlines", "and", "nbsp", "ideographic"]),
+    (
+        "tabs\tand\nnewlines\r\nand\u00a0nbsp\u3000ideographic",
+        ["tabs", "and", "newlines", "and", "nbsp", "ideographic"],
+    ),
     ("snake_case and dashes-here and ...dots", ["snakecase", "and", "dasheshere", "and", "dots"]),
     ("", []),
     ("   \t\n ", []),
@@ -44,8 +47,10 @@ def test_vectorised_rule_matches_the_reference_on_real_reviews(imdb_path):
 
 
 def test_encode_gives_exact_ids_lengths_and_padding():
-    tokens = pa.array([["the", "movie", "was", "good"], [], ["good", "good", "good", "the", "end", "x"]],
-                      pa.list_(pa.string()))
+    tokens = pa.array(
+        [["the", "movie", "was", "good"], [], ["good", "good", "good", "the", "end", "x"]],
+        pa.list_(pa.string()),
+    )
     vocab = pa.array(["the", "good", "movie"])  # ids 2, 3, 4; anything else is 1
     out = encode(tokens, vocab, max_len=5)
     np.testing.assert_array_equal(out["ids"], [[2, 4, 1, 3, 0], [0, 0, 0, 0, 0], [3, 3, 3, 2, 1]])

@@ -5,18 +5,19 @@ the splits from the bucket (more than fit in the object stores), where a Ray Dat
 CPU once waited forever beside them. The model is the cheapest (a bag of 3,500-token reviews): the data
 path is what is tested."""
 
-import json
 import os
 
 import pytest
 import ray
+from test_two_nodes import bucket_json, cli
 
 from cluster_harness import MotoS3, TwoNodeCluster
-from test_two_nodes import bucket_json, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
 
-STORE = 75 * 1024**2  # each node's object store, Ray's smallest: the splits below (~70 MB) are more than a quarter
+STORE = (
+    75 * 1024**2
+)  # each node's object store, Ray's smallest: the splits below (~70 MB) are more than a quarter
 REVIEWS, VAL, MAX_LEN = 2500, 250, 3500  # of the three
 
 
@@ -25,12 +26,30 @@ def cluster(imdb_path, tmp_path_factory):
     ray.shutdown()  # a local Ray another test started: this cluster is the only Ray here
     head_data, logs = tmp_path_factory.mktemp("head-data"), tmp_path_factory.mktemp("three-node-logs")
     with MotoS3(log_path=logs / "moto.log") as s3:
-        with TwoNodeCluster(hidden_dirs=[head_data], env={**os.environ, **s3.env}, log_dir=logs,
-                            object_store_bytes=STORE, extra_worker_nodes=1) as nodes:
+        with TwoNodeCluster(
+            hidden_dirs=[head_data],
+            env={**os.environ, **s3.env},
+            log_dir=logs,
+            object_store_bytes=STORE,
+            extra_worker_nodes=1,
+        ) as nodes:
             nodes.s3, nodes.data = s3, f"{s3.url}/prepared"
-            nodes.prepared = cli(nodes, "prepare", "--source", str(imdb_path), "--out", nodes.data,
-                                 "--max-reviews-per-split", str(REVIEWS), "--val-size", str(VAL), "--max-len",
-                                 str(MAX_LEN), "--vocab-size", "20000")
+            nodes.prepared = cli(
+                nodes,
+                "prepare",
+                "--source",
+                str(imdb_path),
+                "--out",
+                nodes.data,
+                "--max-reviews-per-split",
+                str(REVIEWS),
+                "--val-size",
+                str(VAL),
+                "--max-len",
+                str(MAX_LEN),
+                "--vocab-size",
+                "20000",
+            )
             yield nodes
 
 
@@ -53,12 +72,30 @@ def test_prepare_reads_on_the_head_and_sorts_and_writes_on_the_workers_into_the_
 def test_two_ranks_on_two_nodes_stream_from_the_bucket(cluster):
     storage = f"{cluster.s3.url}/runs"
     assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
-    done = cli(cluster, "train", "--data", cluster.data, "--storage", storage, "--name", "streamed", "--archs", "mlp",
-               "--pooling", "mean", "--workers-per-trial", "2", "--epochs", "1", "--verify", "--verbose", timeout=900)
+    done = cli(
+        cluster,
+        "train",
+        "--data",
+        cluster.data,
+        "--storage",
+        storage,
+        "--name",
+        "streamed",
+        "--archs",
+        "mlp",
+        "--pooling",
+        "mean",
+        "--workers-per-trial",
+        "2",
+        "--epochs",
+        "1",
+        "--verify",
+        "--verbose",
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "streaming the splits from their shards" in done.stderr
     results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
     assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
     ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
     assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2
-

@@ -40,11 +40,17 @@ def _actors() -> dict[str, str]:
     import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, raise_on_missing_output=False)
+    actors = list_actors(
+        address=ray.get_runtime_context().gcs_address, limit=10_000, raise_on_missing_output=False
+    )
     return {actor.actor_id: actor.class_name for actor in actors}
 
 
-TRAINING = {"epochs": 2, "lr": 1e-3, "bucket_batches": 4}  # length buckets: batches cut at their longest review
+TRAINING = {
+    "epochs": 2,
+    "lr": 1e-3,
+    "bucket_batches": 4,
+}  # length buckets: batches cut at their longest review
 
 
 def test_every_architecture_is_trained_tested_and_reported(run):
@@ -54,9 +60,13 @@ def test_every_architecture_is_trained_tested_and_reported(run):
     for arch, r in document["results"].items():
         history = next(t for t in result["results"] if t["arch"] == arch)["history"]
         vals = [h["val_accuracy"] for h in history]
-        assert r["best_epoch"] == 1 + vals.index(max(vals)) and r["val_accuracy"] == max(vals), arch  # first best
+        assert r["best_epoch"] == 1 + vals.index(max(vals)) and r["val_accuracy"] == max(vals), (
+            arch
+        )  # first best
         assert r["test_reviews"] == 300 and isinstance(r["test_reviews"], int)  # every test review, counted
-        assert round(r["test_accuracy"] * 300) / 300 == pytest.approx(r["test_accuracy"])  # a share of 300 reviews
+        assert round(r["test_accuracy"] * 300) / 300 == pytest.approx(
+            r["test_accuracy"]
+        )  # a share of 300 reviews
         assert r["epochs"] == 2
         assert r["parameters"] > 0 and r["samples_per_second"] > 0
         tested = json.loads((Path(r["checkpoint"]) / "meta.json").read_text())  # in the trial's own folder
@@ -73,16 +83,25 @@ def test_a_trial_starts_only_the_processes_it_uses(run):
     trains in its trial's process, with none of Ray Train's (controller, worker, synchronization, the queue
     that hands Train's reports to Tune)."""
     assert STARTED["ImplicitFunc"] == len(ARCHS)
-    assert sum(STARTED[name] for name in ("TrainController", "RayTrainWorker", "SynchronizationActor",
-                                          "_QueueActor")) == 0, STARTED
+    assert (
+        sum(
+            STARTED[name]
+            for name in ("TrainController", "RayTrainWorker", "SynchronizationActor", "_QueueActor")
+        )
+        == 0
+    ), STARTED
 
 
 def test_every_epoch_was_reported_to_tune_as_it_happened(run):
     result, folder = run
     for trial in result["results"]:
         assert [h["epoch"] for h in trial["history"]] == [1, 2]
-        progress = next(folder.glob(f"run_trial_*arch={trial['arch']}_*/progress.csv")).read_text().splitlines()
-        assert len(progress) == 1 + 4  # header, two epochs, the workers' test scores, the trial's final result
+        progress = (
+            next(folder.glob(f"run_trial_*arch={trial['arch']}_*/progress.csv")).read_text().splitlines()
+        )
+        assert (
+            len(progress) == 1 + 4
+        )  # header, two epochs, the workers' test scores, the trial's final result
     assert list(folder.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard logs
 
 
@@ -99,7 +118,11 @@ def test_an_existing_run_name_is_refused_without_resume(run, imdb_sample):
     with pytest.raises(UserError, match="already exists; add --resume"):
         train(cfg, Recipe(options={"epochs": 1}))
     with pytest.raises(UserError, match="there is no run to resume at .*/none"):
-        train(RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="none"), Recipe(), resume=True)
+        train(
+            RunConfig(data=str(imdb_sample.root), storage=str(folder.parent), name="none"),
+            Recipe(),
+            resume=True,
+        )
 
 
 def test_a_run_keeps_the_options_it_started_with(run):
@@ -113,14 +136,18 @@ def test_a_run_keeps_the_options_it_started_with(run):
 def test_the_same_seed_gives_the_same_metrics_and_storage_takes_a_uri(run, imdb_sample, tmp_path):
     result, folder = run
     storage = f"file://{tmp_path}/uri"  # any URI pyarrow opens; file:// needs no cloud
-    again = train(RunConfig(data=str(imdb_sample.root), archs="lstm", storage=storage, name="again"),
-                  Recipe(options={**TRAINING, "test_checkpoint": "last"}))["results"][0]
+    again = train(
+        RunConfig(data=str(imdb_sample.root), archs="lstm", storage=storage, name="again"),
+        Recipe(options={**TRAINING, "test_checkpoint": "last"}),
+    )["results"][0]
     assert json.loads((tmp_path / "uri" / "again" / "results.json").read_text())["results"]["lstm"]
     first = next(r for r in result["results"] if r["arch"] == "lstm")
     timing = {"epoch_seconds", "samples_per_second"}
     strip = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]
     assert strip(again["history"]) == strip(first["history"])
-    assert again["best_epoch"] == 2 and again["val_accuracy"] == again["history"][-1]["val_accuracy"]  # the last
+    assert (
+        again["best_epoch"] == 2 and again["val_accuracy"] == again["history"][-1]["val_accuracy"]
+    )  # the last
     # (Whether both test scores agree depends on which epoch the first run tested; the equal histories above, every
     # epoch's train and val metrics, are the determinism check.)
 
@@ -130,8 +157,12 @@ def test_seeds_train_one_trial_per_seed_and_report_their_mean(imdb_sample, tmp_p
     cfg = RunConfig(data=str(imdb_sample.root), storage=str(tmp_path), name="seeds", archs="mlp", seeds="0,1")
     result = train(cfg, Recipe(options={"epochs": 1, "lr": 1e-3}))
     by_seed = {r["train"]["seed"]: r for r in result["results"]}
-    assert sorted(by_seed) == [0, 1] and by_seed[0]["history"] != by_seed[1]["history"]  # other weights, other runs
+    assert (
+        sorted(by_seed) == [0, 1] and by_seed[0]["history"] != by_seed[1]["history"]
+    )  # other weights, other runs
     document = json.loads((tmp_path / "seeds" / "results.json").read_text())
     assert set(document["results"]) == {"mlp seed 0", "mlp seed 1"}
     mean = (by_seed[0]["test_accuracy"] + by_seed[1]["test_accuracy"]) / 2
-    assert document["seeds"]["mlp"]["seeds"] == [0, 1] and document["seeds"]["mlp"]["test_accuracy_mean"] == pytest.approx(mean)
+    assert document["seeds"]["mlp"]["seeds"] == [0, 1] and document["seeds"]["mlp"][
+        "test_accuracy_mean"
+    ] == pytest.approx(mean)

@@ -8,8 +8,13 @@ import torch
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.errors import UserError
 from rnn_models.models import model_from_config
-from rnn_models.training.checkpoint import checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint
 from rnn_models.training.adversarial import _direction, backward_with_adversary
+from rnn_models.training.checkpoint import (
+    checkpoint_meta,
+    load_checkpoint,
+    require_compatible,
+    save_checkpoint,
+)
 from rnn_models.training.loop import LOSS, evaluate, make_optimizer, make_scheduler, train_epoch
 
 CPU = torch.device("cpu")
@@ -43,8 +48,12 @@ def test_training_lowers_the_loss_and_counts_every_review():
 
 # The mean loss of each architecture's first two steps from seed 0 (torch 2.13 CPU, this file's `_batches`):
 # a change to initialisation, a model's forward pass, the loss or the optimizer moves them.
-STORED_LOSSES = {"mlp": (0.7194066, 0.5996062), "lstm": (0.7608274, 0.7428085),
-                 "bilstm": (0.6666426, 0.6466928), "handrolled_bilstm": (0.7331922, 0.7072653)}
+STORED_LOSSES = {
+    "mlp": (0.7194066, 0.5996062),
+    "lstm": (0.7608274, 0.7428085),
+    "bilstm": (0.6666426, 0.6466928),
+    "handrolled_bilstm": (0.7331922, 0.7072653),
+}
 
 
 @pytest.mark.parametrize("arch", list(STORED_LOSSES))
@@ -67,9 +76,14 @@ def test_grad_clip_bounds_the_update():
     assert deltas[1] == pytest.approx(1e-3, rel=1e-3) and deltas[0] > 10 * deltas[1]
 
 
-@pytest.mark.parametrize("model_cfg", [ModelConfig(arch="lstm", hidden_size=16, embedding_size=8, bigram_buckets=64),
-                                       ModelConfig(arch="handrolled_bilstm", hidden_size=16, embedding_size=8),
-                                       ModelConfig(arch="mlp", pooling="mean", bigram_buckets=64)])
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        ModelConfig(arch="lstm", hidden_size=16, embedding_size=8, bigram_buckets=64),
+        ModelConfig(arch="handrolled_bilstm", hidden_size=16, embedding_size=8),
+        ModelConfig(arch="mlp", pooling="mean", bigram_buckets=64),
+    ],
+)
 def test_adversarial_pass_raises_the_loss_and_adds_its_gradient(model_cfg):
     batch = _batches(n_batches=1)[0]
     model = model_from_config(model_cfg, 20, 8, seed=0).eval()  # no dropout: both passes see the same network
@@ -90,7 +104,9 @@ def test_adversarial_pass_raises_the_loss_and_adds_its_gradient(model_cfg):
     assert torch.equal(clean, same)
     model.zero_grad()
     LOSS(model(batch["ids"], batch["length"]), batch["label"]).div(16).backward()
-    assert all(torch.allclose(g, 2 * p.grad) for g, p in zip(grads, model.parameters()))  # eps 0: the loss twice
+    assert all(
+        torch.allclose(g, 2 * p.grad) for g, p in zip(grads, model.parameters())
+    )  # eps 0: the loss twice
     (clean, pushed), _ = run(0.05)
     assert pushed > clean  # the push goes up the loss
     assert not any(m._forward_hooks for m in model.modules())  # the hooks are gone after the step
@@ -111,7 +127,9 @@ def test_optimizer_and_cosine_schedule():
     assert type(make_optimizer(model, TrainConfig(weight_decay=0.01))) is torch.optim.AdamW
     optimizer = make_optimizer(model, TrainConfig(lr=1.0))
     assert make_scheduler(optimizer, TrainConfig(), 10) is None
-    scheduler = make_scheduler(optimizer, TrainConfig(lr=1.0, lr_schedule="cosine", epochs=3), steps_per_epoch=10)
+    scheduler = make_scheduler(
+        optimizer, TrainConfig(lr=1.0, lr_schedule="cosine", epochs=3), steps_per_epoch=10
+    )
     rates = []
     for _ in range(30):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -142,10 +160,22 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_a_checkpoint_keeps_an_earlier_epochs_weights_for_the_test(tmp_path):
     model = model_from_config(ModelConfig(arch="lstm"), 20, 8, seed=1)
-    earlier = {k: v.clone() for k, v in model_from_config(ModelConfig(arch="lstm"), 20, 8, seed=2).state_dict().items()}
-    meta = checkpoint_meta(2, ModelConfig(arch="lstm"), TrainConfig(), DATA, history=[{"epoch": 1}, {"epoch": 2}])
-    save_checkpoint(tmp_path, model=model, optimizer=make_optimizer(model, TrainConfig()), scheduler=None, meta=meta,
-                    vocab=["a"], tested=earlier)
+    earlier = {
+        k: v.clone()
+        for k, v in model_from_config(ModelConfig(arch="lstm"), 20, 8, seed=2).state_dict().items()
+    }
+    meta = checkpoint_meta(
+        2, ModelConfig(arch="lstm"), TrainConfig(), DATA, history=[{"epoch": 1}, {"epoch": 2}]
+    )
+    save_checkpoint(
+        tmp_path,
+        model=model,
+        optimizer=make_optimizer(model, TrainConfig()),
+        scheduler=None,
+        meta=meta,
+        vocab=["a"],
+        tested=earlier,
+    )
     loaded = load_checkpoint(tmp_path)  # tensors only, still
     assert all(torch.equal(loaded.state["tested"][k], v) for k, v in earlier.items())
     assert all(torch.equal(loaded.state["model"][k], v) for k, v in model.state_dict().items())
@@ -157,7 +187,9 @@ def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):
     from rnn_models.training import loop
 
     scores = iter([0.6, 0.8, 0.7, 0.75, 0.9])
-    monkeypatch.setattr(loop, "evaluate", lambda model, batches, device: loop.Sums(1.0, next(scores) * 100, 100))
+    monkeypatch.setattr(
+        loop, "evaluate", lambda model, batches, device: loop.Sums(1.0, next(scores) * 100, 100)
+    )
     model = model_from_config(ModelConfig(arch="mlp"), 20, 8, seed=0)
     cfg = TrainConfig(lr=1e-2, epochs=5, patience=2)
     optimizer, seen = make_optimizer(model, cfg), []
@@ -165,8 +197,16 @@ def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):
     def after_epoch(history, earlier):
         seen.append((history[-1]["epoch"], earlier, {k: v.clone() for k, v in model.state_dict().items()}))
 
-    history, tested = loop.fit(model, optimizer, None, cfg, lambda epoch: _batches(seed=epoch), lambda: [], CPU,
-                               after_epoch=after_epoch)
+    history, tested = loop.fit(
+        model,
+        optimizer,
+        None,
+        cfg,
+        lambda epoch: _batches(seed=epoch),
+        lambda: [],
+        CPU,
+        after_epoch=after_epoch,
+    )
     assert [h["epoch"] for h in history] == [1, 2, 3, 4] and [h["val_accuracy"] for h in history][1] == 0.8
     epoch_2 = seen[1][2]
     assert all(torch.equal(tested[k], epoch_2[k]) for k in epoch_2)
@@ -175,10 +215,16 @@ def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):
 
 
 def test_the_tested_epoch_is_the_first_best_or_the_last():
-    from rnn_models.training.loop import tested_epoch  # imported here: pytest would collect a module-level test*
+    from rnn_models.training.loop import (
+        tested_epoch,
+    )  # imported here: pytest would collect a module-level test*
 
-    history = [{"epoch": 1, "val_accuracy": 0.7}, {"epoch": 2, "val_accuracy": 0.8}, {"epoch": 3, "val_accuracy": 0.8},
-               {"epoch": 4, "val_accuracy": 0.6}]
+    history = [
+        {"epoch": 1, "val_accuracy": 0.7},
+        {"epoch": 2, "val_accuracy": 0.8},
+        {"epoch": 3, "val_accuracy": 0.8},
+        {"epoch": 4, "val_accuracy": 0.6},
+    ]
     assert tested_epoch(history, TrainConfig()) == 2  # the first of two equal best
     assert tested_epoch(history, TrainConfig(test_checkpoint="last")) == 4
 

@@ -26,23 +26,49 @@ def cluster(imdb_path, tmp_path_factory):
     head_data, head_runs = tmp_path_factory.mktemp("head-data"), tmp_path_factory.mktemp("head-runs")
     logs = tmp_path_factory.mktemp("two-node-logs")
     with MotoS3(log_path=logs / "moto.log") as s3:
-        with TwoNodeCluster(hidden_dirs=[head_data, head_runs], env={**os.environ, **s3.env}, log_dir=logs) as nodes:
+        with TwoNodeCluster(
+            hidden_dirs=[head_data, head_runs], env={**os.environ, **s3.env}, log_dir=logs
+        ) as nodes:
             nodes.s3, nodes.data, nodes.head_runs = s3, str(head_data / "prepared"), head_runs
-            done = cli(nodes, "prepare", "--source", str(imdb_path), "--out", nodes.data,
-                       "--max-reviews-per-split", str(REVIEWS), "--val-size", "200", "--max-len", "128")
-            assert done.returncode == 0, done.stderr[-3000:]  # encoded on the worker node, written by the driver
+            done = cli(
+                nodes,
+                "prepare",
+                "--source",
+                str(imdb_path),
+                "--out",
+                nodes.data,
+                "--max-reviews-per-split",
+                str(REVIEWS),
+                "--val-size",
+                "200",
+                "--max-len",
+                "128",
+            )
+            assert done.returncode == 0, done.stderr[
+                -3000:
+            ]  # encoded on the worker node, written by the driver
             yield nodes
 
 
 def cli(nodes: TwoNodeCluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`rnn-models ARGS --address <the cluster>` on the head's side, as a user's shell there runs it."""
-    return subprocess.run([*CLI, *args, "--address", nodes.address], capture_output=True, text=True,
-                          env=nodes.env, timeout=timeout)
+    return subprocess.run(
+        [*CLI, *args, "--address", nodes.address],
+        capture_output=True,
+        text=True,
+        env=nodes.env,
+        timeout=timeout,
+    )
 
 
 def start_cli(nodes: TwoNodeCluster, log, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args, "--address", nodes.address], stdout=log, stderr=subprocess.STDOUT,
-                            env=nodes.env, start_new_session=True)
+    return subprocess.Popen(
+        [*CLI, *args, "--address", nodes.address],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=nodes.env,
+        start_new_session=True,
+    )
 
 
 def bucket_json(nodes: TwoNodeCluster, key: str) -> dict:
@@ -52,8 +78,11 @@ def bucket_json(nodes: TwoNodeCluster, key: str) -> dict:
 def checkpoint_metas(nodes: TwoNodeCluster, run: str, arch: str) -> list[dict]:
     """meta.json of each checkpoint of `arch`'s trial (one worker: in the trial's folder) in the bucket, by epoch."""
     listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/run_trial_")
-    keys = [o["Key"] for o in listed.get("Contents", [])
-            if f"arch={arch}_" in o["Key"] and "/checkpoint_" in o["Key"] and o["Key"].endswith("/meta.json")]
+    keys = [
+        o["Key"]
+        for o in listed.get("Contents", [])
+        if f"arch={arch}_" in o["Key"] and "/checkpoint_" in o["Key"] and o["Key"].endswith("/meta.json")
+    ]
     metas = [meta for key in keys if (meta := _bucket_json_if_kept(nodes, key)) is not None]
     return sorted(metas, key=lambda meta: meta["epoch"])
 
@@ -72,19 +101,45 @@ def checkpoint_epochs(nodes: TwoNodeCluster, run: str, arch: str) -> list[int]:
 
 
 def test_head_local_storage_is_refused_before_training(cluster):
-    done = cli(cluster, "train", "--data", cluster.data, "--storage", str(cluster.head_runs), "--archs", "mlp",
-               "--epochs", "1", "--name", "refused")
+    done = cli(
+        cluster,
+        "train",
+        "--data",
+        cluster.data,
+        "--storage",
+        str(cluster.head_runs),
+        "--archs",
+        "mlp",
+        "--epochs",
+        "1",
+        "--name",
+        "refused",
+    )
     assert done.returncode == 2, done.stderr[-3000:]
-    error = done.stderr[done.stderr.index("error: "):]
-    assert "a folder on this node's disk, but the Ray cluster has 2 nodes" in error and "s3://BUCKET/runs" in error
+    error = done.stderr[done.stderr.index("error: ") :]
+    assert (
+        "a folder on this node's disk, but the Ray cluster has 2 nodes" in error
+        and "s3://BUCKET/runs" in error
+    )
     assert "Traceback" not in done.stderr and len(error.strip().splitlines()) == 1
     assert not (cluster.head_runs / "refused").exists()
 
 
 def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
     storage, started = f"{cluster.s3.url}/runs", time.monotonic()
-    args = ["train", "--data", cluster.data, "--storage", storage, "--name", "two-node", "--archs", "mlp,lstm",
-            "--epochs", "1"]
+    args = [
+        "train",
+        "--data",
+        cluster.data,
+        "--storage",
+        storage,
+        "--name",
+        "two-node",
+        "--archs",
+        "mlp,lstm",
+        "--epochs",
+        "1",
+    ]
     done = cli(cluster, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"two-node train, mlp+lstm, 1 epoch: {time.monotonic() - started:.0f} s wall")
@@ -97,8 +152,13 @@ def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert f"test accuracy {lstm['test_accuracy']:.4f}" in evaluated.stdout
 
-    predicted = subprocess.run([*CLI, "predict", "--checkpoint", lstm["checkpoint"], "A wonderful film."],
-                               capture_output=True, text=True, env=cluster.env, timeout=300)
+    predicted = subprocess.run(
+        [*CLI, "predict", "--checkpoint", lstm["checkpoint"], "A wonderful film."],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        timeout=300,
+    )
     assert predicted.returncode == 0 and "\tA wonderful film." in predicted.stdout, predicted.stderr[-3000:]
 
     resumed = cli(cluster, *args, "--resume")  # a finished run: both trials kept, the report written again
@@ -108,17 +168,38 @@ def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
 
 def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path):
     log = open(tmp_path / "train.log", "w")
-    run = start_cli(cluster, log, "train", "--data", cluster.data, "--storage", f"{cluster.s3.url}/runs",
-                    "--name", "node-loss", "--archs", "bilstm", "--epochs", "3")
+    run = start_cli(
+        cluster,
+        log,
+        "train",
+        "--data",
+        cluster.data,
+        "--storage",
+        f"{cluster.s3.url}/runs",
+        "--name",
+        "node-loss",
+        "--archs",
+        "bilstm",
+        "--epochs",
+        "3",
+    )
     try:
-        wait_for(lambda: checkpoint_epochs(cluster, "node-loss", "bilstm") == [1], 300, "epoch 1's checkpoint",
-                 interval=0.5)
+        wait_for(
+            lambda: checkpoint_epochs(cluster, "node-loss", "bilstm") == [1],
+            300,
+            "epoch 1's checkpoint",
+            interval=0.5,
+        )
         time.sleep(1)  # into epoch 2
         cluster.kill_worker_node()
         lost, killed_at = checkpoint_epochs(cluster, "node-loss", "bilstm"), time.monotonic()
         cluster.start_worker_node()
-        wait_for(lambda: 2 in checkpoint_epochs(cluster, "node-loss", "bilstm"), 300, "epoch 2 after the node loss",
-                 interval=0.5)
+        wait_for(
+            lambda: 2 in checkpoint_epochs(cluster, "node-loss", "bilstm"),
+            300,
+            "epoch 2 after the node loss",
+            interval=0.5,
+        )
         print(f"node loss: epoch 2 checkpointed {time.monotonic() - killed_at:.0f} s after the kill")
         assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
     finally:
@@ -129,4 +210,8 @@ def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path)
     results = bucket_json(cluster, "runs/node-loss/results.json")["results"]["bilstm"]
     assert results["epochs"] == 3 and results["test_reviews"] == REVIEWS
     latest = checkpoint_metas(cluster, "node-loss", "bilstm")[-1]
-    assert [h["epoch"] for h in latest["history"]] == [1, 2, 3]  # epoch 2 redone from epoch 1's checkpoint, once
+    assert [h["epoch"] for h in latest["history"]] == [
+        1,
+        2,
+        3,
+    ]  # epoch 2 redone from epoch 1's checkpoint, once

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from rnn_models.config import ARCHS, PrepareConfig
-from rnn_models.data.sources import load_reviews
 from rnn_models.data.prepare import _summarise, count_vocabulary
+from rnn_models.data.sources import load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
 from rnn_models.models import model_from_config
@@ -40,7 +40,10 @@ def ddp_bytes(source: str, batches: int = 20, seed: int = 0) -> dict:
             model = model_from_config(model_cfg, prepare.vocab_size, prepare.max_len)
             rng = np.random.default_rng(seed)
             picks = [rng.choice(len(train), train_cfg.batch_size, replace=False) for _ in range(batches)]
-            ids = [torch.from_numpy(encode(tokens.take(pa.array(p)), vocab, prepare.max_len)["ids"]) for p in picks]
+            ids = [
+                torch.from_numpy(encode(tokens.take(pa.array(p)), vocab, prepare.max_len)["ids"])
+                for p in picks
+            ]
             figures[f"{name} {arch}"] = _step_bytes(model, ids)
     return figures
 
@@ -52,9 +55,16 @@ def _step_bytes(model: nn.Module, batches: list[torch.Tensor]) -> dict:
     touched = [[len(torch.unique(_rows_of(t, model, ids))) for t in tables] for ids in batches]
     rows = np.mean([sum(counts) for counts in touched])
     row_bytes = [t.weight.shape[1] * t.weight.element_size() + INDEX_BYTES for t in tables]
-    sparse = dense - table_bytes + np.mean([sum(n * b for n, b in zip(counts, row_bytes)) for counts in touched])
-    return {"dense_bytes": dense, "table_bytes": table_bytes, "touched_rows": float(rows),
-            "sparse_bytes": float(sparse), "ratio": dense / sparse}
+    sparse = (
+        dense - table_bytes + np.mean([sum(n * b for n, b in zip(counts, row_bytes)) for counts in touched])
+    )
+    return {
+        "dense_bytes": dense,
+        "table_bytes": table_bytes,
+        "touched_rows": float(rows),
+        "sparse_bytes": float(sparse),
+        "ratio": dense / sparse,
+    }
 
 
 def _rows_of(table: nn.Embedding, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -65,10 +75,14 @@ def _rows_of(table: nn.Embedding, model: nn.Module, ids: torch.Tensor) -> torch.
 
 
 def report_lines(figures: dict) -> list[str]:
-    lines = ["## DDP: gradient bytes all-reduced per step (per rank)",
-             "| preset, architecture | dense | of which tables | rows a step touches | with sparse tables | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {key} | {f['dense_bytes'] / 2**20:,.1f} MB | {f['table_bytes'] / 2**20:,.1f} MB | "
-              f"{f['touched_rows']:,.0f} | {f['sparse_bytes'] / 2**20:,.2f} MB | {f['ratio']:,.0f}x |"
-              for key, f in figures.items()]
+    lines = [
+        "## DDP: gradient bytes all-reduced per step (per rank)",
+        "| preset, architecture | dense | of which tables | rows a step touches | with sparse tables | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {key} | {f['dense_bytes'] / 2**20:,.1f} MB | {f['table_bytes'] / 2**20:,.1f} MB | "
+        f"{f['touched_rows']:,.0f} | {f['sparse_bytes'] / 2**20:,.2f} MB | {f['ratio']:,.0f}x |"
+        for key, f in figures.items()
+    ]
     return lines + [""]

@@ -38,12 +38,17 @@ def synthetic_corpus(source: str, out: Path, factor: int, seed: int = 0) -> Path
                 for i in same:  # as many sentences as review i, each from a random review of its label
                     donors = rng.choice(same, len(sentences[i]))
                     picks = rng.random(len(donors))
-                    built.append(" ".join(sentences[d][int(p * len(sentences[d]))] for d, p in zip(donors, picks)))
+                    built.append(
+                        " ".join(sentences[d][int(p * len(sentences[d]))] for d, p in zip(donors, picks))
+                    )
                     built_labels.append(label)
         folder = out / "plain_text"
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"text": built, "label": pa.array(built_labels, pa.int64())}),
-                       folder / f"{split}-00000-of-00001.parquet", row_group_size=5_000)  # as IMDB's own
+        pq.write_table(
+            pa.table({"text": built, "label": pa.array(built_labels, pa.int64())}),
+            folder / f"{split}-00000-of-00001.parquet",
+            row_group_size=5_000,
+        )  # as IMDB's own
     return out
 
 
@@ -51,10 +56,24 @@ def prepare_at(source: Path, out: str, address: str | None = None) -> dict:
     """`rnn-models prepare --force` in its own process (on the cluster at `address`, else a local Ray of its
     own): wall seconds and the driver's peak RSS."""
     started = time.perf_counter()
-    command = [sys.executable, "-m", "rnn_models", "prepare", "--source", str(source), "--out", out, "--force"]
+    command = [
+        sys.executable,
+        "-m",
+        "rnn_models",
+        "prepare",
+        "--source",
+        str(source),
+        "--out",
+        out,
+        "--force",
+    ]
     with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: nothing reads it until the end
-        process = subprocess.Popen(command + (["--address", address] if address else []),
-                                   stdout=subprocess.DEVNULL, stderr=err, text=True)
+        process = subprocess.Popen(
+            command + (["--address", address] if address else []),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
         peak = 0
         while process.poll() is None:
             peak = max(peak, _peak_rss(process.pid))
@@ -71,11 +90,16 @@ def _peak_rss(pid: int) -> int:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    return 1024 * int(next((l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")), 0))
+    return 1024 * int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), 0))
 
 
-def scale(source: str, work: Path, factors: tuple[int, ...] = (1, 4, 16), address: str | None = None,
-          out: str | None = None) -> dict:
+def scale(
+    source: str,
+    work: Path,
+    factors: tuple[int, ...] = (1, 4, 16),
+    address: str | None = None,
+    out: str | None = None,
+) -> dict:
     """`prepare` on each synthetic size into `out` (default `work`): reviews, wall time, reviews/s and the
     driver's peak RSS."""
     sizes, out = {}, (out or str(work)).rstrip("/")
@@ -83,13 +107,23 @@ def scale(source: str, work: Path, factors: tuple[int, ...] = (1, 4, 16), addres
         corpus = synthetic_corpus(source, work / f"synthetic-{factor}x", factor)
         figures = prepare_at(corpus, f"{out}/prepared-synthetic-{factor}x", address)
         reviews = sum(pq.read_metadata(f).num_rows for f in (corpus / "plain_text").glob("*.parquet"))
-        sizes[f"{factor}x"] = {"reviews": reviews, **figures, "reviews_per_second": reviews / figures["seconds"]}
+        sizes[f"{factor}x"] = {
+            "reviews": reviews,
+            **figures,
+            "reviews_per_second": reviews / figures["seconds"],
+        }
     return sizes
 
 
 def report_lines(sizes: dict) -> list[str]:
-    lines = ["## Scale: prepare as the corpus grows",
-             "| corpus | reviews | seconds | reviews/s | driver peak RSS |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {size} | {s['reviews']:,} | {s['seconds']:.0f} | {s['reviews_per_second']:,.0f} | "
-              f"{s['driver_peak_rss_mb']:,.0f} MB |" for size, s in sizes.items()]
+    lines = [
+        "## Scale: prepare as the corpus grows",
+        "| corpus | reviews | seconds | reviews/s | driver peak RSS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {size} | {s['reviews']:,} | {s['seconds']:.0f} | {s['reviews_per_second']:,.0f} | "
+        f"{s['driver_peak_rss_mb']:,.0f} MB |"
+        for size, s in sizes.items()
+    ]
     return lines + [""]

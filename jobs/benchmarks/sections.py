@@ -31,19 +31,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks import gpu as benchmark_gpu
 from benchmarks import ddp_bytes as benchmark_ddp_bytes
+from benchmarks import gpu as benchmark_gpu
 from benchmarks import scale as benchmark_scale
 from rnn_models.ablation import slices, split_tensors
 from rnn_models.cluster import connect
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
-from rnn_models.errors import UserError
-from rnn_models.files import write_json
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.data.sources import load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import normalise, normalise_reference
+from rnn_models.errors import UserError
+from rnn_models.files import write_json
 from rnn_models.models import model_from_config
 from rnn_models.presets import Recipe, load_preset
 from rnn_models.resources import cluster_plan
@@ -65,19 +65,25 @@ def tokenize(source: str, work: Path) -> dict:
     texts = load_reviews(source).table["text"]
     rule_seconds, tokens = _rule_alone(texts)
     mismatches = sum(a != b for a, b in zip(tokens["pyarrow"], tokens["python_translate"]))
-    return {"reviews": len(texts), "seconds": seconds,
-            "reviews_per_second": {k: len(texts) / v for k, v in seconds.items()},
-            "speedup": {k: v / seconds["ray"] for k, v in seconds.items() if k != "ray"},
-            "rule_alone_seconds": rule_seconds, "mismatches": mismatches,
-            "same_vocabulary": all(v == vocab["ray"] for v in vocab.values())}
+    return {
+        "reviews": len(texts),
+        "seconds": seconds,
+        "reviews_per_second": {k: len(texts) / v for k, v in seconds.items()},
+        "speedup": {k: v / seconds["ray"] for k, v in seconds.items() if k != "ray"},
+        "rule_alone_seconds": rule_seconds,
+        "mismatches": mismatches,
+        "same_vocabulary": all(v == vocab["ray"] for v in vocab.values()),
+    }
 
 
 def _rule_alone(texts: pa.ChunkedArray) -> tuple[dict, dict]:
     """The rule without reading, counting or writing, in this one process: pyarrow's kernels vs plain Python."""
     strings, seconds, tokens = texts.to_pylist(), {}, {}
-    for name, tokenise in (("pyarrow", lambda: normalise(texts).to_pylist()),
-                           ("python_translate", lambda: [normalise_reference(t) for t in strings]),
-                           ("python_per_character", lambda: [_per_character(t) for t in strings])):
+    for name, tokenise in (
+        ("pyarrow", lambda: normalise(texts).to_pylist()),
+        ("python_translate", lambda: [normalise_reference(t) for t in strings]),
+        ("python_per_character", lambda: [_per_character(t) for t in strings]),
+    ):
         started = time.perf_counter()
         tokens[name] = tokenise()
         seconds[name] = time.perf_counter() - started
@@ -94,19 +100,25 @@ def python_prepare(cfg: PrepareConfig, out: Path, rule=normalise_reference) -> l
     splits = split_reviews(load_reviews(cfg.source).table, cfg)
     tokens = {name: [rule(t) for t in table["text"].to_pylist()] for name, table in splits.items()}
     counts = Counter(t for review in tokens["train"] for t in review)
-    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:cfg.vocab_size]
+    vocab = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][: cfg.vocab_size]
     index = {t: i + 2 for i, t in enumerate(vocab)}
     out.mkdir(parents=True, exist_ok=True)
     for name, reviews in tokens.items():
-        ids = [([index.get(t, 1) for t in review] + [0] * cfg.max_len)[:cfg.max_len] for review in reviews]
-        table = pa.table({"ids": pa.array(ids, pa.list_(pa.int32(), cfg.max_len)),
-                          "length": pa.array([min(len(r), cfg.max_len) for r in reviews], pa.int32()),
-                          "label": splits[name]["label"]})
+        ids = [([index.get(t, 1) for t in review] + [0] * cfg.max_len)[: cfg.max_len] for review in reviews]
+        table = pa.table(
+            {
+                "ids": pa.array(ids, pa.list_(pa.int32(), cfg.max_len)),
+                "length": pa.array([min(len(r), cfg.max_len) for r in reviews], pa.int32()),
+                "label": splits[name]["label"],
+            }
+        )
         pq.write_table(table, out / f"{name}.parquet")
     return vocab
 
 
-def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, threads: int, test: bool = False) -> dict:
+def bare_loop(
+    data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, threads: int, test: bool = False
+) -> dict:
     """The recipe in one process over in-memory tensors: the baseline the Ray pipeline is held to."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -123,16 +135,25 @@ def bare_loop(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, thre
         evaluate(model, slices(val_set, EVAL_BATCH), cpu)
     result = {"samples_per_second": throughput, "seconds": time.perf_counter() - started}
     if test:
-        result["test_accuracy"] = evaluate(model, slices(split_tensors(data, "test"), EVAL_BATCH), cpu).accuracy
+        result["test_accuracy"] = evaluate(
+            model, slices(split_tensors(data, "test"), EVAL_BATCH), cpu
+        ).accuracy
         result["seconds"] = time.perf_counter() - started
     return result
 
 
-def ray_worker(data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1,
-               threads: int = 0) -> dict:
+def ray_worker(
+    data: PreparedData, arch: str, cfg: TrainConfig, storage: Path, workers: int = 1, threads: int = 0
+) -> dict:
     """The production path (a Tune trial training in its process, or a TorchTrainer's workers for several) for one arch."""
-    run = RunConfig(data=str(data.root), archs=arch, workers_per_trial=workers, storage=str(storage),
-                    name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}", torch_threads=threads)
+    run = RunConfig(
+        data=str(data.root),
+        archs=arch,
+        workers_per_trial=workers,
+        storage=str(storage),
+        name=f"{arch}-{workers}w-{time.strftime('%H%M%S')}",
+        torch_threads=threads,
+    )
     history = train(run, Recipe(options=dataclasses.asdict(cfg)))["results"][0]["history"]
     return {"samples_per_second": [h["samples_per_second"] for h in history]}
 
@@ -151,21 +172,42 @@ def throughput(data: PreparedData, archs: list[str], work: Path, epochs: int = 2
 
 def scaling(data: PreparedData, arch: str, work: Path) -> dict:
     cfg = TrainConfig(epochs=2)
-    one, two = (ray_worker(data, arch, cfg, work / "scaling", workers=w)["samples_per_second"][-1] for w in (1, 2))
+    one, two = (
+        ray_worker(data, arch, cfg, work / "scaling", workers=w)["samples_per_second"][-1] for w in (1, 2)
+    )
     return {"arch": arch, "one_worker": one, "two_workers": two, "speedup": two / one}
 
 
-def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], work: Path, epochs: int,
-               threads: int) -> dict:
+def end_to_end(
+    train_all: Path, source: str, data_dir: str, archs: list[str], work: Path, epochs: int, threads: int
+) -> dict:
     """`jobs/train_all.py` as a user runs it (preset `seed`), vs the same models and recipe in bare loops, one
     after the other (`threads` each)."""
     prepare_job = train_all.with_name("prepare.py")  # prepared first: `tokenize` measures preparing
-    subprocess.run([sys.executable, str(prepare_job), "--source", source, "--out", data_dir], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    command = [sys.executable, str(train_all), "--data", data_dir, "--archs", ",".join(archs), "--epochs", str(epochs),
-               "--storage", str(work / "end_to_end"), "--name", f"run-{time.strftime('%H%M%S')}"]
+    subprocess.run(
+        [sys.executable, str(prepare_job), "--source", source, "--out", data_dir],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    command = [
+        sys.executable,
+        str(train_all),
+        "--data",
+        data_dir,
+        "--archs",
+        ",".join(archs),
+        "--epochs",
+        str(epochs),
+        "--storage",
+        str(work / "end_to_end"),
+        "--name",
+        f"run-{time.strftime('%H%M%S')}",
+    ]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     peak = _peak_memory(process)
     seconds = time.perf_counter() - started
     if process.returncode:
@@ -174,9 +216,13 @@ def end_to_end(train_all: Path, source: str, data_dir: str, archs: list[str], wo
     seed = Recipe(load_preset("seed"), {"epochs": epochs})
     bare = {arch: bare_loop(data, *seed.resolve(arch), threads, test=True) for arch in archs}
     bare_seconds = sum(b["seconds"] for b in bare.values())
-    return {"train_all_seconds": seconds, "bare_seconds": bare_seconds, "ratio": seconds / bare_seconds,
-            "bare": {a: {"seconds": b["seconds"], "test_accuracy": b["test_accuracy"]} for a, b in bare.items()},
-            "peak_memory_mb": peak / 2**20}
+    return {
+        "train_all_seconds": seconds,
+        "bare_seconds": bare_seconds,
+        "ratio": seconds / bare_seconds,
+        "bare": {a: {"seconds": b["seconds"], "test_accuracy": b["test_accuracy"]} for a, b in bare.items()},
+        "peak_memory_mb": peak / 2**20,
+    }
 
 
 def _peak_memory(process: subprocess.Popen, interval: float = 0.5) -> int:
@@ -192,9 +238,14 @@ def _session_pss(session: int) -> int:
     total = 0
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
+            if (
+                proc.name.isdigit()
+                and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session
+            ):
                 rollup = (proc / "smaps_rollup").read_text()
-                total += 1024 * int(next(l for l in rollup.splitlines() if l.startswith("Pss:")).split()[1])
+                total += 1024 * int(
+                    next(line for line in rollup.splitlines() if line.startswith("Pss:")).split()[1]
+                )
         except (OSError, ValueError, StopIteration, IndexError):
             continue  # gone meanwhile, or not ours to read
     return total
@@ -205,34 +256,60 @@ def report(results: dict) -> str:
     lines = []
     if "tokenize" in results:
         t = results["tokenize"]
-        labels = {"ray": "prepare (Ray Data + pyarrow)", "python_translate": "plain Python, str.translate table",
-                  "python_per_character": "plain Python, unicodedata per character"}
-        lines += ["## Tokenisation: prepare on the full source", "| | reviews/s | seconds | prepare is faster by |",
-                  "|---|---:|---:|---:|"]
+        labels = {
+            "ray": "prepare (Ray Data + pyarrow)",
+            "python_translate": "plain Python, str.translate table",
+            "python_per_character": "plain Python, unicodedata per character",
+        }
+        lines += [
+            "## Tokenisation: prepare on the full source",
+            "| | reviews/s | seconds | prepare is faster by |",
+            "|---|---:|---:|---:|",
+        ]
         for key, seconds in t["seconds"].items():
             faster = f"{t['speedup'][key]:.1f}x" if key in t["speedup"] else ""
-            lines.append(f"| {labels[key]} | {t['reviews_per_second'][key]:,.0f} | {seconds:.1f} | {faster} |")
+            lines.append(
+                f"| {labels[key]} | {t['reviews_per_second'][key]:,.0f} | {seconds:.1f} | {faster} |"
+            )
         rule = t["rule_alone_seconds"]
-        lines += ["the rule alone, one process: " + ", ".join(
-            f"{name} {t['reviews'] / seconds:,.0f} reviews/s" for name, seconds in rule.items())]
-        lines += [f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
-                  f"same vocabulary everywhere: {t['same_vocabulary']}", ""]
+        lines += [
+            "the rule alone, one process: "
+            + ", ".join(f"{name} {t['reviews'] / seconds:,.0f} reviews/s" for name, seconds in rule.items())
+        ]
+        lines += [
+            f"tokeniser mismatches over {t['reviews']:,} reviews: {t['mismatches']}; "
+            f"same vocabulary everywhere: {t['same_vocabulary']}",
+            "",
+        ]
     if "throughput" in results:
         rows = dict(results["throughput"])
-        lines += [f"## Training throughput, epoch 2 (samples/s, {rows.pop('threads')} torch thread(s) each)",
-                  "| arch | bare loop | Ray worker | ratio |", "|---|---:|---:|---:|"]
-        lines += [f"| {a} | {r['bare'][-1]:,.0f} | {r['ray'][-1]:,.0f} | {r['ratio']:.2f} |" for a, r in rows.items()]
+        lines += [
+            f"## Training throughput, epoch 2 (samples/s, {rows.pop('threads')} torch thread(s) each)",
+            "| arch | bare loop | Ray worker | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {a} | {r['bare'][-1]:,.0f} | {r['ray'][-1]:,.0f} | {r['ratio']:.2f} |"
+            for a, r in rows.items()
+        ]
         lines.append("")
     if "scaling" in results:
         s = results["scaling"]
-        lines += [f"## DDP scaling ({s['arch']}): 1 worker {s['one_worker']:,.0f} samples/s, 2 workers "
-                  f"{s['two_workers']:,.0f} samples/s ({s['speedup']:.2f}x)", ""]
+        lines += [
+            f"## DDP scaling ({s['arch']}): 1 worker {s['one_worker']:,.0f} samples/s, 2 workers "
+            f"{s['two_workers']:,.0f} samples/s ({s['speedup']:.2f}x)",
+            "",
+        ]
     if "end_to_end" in results:
         e = results["end_to_end"]
-        lines += ["## End to end", f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
-                  f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)", ""]
+        lines += [
+            "## End to end",
+            f"train_all {e['train_all_seconds']:.0f} s vs bare loops {e['bare_seconds']:.0f} s "
+            f"(ratio {e['ratio']:.2f}); peak memory of the job {e['peak_memory_mb']:,.0f} MB (PSS)",
+            "",
+        ]
     if "gpu" in results:
-            lines += benchmark_gpu.report_lines(results["gpu"])
+        lines += benchmark_gpu.report_lines(results["gpu"])
     if "scale" in results:
         lines += benchmark_scale.report_lines(results["scale"])
     if "ddp_bytes" in results:
@@ -243,9 +320,18 @@ def report(results: dict) -> str:
 SECTIONS = ("end_to_end", "tokenize", "throughput", "scaling", "gpu", "scale", "ddp_bytes")
 
 
-def run(train_all: Path, source: str, work: Path, sections: list[str], archs: list[str], epochs: int,
-        threads: int = 0, scale_factors: tuple[int, ...] = (1, 4, 16), address: str | None = None,
-        scale_out: str | None = None) -> dict:
+def run(
+    train_all: Path,
+    source: str,
+    work: Path,
+    sections: list[str],
+    archs: list[str],
+    epochs: int,
+    threads: int = 0,
+    scale_factors: tuple[int, ...] = (1, 4, 16),
+    address: str | None = None,
+    scale_out: str | None = None,
+) -> dict:
     """The chosen sections, the jobs that start their own Ray first (end_to_end, scale, gpu's train_all), so
     that nothing else runs meanwhile."""
     unknown = set(sections) - set(SECTIONS)
@@ -264,7 +350,9 @@ def run(train_all: Path, source: str, work: Path, sections: list[str], archs: li
         record("gpu", {"skipped": benchmark_gpu.NO_GPU})
         sections = [s for s in sections if s != "gpu"]
     if "end_to_end" in sections:
-        record("end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count()))
+        record(
+            "end_to_end", end_to_end(train_all, source, data_dir, archs, work, epochs, threads=os.cpu_count())
+        )
     if "scale" in sections:
         record("scale", benchmark_scale.scale(source, work, scale_factors, address, scale_out))
     if "gpu" in sections:  # its train_all job starts its own Ray too

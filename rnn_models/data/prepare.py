@@ -49,8 +49,8 @@ from rnn_models.data.sources import SORT_KEYS, Piece, Scan, Source, open_source,
 from rnn_models.data.splits import split_rows
 from rnn_models.data.text import encode, normalise
 from rnn_models.errors import UserError
-from rnn_models.stalls import StallWatch
 from rnn_models.files import atomic_directory
+from rnn_models.stalls import StallWatch
 from rnn_models.storage import Storage, is_uri
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ def default_data_dir(prepare_values: dict) -> str:
     return name + (f"-s{cfg.seed}" if cfg.seed != default.seed else "")
 
 
-def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None,
-            schedule_timeout: float = 120) -> PreparedData:
+def prepare(
+    cfg: PrepareConfig, force: bool = False, address: str | None = None, schedule_timeout: float = 120
+) -> PreparedData:
     """Prepare `cfg.source` into `cfg.out` (a path or URI), or reuse `cfg.out` if it already holds exactly that.
 
     Ray (the cluster at `address`, see `connect`) is only started when there is work to do, and only once every
@@ -83,19 +84,33 @@ def prepare(cfg: PrepareConfig, force: bool = False, address: str | None = None,
     fingerprint = _fingerprint(source, cfg)
     held = None if force else _held(cfg.out, fingerprint)
     if held:
-        log.info("%s already holds this data (fingerprint %s): reusing it; --force rebuilds", cfg.out, fingerprint[:12])
+        log.info(
+            "%s already holds this data (fingerprint %s): reusing it; --force rebuilds",
+            cfg.out,
+            fingerprint[:12],
+        )
         return held
     scanned = scan(source)
-    split_rows(scanned.codes, scanned.labels, cfg)  # its errors (a split too small) depend on the counts alone
-    log.info("checked %d reviews (%.0f MB of text) in %d piece(s) of the source", len(scanned.labels),
-             scanned.text_bytes / 2**20, len(source.pieces))
+    split_rows(
+        scanned.codes, scanned.labels, cfg
+    )  # its errors (a split too small) depend on the counts alone
+    log.info(
+        "checked %d reviews (%.0f MB of text) in %d piece(s) of the source",
+        len(scanned.labels),
+        scanned.text_bytes / 2**20,
+        len(source.pieces),
+    )
     connect(address)
     with _stops_when_stalled(schedule_timeout), _output(cfg.out) as folder:
         vocab, stats = _build(source, scanned, cfg, folder)
         vocab_json = (json.dumps(vocab.to_pylist(), ensure_ascii=False) + "\n").encode()
         folder.write(vocab_json, "vocab.json")
-        manifest = _manifest(source, scanned, cfg, fingerprint, stats, vocab_json, time.perf_counter() - started)
-        folder.write(json.dumps(manifest, indent=2).encode() + b"\n", "manifest.json")  # last: the folder is whole
+        manifest = _manifest(
+            source, scanned, cfg, fingerprint, stats, vocab_json, time.perf_counter() - started
+        )
+        folder.write(
+            json.dumps(manifest, indent=2).encode() + b"\n", "manifest.json"
+        )  # last: the folder is whole
     log.info("%s", summary(manifest))
     return open_prepared(cfg.out)
 
@@ -108,8 +123,10 @@ def _build(source: Source, scanned: Scan, cfg: PrepareConfig, folder: Storage) -
     sizes = [len(c) for c in codes]
     codes, labels = np.concatenate(codes), np.concatenate(labels)
     if _tally(codes, labels) != _tally(scanned.codes, scanned.labels):
-        raise UserError(f"--source {cfg.source}: changed while it was being prepared (its reviews per split and "
-                        "label differ from those checked at the start); prepare again")
+        raise UserError(
+            f"--source {cfg.source}: changed while it was being prepared (its reviews per split and "
+            "label differ from those checked at the start); prepare again"
+        )
     rows = split_rows(codes, labels, cfg)  # the splits one table in this order would get
     shard_of, place, shards = _places(rows, len(labels), cfg.num_shards)
     log.info("tokenising and counting %d reviews", sum(len(r) for r in rows.values()))
@@ -118,8 +135,10 @@ def _build(source: Source, scanned: Scan, cfg: PrepareConfig, folder: Storage) -
     vocab, token_stats = _get(_count.options(num_returns=2).remote(cfg.vocab_size, cfg.max_len, *summaries))
     log.info("encoding and writing %d shards", len(shards))
     files = _write_shards(pieces, shards, vocab, cfg.max_len, folder)
-    return vocab, {name: {**_label_stats(labels[rows[name]]), **token_stats[name], "files": files[name]}
-                   for name in SPLITS}
+    return vocab, {
+        name: {**_label_stats(labels[rows[name]]), **token_stats[name], "files": files[name]}
+        for name in SPLITS
+    }
 
 
 def _tally(codes: np.ndarray, labels: np.ndarray) -> list[int]:
@@ -211,11 +230,14 @@ def _get(refs):
 
 # -- Sorting: ranges of the canonical order ------------------------------------------------------------------
 
+
 def _key(table: pa.Table, row: int) -> tuple:
     """A review's place in the canonical order, as Python compares it (as Arrow sorts: strings by code point,
     a missing split first as all are missing together)."""
-    return tuple(table[column][row].as_py() or "" if column == "split" else table[column][row].as_py()
-                 for column, _ in SORT_KEYS)
+    return tuple(
+        table[column][row].as_py() or "" if column == "split" else table[column][row].as_py()
+        for column, _ in SORT_KEYS
+    )
 
 
 def _boundaries(sample: pa.Table, ranges: int) -> list[tuple]:
@@ -245,11 +267,19 @@ def _sorted_ranges(source: Source, scanned: Scan) -> list[list]:
     count = max(1, min(MAX_RANGES, math.ceil(scanned.text_bytes / RANGE_BYTES), scanned.sample.num_rows))
     keys = _boundaries(scanned.sample, count)
     count = len(keys) + 1
-    log.info("reading %d piece(s) of the source into %d range(s) of the canonical order", len(source.pieces), count)
+    log.info(
+        "reading %d piece(s) of the source into %d range(s) of the canonical order", len(source.pieces), count
+    )
     calls = [(piece, keys) for piece in source.pieces]
-    hub = {k: v for k, v in os.environ.items() if k.startswith("HF_")}  # the hub's cache, endpoint, offline mode
-    parts = _on_this_node_in_turn(_read_range_parts, calls, num_returns=count,  # the source is on this disk
-                                  **({"runtime_env": {"env_vars": hub}} if hub else {}))
+    hub = {
+        k: v for k, v in os.environ.items() if k.startswith("HF_")
+    }  # the hub's cache, endpoint, offline mode
+    parts = _on_this_node_in_turn(
+        _read_range_parts,
+        calls,
+        num_returns=count,  # the source is on this disk
+        **({"runtime_env": {"env_vars": hub}} if hub else {}),
+    )
     parts = [[p] for p in parts] if count == 1 else parts
     return [_sort_range.remote(*(p[i] for p in parts)) for i in range(count)]
 
@@ -270,11 +300,13 @@ def _sort_range(*parts: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     return table, split_codes(table["split"]), table["label"].to_numpy()
 
 
-_EMPTY = pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int8()),
-                   "split": pa.array([], pa.string())})
+_EMPTY = pa.table(
+    {"text": pa.array([], pa.string()), "label": pa.array([], pa.int8()), "split": pa.array([], pa.string())}
+)
 
 
 # -- Shards: each review's shard and place ----------------------------------------------------------------
+
 
 def _places(rows: dict[str, np.ndarray], total: int, num_shards: int) -> tuple[np.ndarray, np.ndarray, list]:
     """For each review in the canonical order: its shard (numbered over all splits; -1 where no split keeps it)
@@ -291,27 +323,35 @@ def _places(rows: dict[str, np.ndarray], total: int, num_shards: int) -> tuple[n
     return shard_of, place, shards
 
 
-def _scatter(blocks: list, sizes: list[int], shard_of: np.ndarray, place: np.ndarray, shards: list,
-             strip_br: bool) -> tuple[pa.Table, list[list]]:
+def _scatter(
+    blocks: list, sizes: list[int], shard_of: np.ndarray, place: np.ndarray, shards: list, strip_br: bool
+) -> tuple[pa.Table, list[list]]:
     """Tokenise every range in a task of its own: the token counts of each split in each range and, per shard,
     its pieces (refs)."""
     offsets = np.cumsum([0, *sizes])
     splits = [split for split, _ in shards]
-    tasks = [_scatter_range.options(num_returns=len(shards) + 1).remote(block, shard_of[a:b], place[a:b],
-                                                                        splits, strip_br)
-             for block, a, b in zip(blocks, offsets[:-1], offsets[1:])]
+    tasks = [
+        _scatter_range.options(num_returns=len(shards) + 1).remote(
+            block, shard_of[a:b], place[a:b], splits, strip_br
+        )
+        for block, a, b in zip(blocks, offsets[:-1], offsets[1:])
+    ]
     return [t[0] for t in tasks], [[t[1 + s] for t in tasks] for s in range(len(shards))]
 
 
 @ray.remote
-def _scatter_range(block: pa.Table, shard_of: np.ndarray, place: np.ndarray, splits: list[str], strip_br: bool):
+def _scatter_range(
+    block: pa.Table, shard_of: np.ndarray, place: np.ndarray, splits: list[str], strip_br: bool
+):
     """A scatter task: one sorted range tokenised; its counts per split, then one piece per shard (tokens,
     label, place)."""
     kept = np.flatnonzero(shard_of >= 0)
     tokens = normalise(block["text"].take(kept), strip_br)
     shard_of = shard_of[kept]
     split = np.asarray(splits)[shard_of]
-    summaries = pa.concat_tables([_summarise(tokens.filter(pa.array(split == name)), name) for name in SPLITS])
+    summaries = pa.concat_tables(
+        [_summarise(tokens.filter(pa.array(split == name)), name) for name in SPLITS]
+    )
     order = np.argsort(shard_of, kind="stable")
     bounds = np.searchsorted(shard_of[order], np.arange(len(splits) + 1))
     rows = pa.table({"tokens": tokens, "label": block["label"].take(kept), "place": place[kept]}).take(order)
@@ -322,8 +362,14 @@ def _summarise(tokens: pa.ListArray, split: str) -> pa.Table:
     """One row: a split's token counts and review lengths in one range (small, unlike the tokens)."""
     counts = pc.value_counts(pc.list_flatten(tokens))
     one_list = lambda values: pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
-    return pa.table({"split": [split], "tokens": one_list(counts.field("values")),
-                     "counts": one_list(counts.field("counts")), "lengths": one_list(pc.list_value_length(tokens))})
+    return pa.table(
+        {
+            "split": [split],
+            "tokens": one_list(counts.field("values")),
+            "counts": one_list(counts.field("counts")),
+            "lengths": one_list(pc.list_value_length(tokens)),
+        }
+    )
 
 
 def _token_counts(summaries: pa.Table, split: str) -> pa.Table:
@@ -340,13 +386,18 @@ def count_vocabulary(summaries: pa.Table, size: int) -> pa.Array:
     return counts["token"].take(order[:size]).combine_chunks()
 
 
-def _write_shards(pieces: list[list], shards: list, vocab: pa.Array, max_len: int, folder: Storage) -> dict[str, dict]:
+def _write_shards(
+    pieces: list[list], shards: list, vocab: pa.Array, max_len: int, folder: Storage
+) -> dict[str, dict]:
     """Encode and write every shard in a task of its own: on any node for a bucket, on this node for a local
     folder. Returns each split's files: rows, bytes and SHA-256."""
     vocab = ray.put(vocab)
     tasks = [(name, vocab, max_len, folder.root, *parts) for (_, name), parts in zip(shards, pieces)]
-    written = _get(_on_this_node_in_turn(_write_shard, tasks) if folder.is_local
-                   else [_write_shard.remote(*args) for args in tasks])
+    written = _get(
+        _on_this_node_in_turn(_write_shard, tasks)
+        if folder.is_local
+        else [_write_shard.remote(*args) for args in tasks]
+    )
     files = {name: {} for name in SPLITS}
     for (split, name), shard in zip(shards, written):
         files[split][name] = shard
@@ -377,7 +428,11 @@ def _count(size: int, max_len: int, *summaries: pa.Table) -> tuple[pa.Array, dic
 
 
 def _label_stats(labels: np.ndarray) -> dict:
-    return {"reviews": len(labels), "positive": int(labels.sum()), "negative": int(len(labels) - labels.sum())}
+    return {
+        "reviews": len(labels),
+        "positive": int(labels.sum()),
+        "negative": int(len(labels) - labels.sum()),
+    }
 
 
 def _token_stats(summaries: pa.Table, vocab: pa.Array, split: str, max_len: int) -> dict:
@@ -398,13 +453,25 @@ def _token_stats(summaries: pa.Table, vocab: pa.Array, split: str, max_len: int)
     }
 
 
-def _manifest(source: Source, scanned: Scan, cfg: PrepareConfig, fingerprint: str, stats: dict, vocab_json: bytes,
-              seconds: float) -> dict:
+def _manifest(
+    source: Source,
+    scanned: Scan,
+    cfg: PrepareConfig,
+    fingerprint: str,
+    stats: dict,
+    vocab_json: bytes,
+    seconds: float,
+) -> dict:
     return {
         "format": FORMAT_VERSION,
         "fingerprint": fingerprint,
-        "source": {"path": cfg.source, "kind": source.kind, "sha256": source.sha256,
-                   "decode_errors": len(scanned.decode_errors), "decode_error_files": scanned.decode_errors[:20]},
+        "source": {
+            "path": cfg.source,
+            "kind": source.kind,
+            "sha256": source.sha256,
+            "decode_errors": len(scanned.decode_errors),
+            "decode_error_files": scanned.decode_errors[:20],
+        },
         "options": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
         "splits": stats,
         "vocab": {"size": len(json.loads(vocab_json)), "sha256": hashlib.sha256(vocab_json).hexdigest()},
@@ -426,11 +493,15 @@ def _versions() -> dict:
 
 def summary(manifest: dict) -> str:
     """The end-of-prepare report: counts, label balance, lengths, truncation and out-of-vocabulary share."""
-    lines = [f"{'split':<6} {'reviews':>8} {'positive':>9} {'mean len':>9} {'median':>7} {'truncated':>10} {'OOV':>6}"]
+    lines = [
+        f"{'split':<6} {'reviews':>8} {'positive':>9} {'mean len':>9} {'median':>7} {'truncated':>10} {'OOV':>6}"
+    ]
     for name, s in manifest["splits"].items():
         positive = s["positive"] / max(s["reviews"], 1)
-        lines.append(f"{name:<6} {s['reviews']:>8} {positive:>9.1%} {s['mean_length']:>9.1f} "
-                     f"{s['median_length']:>7.0f} {s['truncated_share']:>10.1%} {s['oov_share']:>6.1%}")
+        lines.append(
+            f"{name:<6} {s['reviews']:>8} {positive:>9.1%} {s['mean_length']:>9.1f} "
+            f"{s['median_length']:>7.0f} {s['truncated_share']:>10.1%} {s['oov_share']:>6.1%}"
+        )
     source = manifest["source"]
     if source["decode_errors"]:
         lines.append(f"{source['decode_errors']} file(s) had non-UTF-8 bytes (decoded with U+FFFD)")

@@ -69,19 +69,24 @@ def open_prepared(root: str, verify: bool = False) -> PreparedData:
     folder = Storage(str(root), option="--data")
     try:
         if not folder.is_file("manifest.json"):
-            raise UserError(f"--data {root}: not a prepared data directory (no manifest.json). "
-                            "Create one with: rnn-models prepare --source SRC --out DIR")
+            raise UserError(
+                f"--data {root}: not a prepared data directory (no manifest.json). "
+                "Create one with: rnn-models prepare --source SRC --out DIR"
+            )
         manifest = json.loads(folder.read("manifest.json"))
         version = manifest["format"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{folder.join('manifest.json')}: unreadable manifest ({e}); prepare the data again "
-                        "with --force") from e
+        raise UserError(
+            f"{folder.join('manifest.json')}: unreadable manifest ({e}); prepare the data again with --force"
+        ) from e
     except READ_ERRORS as e:
         raise unreadable(root, e) from e
     document(Manifest, manifest, folder.join("manifest.json"), hint="; prepare the data again with --force")
     if version != FORMAT_VERSION:
-        raise UserError(f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
-                        "prepare the data again with --force")
+        raise UserError(
+            f"{folder.join('manifest.json')}: format {version}, this version reads {FORMAT_VERSION}; "
+            "prepare the data again with --force"
+        )
     data = PreparedData(folder, manifest)
     try:
         _check_files(data, verify)
@@ -104,17 +109,25 @@ def _check_files(data: PreparedData, hashes: bool) -> None:
     listed = data.folder.sizes()
     for name, written in expected.items():
         if name not in listed:
-            raise UserError(f"{data.root}: {name} is listed in manifest.json but missing; "
-                            "the folder is incomplete, prepare it again with --force")
+            raise UserError(
+                f"{data.root}: {name} is listed in manifest.json but missing; "
+                "the folder is incomplete, prepare it again with --force"
+            )
         if written.get("bytes", listed[name]) != listed[name]:  # older manifests have no sizes
-            raise UserError(f"{data.root}: {name} does not match manifest.json ({listed[name]} bytes, written "
-                            f"with {written['bytes']}: changed after it was written); prepare the data again with --force")
+            raise UserError(
+                f"{data.root}: {name} does not match manifest.json ({listed[name]} bytes, written "
+                f"with {written['bytes']}: changed after it was written); prepare the data again with --force"
+            )
         if hashes:
             with data.folder.open(name) as stream:
                 if sha256_stream(stream) != written["sha256"]:
-                    raise UserError(f"{data.root}: {name} does not match manifest.json (changed after it was "
-                                    "written); prepare the data again with --force")
+                    raise UserError(
+                        f"{data.root}: {name} does not match manifest.json (changed after it was "
+                        "written); prepare the data again with --force"
+                    )
     extra = {name for name in listed if name.endswith(".parquet") and name.count("/") == 1} - set(expected)
     if extra:
-        raise UserError(f"{data.root}: shard(s) not in manifest.json: {', '.join(sorted(extra))}; "
-                        "prepare the data again with --force")
+        raise UserError(
+            f"{data.root}: shard(s) not in manifest.json: {', '.join(sorted(extra))}; "
+            "prepare the data again with --force"
+        )

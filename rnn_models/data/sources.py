@@ -35,8 +35,10 @@ from rnn_models.errors import UserError, reason
 from rnn_models.files import sha256_file
 
 SOURCE_SPLITS = ("train", "test")  # a source's own splits; prepare adds val
-FORMATS = ("hf:<dataset> (Hugging Face hub), a Hugging Face parquet directory (<config>/train-*.parquet, "
-           "<config>/test-*.parquet), an aclImdb directory, aclImdb_v1.tar.gz, or a .csv file")
+FORMATS = (
+    "hf:<dataset> (Hugging Face hub), a Hugging Face parquet directory (<config>/train-*.parquet, "
+    "<config>/test-*.parquet), an aclImdb directory, aclImdb_v1.tar.gz, or a .csv file"
+)
 CSV_BLOCK = 64 << 20  # bytes pyarrow parses at once: a review (a CSV row) may be up to this long
 ACLIMDB_FILE = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
 BATCH_ROWS = 10_000  # reviews per table a reader yields
@@ -50,6 +52,7 @@ NO_SPLIT, TRAIN, TEST = -1, 0, 1  # split codes: a source's own split, or none (
 class Piece:
     """A part of a source that one task reads: rows `start`..`stop` of what `kind` counts in (a parquet file's
     row groups, an aclImdb folder's sorted files); `first_row` numbers the rows in errors."""
+
     kind: str
     path: str
     split: str | None = None
@@ -71,6 +74,7 @@ class Source:
 class Scan:
     """What the driver learns from reading a source once: every review's split code and label (in the order
     read), the text's size, a seeded random sample of reviews and the files with non-UTF-8 bytes."""
+
     codes: np.ndarray  # int8
     labels: np.ndarray  # int8
     text_bytes: int
@@ -99,8 +103,9 @@ def open_source(source: str) -> Source:
         aclimdb = _find_aclimdb(path)
         return _aclimdb_source(source, aclimdb) if aclimdb else _parquet_source(source, path)
     if path.name.endswith((".tar.gz", ".tgz")):
-        return Source(source, "aclimdb-tarball", [Piece("aclimdb-tarball", str(path))],
-                      _hash_files([path], path.parent))
+        return Source(
+            source, "aclimdb-tarball", [Piece("aclimdb-tarball", str(path))], _hash_files([path], path.parent)
+        )
     if path.suffix == ".csv":
         return Source(source, "csv", [Piece("csv", str(path))], _hash_files([path], path.parent))
     raise UserError(f"--source {source}: unsupported file. Expected {FORMATS}.")
@@ -131,7 +136,9 @@ def scan(source: Source, sample_size: int = 2_000, seed: int = 0) -> Scan:
                 sample, priority = sample.take(kept), priority[kept]
     if sample is None or not sum(map(len, labels)):
         raise UserError(f"--source {source.path}: no reviews in it")
-    return Scan(np.concatenate(codes), np.concatenate(labels), text_bytes, sample.combine_chunks(), decode_errors)
+    return Scan(
+        np.concatenate(codes), np.concatenate(labels), text_bytes, sample.combine_chunks(), decode_errors
+    )
 
 
 def split_codes(split: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -158,8 +165,10 @@ def checked(table: pa.Table, where: str, split: str | None, at=_row_index) -> pa
     the row."""
     missing = {"text", "label"} - set(table.column_names)
     if missing:
-        raise UserError(f"{where}: missing column(s) {', '.join(sorted(missing))} "
-                        f"(found {', '.join(table.column_names)}); expected columns text and label")
+        raise UserError(
+            f"{where}: missing column(s) {', '.join(sorted(missing))} "
+            f"(found {', '.join(table.column_names)}); expected columns text and label"
+        )
     text, label = table["text"], table["label"]
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         raise UserError(f"{where}: column text has type {text.type}, expected strings")
@@ -169,8 +178,10 @@ def checked(table: pa.Table, where: str, split: str | None, at=_row_index) -> pa
         raise UserError(f"{where}: column label has type {label.type}, expected integers 0 and 1")
     if (row := _first_false(pc.is_in(label, pa.array([0, 1], label.type)))) is not None:
         value = label[row].as_py()
-        raise UserError(f"{where}, {at(row)}: " + ("label is missing" if value is None else
-                                                    f"label {value} is not 0 (negative) or 1 (positive)"))
+        raise UserError(
+            f"{where}, {at(row)}: "
+            + ("label is missing" if value is None else f"label {value} is not 0 (negative) or 1 (positive)")
+        )
     split_column = pa.array([split] * len(table), pa.string())
     return pa.table({"text": text.cast(pa.string()), "label": label.cast(pa.int8()), "split": split_column})
 
@@ -191,9 +202,12 @@ def _hash_files(paths, root: Path) -> str:
 
 # -- Hugging Face parquet layout: pieces of row groups -------------------------------------------------------
 
+
 def _parquet_source(source: str, root: Path) -> Source:
     files = _parquet_layout(root)
-    pieces = [piece for split, paths in files.items() for path in paths for piece in _parquet_pieces(path, split)]
+    pieces = [
+        piece for split, paths in files.items() for path in paths for piece in _parquet_pieces(path, split)
+    ]
     return Source(source, "hf-parquet", pieces, _hash_files([p for ps in files.values() for p in ps], root))
 
 
@@ -209,7 +223,9 @@ def _parquet_pieces(path: Path, split: str) -> list[Piece]:
     for group in range(meta.num_row_groups):
         size, rows = size + meta.row_group(group).total_byte_size, rows + meta.row_group(group).num_rows
         if size >= PIECE_BYTES or group == meta.num_row_groups - 1:
-            pieces.append(Piece("hf-parquet", str(path), split, start=start, stop=group + 1, first_row=first_row))
+            pieces.append(
+                Piece("hf-parquet", str(path), split, start=start, stop=group + 1, first_row=first_row)
+            )
             start, first_row, size, rows = group + 1, first_row + rows, 0, 0
     return pieces
 
@@ -217,11 +233,16 @@ def _parquet_pieces(path: Path, split: str) -> list[Piece]:
 def _read_parquet(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
     first = piece.first_row
     try:
-        batches = pq.ParquetFile(piece.path).iter_batches(BATCH_ROWS, row_groups=range(piece.start, piece.stop),
-                                                          columns=["text", "label"])
+        batches = pq.ParquetFile(piece.path).iter_batches(
+            BATCH_ROWS, row_groups=range(piece.start, piece.stop), columns=["text", "label"]
+        )
         for batch in batches:
-            yield checked(pa.Table.from_batches([batch]), piece.path, piece.split,
-                          lambda row, first=first: _row_index(first + row))
+            yield checked(
+                pa.Table.from_batches([batch]),
+                piece.path,
+                piece.split,
+                lambda row, first=first: _row_index(first + row),
+            )
             first += batch.num_rows
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{piece.path}: not a readable parquet file ({reason(e)})") from e
@@ -232,8 +253,10 @@ def _parquet_layout(root: Path) -> dict[str, list[Path]]:
     configs = [root] + sorted(d for d in root.iterdir() if d.is_dir())
     found = [c for c in configs if all(sorted(c.glob(f"{s}-*.parquet")) for s in SOURCE_SPLITS)]
     if not found:
-        raise UserError(f"--source {root}: found neither train-*.parquet and test-*.parquet (Hugging Face "
-                        f"layout) nor train/pos, train/neg, test/pos, test/neg (aclImdb). Expected {FORMATS}.")
+        raise UserError(
+            f"--source {root}: found neither train-*.parquet and test-*.parquet (Hugging Face "
+            f"layout) nor train/pos, train/neg, test/pos, test/neg (aclImdb). Expected {FORMATS}."
+        )
     preferred = [c for c in found if c.name == "plain_text"]
     if len(found) > 1 and not preferred:
         names = ", ".join(c.name for c in found)
@@ -243,6 +266,7 @@ def _parquet_layout(root: Path) -> dict[str, list[Path]]:
 
 
 # -- aclImdb: a folder of text files, or its tarball -----------------------------------------------------------
+
 
 def _find_aclimdb(path: Path) -> Path | None:
     for root in (path, path / "aclImdb"):
@@ -265,8 +289,10 @@ def _aclimdb_source(source: str, root: Path) -> Source:
     pieces = []
     for split, label, folder in _aclimdb_folders(root):
         count = len(_review_files(folder))
-        pieces += [Piece("aclimdb-dir", str(folder), split, label, start, min(start + ACLIMDB_PIECE_FILES, count))
-                   for start in range(0, count, ACLIMDB_PIECE_FILES)]
+        pieces += [
+            Piece("aclimdb-dir", str(folder), split, label, start, min(start + ACLIMDB_PIECE_FILES, count))
+            for start in range(0, count, ACLIMDB_PIECE_FILES)
+        ]
     files = (folder / name for _, _, folder in _aclimdb_folders(root) for name in _review_files(folder))
     return Source(source, "aclimdb-dir", pieces, _hash_files(files, root))
 
@@ -281,10 +307,12 @@ def _decode(data: bytes, name: str, decode_errors: list[str]) -> str:
 
 def _read_aclimdb_dir(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
     folder = Path(piece.path)
-    names = _review_files(folder)[piece.start:piece.stop]
+    names = _review_files(folder)[piece.start : piece.stop]
     for at in range(0, len(names), BATCH_ROWS):
-        texts = [_decode((folder / name).read_bytes(), str(folder / name), decode_errors)
-                 for name in names[at:at + BATCH_ROWS]]
+        texts = [
+            _decode((folder / name).read_bytes(), str(folder / name), decode_errors)
+            for name in names[at : at + BATCH_ROWS]
+        ]
         yield _rows_to_table([(text, piece.label, piece.split) for text in texts])
 
 
@@ -313,20 +341,29 @@ def _read_tarball(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
 
 def _rows_to_table(rows: list[tuple[str, int, str]]) -> pa.Table:
     text, label, split = zip(*rows) if rows else ((), (), ())
-    return pa.table({"text": pa.array(text, pa.string()), "label": pa.array(label, pa.int8()),
-                     "split": pa.array(split, pa.string())})
+    return pa.table(
+        {
+            "text": pa.array(text, pa.string()),
+            "label": pa.array(label, pa.int8()),
+            "split": pa.array(split, pa.string()),
+        }
+    )
 
 
 # -- CSV -----------------------------------------------------------------------------------------------------
+
 
 def _read_csv(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
     path = Path(piece.path)
     # Every column but label read as strings, whatever its cells hold: a block's guess of a column's type
     # (numbers in the first 64 MB, text later) would otherwise refuse a file for a column it never uses.
-    strings = {c: pa.string() for c in {"review", "text", "sentiment", "split", *_csv_header(path)} - {"label"}}
+    strings = {
+        c: pa.string() for c in {"review", "text", "sentiment", "split", *_csv_header(path)} - {"label"}
+    }
     offset = 0
-    for table in _csv_tables(path, pyarrow.csv.ReadOptions(block_size=CSV_BLOCK),
-                             pyarrow.csv.ConvertOptions(column_types=strings)):
+    for table in _csv_tables(
+        path, pyarrow.csv.ReadOptions(block_size=CSV_BLOCK), pyarrow.csv.ConvertOptions(column_types=strings)
+    ):
         yield _csv_reviews(table, path, offset)
         offset += table.num_rows
 
@@ -363,11 +400,15 @@ def _csv_reviews(table: pa.Table, path: Path, offset: int) -> pa.Table:
     if {"review", "sentiment"} <= columns:
         sentiment = pc.utf8_lower(pc.utf8_trim_whitespace(table["sentiment"]))
         if (row := _first_false(pc.is_in(sentiment, pa.array(["negative", "positive"])))) is not None:
-            raise UserError(f"{path}, {at(row)}: sentiment {table['sentiment'][row].as_py()!r} is not "
-                            "'positive' or 'negative'")
+            raise UserError(
+                f"{path}, {at(row)}: sentiment {table['sentiment'][row].as_py()!r} is not "
+                "'positive' or 'negative'"
+            )
         table = pa.table({"text": table["review"], "label": pc.equal(sentiment, "positive").cast(pa.int8())})
     elif not {"text", "label"} <= columns:
-        raise UserError(f"{path}: expected columns review,sentiment or text,label (found {', '.join(table.column_names)})")
+        raise UserError(
+            f"{path}: expected columns review,sentiment or text,label (found {', '.join(table.column_names)})"
+        )
     reviews = checked(table, str(path), None, at)
     if "split" in columns:
         reviews = reviews.set_column(2, "split", _csv_split(original["split"], path, at))
@@ -397,27 +438,36 @@ def _csv_line(path: Path, row: int) -> int:
 
 # -- The Hugging Face hub ------------------------------------------------------------------------------------
 
+
 def _hub_source(source: str) -> Source:
     name = source[3:]
     splits = _load_hub(name)
     fingerprint = "".join(splits[s]._fingerprint for s in SOURCE_SPLITS)
-    return Source(source, "hf-hub", [Piece("hf-hub", name, s) for s in SOURCE_SPLITS],
-                  hashlib.sha256(fingerprint.encode()).hexdigest())
+    return Source(
+        source,
+        "hf-hub",
+        [Piece("hf-hub", name, s) for s in SOURCE_SPLITS],
+        hashlib.sha256(fingerprint.encode()).hexdigest(),
+    )
 
 
 def _load_hub(name: str):
     """The dataset's splits, from the hub or this machine's cache of it (`datasets` memory-maps them)."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
     if not offline and not _hub_reachable():
-        raise UserError(f"--source hf:{name}: the Hugging Face hub cannot be reached from this machine. "
-                        "Pass a local copy instead: --source PATH (a Hugging Face parquet directory such as "
-                        "../shared/data/imdb, an aclImdb directory or tarball, or a CSV).")
+        raise UserError(
+            f"--source hf:{name}: the Hugging Face hub cannot be reached from this machine. "
+            "Pass a local copy instead: --source PATH (a Hugging Face parquet directory such as "
+            "../shared/data/imdb, an aclImdb directory or tarball, or a CSV)."
+        )
     import datasets  # slow to import; only the hub path needs it
 
     try:
         splits = datasets.load_dataset(name)
     except Exception as e:  # datasets raises many types (connection, missing file, cache miss)
-        raise UserError(f"--source hf:{name}: could not load it ({reason(e)}). Pass a local path with --source.") from e
+        raise UserError(
+            f"--source hf:{name}: could not load it ({reason(e)}). Pass a local path with --source."
+        ) from e
     if not all(s in splits for s in SOURCE_SPLITS):
         raise UserError(f"--source hf:{name}: needs train and test splits (found {', '.join(splits)})")
     return splits
@@ -426,8 +476,12 @@ def _load_hub(name: str):
 def _read_hub(piece: Piece, decode_errors: list[str]) -> Iterator[pa.Table]:
     table = _load_hub(piece.path)[piece.split].data.table
     for offset in range(0, table.num_rows, BATCH_ROWS):
-        yield checked(table.slice(offset, BATCH_ROWS), f"hf:{piece.path} ({piece.split})", piece.split,
-                      lambda row, offset=offset: _row_index(offset + row))
+        yield checked(
+            table.slice(offset, BATCH_ROWS),
+            f"hf:{piece.path} ({piece.split})",
+            piece.split,
+            lambda row, offset=offset: _row_index(offset + row),
+        )
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -439,5 +493,10 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-_READERS = {"hf-parquet": _read_parquet, "aclimdb-dir": _read_aclimdb_dir, "aclimdb-tarball": _read_tarball,
-            "csv": _read_csv, "hf-hub": _read_hub}
+_READERS = {
+    "hf-parquet": _read_parquet,
+    "aclimdb-dir": _read_aclimdb_dir,
+    "aclimdb-tarball": _read_tarball,
+    "csv": _read_csv,
+    "hf-hub": _read_hub,
+}

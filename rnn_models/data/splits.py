@@ -20,7 +20,10 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     positive, negative = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
     n_positive = min(len(positive), round(n * len(positive) / len(labels)))
     n_positive = max(n_positive, n - len(negative))
-    chosen = [rng.choice(positive, n_positive, replace=False), rng.choice(negative, n - n_positive, replace=False)]
+    chosen = [
+        rng.choice(positive, n_positive, replace=False),
+        rng.choice(negative, n - n_positive, replace=False),
+    ]
     return np.sort(np.concatenate(chosen))
 
 
@@ -47,13 +50,19 @@ def split_rows(codes: np.ndarray, labels: np.ndarray, cfg: PrepareConfig) -> dic
     rows = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
     for name, indices in rows.items():
         if len(indices) < 2:
-            raise UserError(f"--source {cfg.source}: its {name} split has {len(indices)} review(s); at least 2 "
-                            "are needed" + (f" (--test-size {cfg.test_size} of {len(labels)})" if drawn else ""))
+            raise UserError(
+                f"--source {cfg.source}: its {name} split has {len(indices)} review(s); at least 2 "
+                "are needed" + (f" (--test-size {cfg.test_size} of {len(labels)})" if drawn else "")
+            )
     if cfg.max_reviews_per_split is not None:
-        rows = {name: _sample(indices, labels, cfg.max_reviews_per_split, rng) for name, indices in rows.items()}
+        rows = {
+            name: _sample(indices, labels, cfg.max_reviews_per_split, rng) for name, indices in rows.items()
+        }
     train = rows["train"]
     if cfg.val_size >= len(train):
-        raise UserError(f"--val-size {cfg.val_size} must be smaller than the train split ({len(train)} reviews)")
+        raise UserError(
+            f"--val-size {cfg.val_size} must be smaller than the train split ({len(train)} reviews)"
+        )
     is_val = np.zeros(len(train), dtype=bool)
     is_val[stratified_sample(labels[train], cfg.val_size, rng)] = True
     rows = {"train": train[~is_val], "val": train[is_val], "test": rows["test"]}

@@ -27,19 +27,47 @@ def _mlp(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
 
 
 def _lstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
-    return LSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                          cfg.readout, cfg.embedding_dropout, cfg.token_dropout, cfg.bigram_buckets)
+    return LSTMClassifier(
+        vocab_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.dropout,
+        cfg.readout,
+        cfg.embedding_dropout,
+        cfg.token_dropout,
+        cfg.bigram_buckets,
+    )
 
 
 def _bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
-    return BiLSTMClassifier(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                            cfg.readout, cfg.embedding_dropout, cfg.token_dropout, cfg.bigram_buckets)
+    return BiLSTMClassifier(
+        vocab_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.dropout,
+        cfg.readout,
+        cfg.embedding_dropout,
+        cfg.token_dropout,
+        cfg.bigram_buckets,
+    )
 
 
 def _handrolled_bilstm(cfg: ModelConfig, vocab_size: int, max_len: int) -> nn.Module:
-    return HandrolledBiLSTM(vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout,
-                            cfg.merge, cfg.seed_faithful, cfg.readout, cfg.embedding_dropout, cfg.token_dropout,
-                            cfg.bigram_buckets)
+    return HandrolledBiLSTM(
+        vocab_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.dropout,
+        cfg.merge,
+        cfg.seed_faithful,
+        cfg.readout,
+        cfg.embedding_dropout,
+        cfg.token_dropout,
+        cfg.bigram_buckets,
+    )
 
 
 MODELS: dict[str, Builder] = {
@@ -62,7 +90,9 @@ def build_model(arch: str, vocab_size: int, max_len: int, seed: int | None = Non
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise UserError(f"unknown model option(s) {', '.join(map(repr, unknown))}; known: {', '.join(OPTIONS)}")
+        raise UserError(
+            f"unknown model option(s) {', '.join(map(repr, unknown))}; known: {', '.join(OPTIONS)}"
+        )
     return model_from_config(ModelConfig(arch=arch, **options), vocab_size, max_len, seed)
 
 
@@ -100,5 +130,13 @@ def training_bytes(cfg: ModelConfig, vocab_size: int, max_len: int) -> int:
     return TRAINING_BYTES_PER_PARAMETER * count_parameters(model)
 
 
-__all__ = ["ARCHS", "MODELS", "OPTIONS", "build_model", "model_from_config", "takes_any_length", "count_parameters",
-           "training_bytes"]
+__all__ = [
+    "ARCHS",
+    "MODELS",
+    "OPTIONS",
+    "build_model",
+    "model_from_config",
+    "takes_any_length",
+    "count_parameters",
+    "training_bytes",
+]

@@ -30,8 +30,14 @@ class MLP(nn.Module):
     has no effect here, there is no readout to choose.
     """
 
-    def __init__(self, vocab_size: int, max_len: int, embedding_size: int = 64, hidden_size: int = 64,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        embedding_size: int = 64,
+        hidden_size: int = 64,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.max_len = max_len
         # K vocabulary tokens + id 0 (padding) + id 1 (out-of-vocabulary); no padding_idx, like Axon
@@ -42,7 +48,9 @@ class MLP(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2 or ids.shape[1] != self.max_len:
-            raise ValueError(f"the mlp needs ids of shape (B, {self.max_len}) (max_len), got {tuple(ids.shape)}")
+            raise ValueError(
+                f"the mlp needs ids of shape (B, {self.max_len}) (max_len), got {tuple(ids.shape)}"
+            )
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         x = self.flatten(x)  # (B, T·E)
         return self.head(x)  # (B,)
@@ -66,8 +74,14 @@ class BagOfNgrams(nn.Module):
     length, blind to padding, and learns word pairs ("not good") that a bag of words cannot tell apart.
     """
 
-    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, dropout: float = 0.0,
-                 bigram_buckets: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int = 64,
+        hidden_size: int = 64,
+        dropout: float = 0.0,
+        bigram_buckets: int = 0,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
         self.bigram_buckets = bigram_buckets

@@ -24,13 +24,15 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnn_models.models.mlp import DenseHead, bigram_ids
 
-
 # ----------------------------------------------------------------------------- shared helpers
+
 
 def clamp_lengths(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Check the shared signature's shapes; return lengths on ids' device, clamped into [0, T]."""
     if ids.dim() != 2 or lengths.shape != ids.shape[:1]:
-        raise ValueError(f"expected ids (B, T) and lengths (B,), got {tuple(ids.shape)} and {tuple(lengths.shape)}")
+        raise ValueError(
+            f"expected ids (B, T) and lengths (B,), got {tuple(ids.shape)} and {tuple(lengths.shape)}"
+        )
     return lengths.to(device=ids.device, dtype=torch.long).clamp(0, ids.shape[1])
 
 
@@ -95,8 +97,14 @@ class SpatialDropout(nn.Dropout1d):
 
 def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> LSTM:
     # nn.LSTM's dropout acts only between layers (and warns if set with one layer)
-    return LSTM(input_size, hidden_size, num_layers, batch_first=True,
-                dropout=dropout if num_layers > 1 else 0.0, **kwargs)
+    return LSTM(
+        input_size,
+        hidden_size,
+        num_layers,
+        batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0,
+        **kwargs,
+    )
 
 
 def use_packing(x: torch.Tensor, pack: bool | None) -> bool:
@@ -183,6 +191,7 @@ def merge_directions(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor
 
 # ----------------------------------------------------------------------------- models
 
+
 class LSTMClassifier(nn.Module):
     """Embedding → nn.LSTM → readout (H, or 2H pooled) → Linear(·, H) ReLU → Linear(H, 1).
 
@@ -190,16 +199,28 @@ class LSTMClassifier(nn.Module):
     `seq[[.., -1, ..]]` is the state at the last real token: the `last` readout is the notebook's.
     """
 
-    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
-                 token_dropout: float = 0.0, bigram_buckets: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        readout: str = "last",
+        embedding_dropout: str = "element",
+        token_dropout: float = 0.0,
+        bigram_buckets: int = 0,
+    ):
         super().__init__()
         self.readout, self.token_dropout = readout, token_dropout
         make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        self.head = DenseHead(hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
-                              hidden_size, dropout)
+        self.head = DenseHead(
+            hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
+            hidden_size,
+            dropout,
+        )
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
@@ -225,16 +246,28 @@ class BiLSTMClassifier(nn.Module):
 
     pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere
 
-    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, readout: str = "last", embedding_dropout: str = "element",
-                 token_dropout: float = 0.0, bigram_buckets: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        readout: str = "last",
+        embedding_dropout: str = "element",
+        token_dropout: float = 0.0,
+        bigram_buckets: int = 0,
+    ):
         super().__init__()
         self.readout, self.token_dropout = readout, token_dropout
         make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout, bidirectional=True)
-        self.head = DenseHead(2 * hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
-                              hidden_size, dropout)
+        self.head = DenseHead(
+            2 * hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
+            hidden_size,
+            dropout,
+        )
         # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
         # parameters (a tuple keeps it out of the module's parameters and state_dict)
         self._one_way = (make_lstm(embedding_size, hidden_size, 1, 0.0),)
@@ -243,7 +276,9 @@ class BiLSTMClassifier(nn.Module):
         lengths = clamp_lengths(ids, lengths)
         x = embed(self, ids)  # (B, T, E)
         if self.readout in POOLED:
-            return with_inputs(self.readout, pool(self._outputs(x, lengths), lengths), x, lengths)  # (B, 4H [+ 2E])
+            return with_inputs(
+                self.readout, pool(self._outputs(x, lengths), lengths), x, lengths
+            )  # (B, 4H [+ 2E])
         # With num_layers > 1 the upper layers mix both directions: only packing keeps padding out of them.
         if self.lstm.num_layers > 1 or use_packing(x, self.pack):
             h_n = packed_final_states(self.lstm, x, lengths)  # (2L, B, H), layer-major, forward first
@@ -253,11 +288,15 @@ class BiLSTMClassifier(nn.Module):
         # is read at the first real token. Exactly the packed result, and faster on the CPU, where packing
         # costs per time step (2-3x at T = 64, where most IMDB reviews fill every step and need no second read).
         B, T, H = x.shape[0], x.shape[1], self.lstm.hidden_size
-        padded = (lengths < T).nonzero().squeeze(1)  # (P,) rows the backward direction must not start on padding
+        padded = (
+            (lengths < T).nonzero().squeeze(1)
+        )  # (P,) rows the backward direction must not start on padding
         out, _ = self.lstm(torch.cat([x, align_right(x[padded], lengths[padded])]))  # (B + P, T, 2H)
         forward = take_step(out[:B, :, :H], (lengths - 1).clamp(min=0))  # (B, H) after the last real token
         first = take_step(out[B:, :, H:], (T - lengths[padded]).clamp(max=T - 1))  # (P, H) shifted rows
-        backward = out[:B, 0, H:].index_copy(0, padded, first)  # (B, H) after the first real token, back to front
+        backward = out[:B, 0, H:].index_copy(
+            0, padded, first
+        )  # (B, H) after the first real token, back to front
         return zero_empty(torch.cat([forward, backward], dim=-1), lengths)  # (B, 2H)
 
     def _outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -292,11 +331,27 @@ class HandrolledBiLSTM(nn.Module):
 
     pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere (the correct form)
 
-    def __init__(self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, merge: str = "sum", seed_faithful: bool = False, readout: str = "last",
-                 embedding_dropout: str = "element", token_dropout: float = 0.0, bigram_buckets: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        merge: str = "sum",
+        seed_faithful: bool = False,
+        readout: str = "last",
+        embedding_dropout: str = "element",
+        token_dropout: float = 0.0,
+        bigram_buckets: int = 0,
+    ):
         super().__init__()
-        self.merge, self.seed_faithful, self.readout, self.token_dropout = merge, seed_faithful, readout, token_dropout
+        self.merge, self.seed_faithful, self.readout, self.token_dropout = (
+            merge,
+            seed_faithful,
+            readout,
+            token_dropout,
+        )
         make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
         self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
         self.forward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
@@ -312,7 +367,9 @@ class HandrolledBiLSTM(nn.Module):
             fwd, _ = self.forward_lstm(x)  # (B, T, H)
             bwd, _ = self.backward_lstm(x.flip(1))  # (B, T, H), padding first
             return merge_directions(fwd, bwd.flip(1), self.merge)[:, -1]  # (B, H or 2H) at t = T-1
-        backwards = reverse_within_length(x, lengths)  # (B, T, E) each review back to front, padding at the end
+        backwards = reverse_within_length(
+            x, lengths
+        )  # (B, T, E) each review back to front, padding at the end
         if self.readout in POOLED:  # each direction's outputs pooled in review order, then merged
             if use_packing(x, self.pack):
                 fwd = packed_outputs(self.forward_lstm, x, lengths)  # (B, T, H)

@@ -34,8 +34,10 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _record_outputs(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor):
     """Run one eval-mode forward pass; return ({leaf name: [output shapes]}, model output)."""
     seen: dict[str, list[str]] = {name: [] for name, _ in _leaves(model)}
-    hooks = [m.register_forward_hook(lambda _m, _in, out, name=name: seen[name].append(describe(out)))
-             for name, m in _leaves(model)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _in, out, name=name: seen[name].append(describe(out)))
+        for name, m in _leaves(model)
+    ]
     was_training = model.training
     try:
         model.eval()
@@ -63,11 +65,17 @@ def summarize(model: nn.Module, max_len: int, batch_size: int = 64) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     table = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d:>11}" for a, b, c, d in rows]
     rule = "-" * len(table[0])
-    return "\n".join([
-        f"{type(model).__name__}",
-        f"input  ids {_shape(ids)} {str(ids.dtype).removeprefix('torch.')}, "
-        f"lengths {_shape(lengths)} {str(lengths.dtype).removeprefix('torch.')}",
-        rule, table[0], rule, *table[1:], rule,
-        f"output {_shape(logits)} {str(logits.dtype).removeprefix('torch.')}",
-        f"total parameters {count_parameters(model):,}",
-    ])
+    return "\n".join(
+        [
+            f"{type(model).__name__}",
+            f"input  ids {_shape(ids)} {str(ids.dtype).removeprefix('torch.')}, "
+            f"lengths {_shape(lengths)} {str(lengths.dtype).removeprefix('torch.')}",
+            rule,
+            table[0],
+            rule,
+            *table[1:],
+            rule,
+            f"output {_shape(logits)} {str(logits.dtype).removeprefix('torch.')}",
+            f"total parameters {count_parameters(model):,}",
+        ]
+    )

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 
-def backward_with_adversary(model: nn.Module, forward: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def backward_with_adversary(
+    model: nn.Module, forward: Callable[[], tuple[torch.Tensor, torch.Tensor]], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Backpropagate the mean loss of `forward()` (which returns logits and the summed loss) and that of the
     same batch at adversarial embeddings. Returns the clean pass's logits and summed loss."""
     outputs: dict[nn.Module, torch.Tensor] = {}
@@ -44,7 +45,9 @@ def _direction(x: torch.Tensor) -> torch.Tensor:
     """The loss gradient at `x`, scaled for each review (first dimension) to the norm of that review's `x`."""
     dims = tuple(range(1, x.dim()))
     grad = x.grad.float()
-    scale = x.detach().float().norm(dim=dims, keepdim=True) / grad.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+    scale = x.detach().float().norm(dim=dims, keepdim=True) / grad.norm(dim=dims, keepdim=True).clamp_min(
+        1e-12
+    )
     return (grad * scale).to(x.dtype)
 
 
@@ -60,4 +63,8 @@ def _hooked(model: nn.Module, hook):
 
 def _no_sync(model: nn.Module):
     """DDP's no_sync (gradients accumulate locally until the next backward); a no-op for a plain module."""
-    return model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
+    return (
+        model.no_sync()
+        if isinstance(model, nn.parallel.DistributedDataParallel)
+        else contextlib.nullcontext()
+    )

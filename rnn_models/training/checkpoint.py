@@ -26,12 +26,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer, scheduler, meta: dict,
-                    vocab: list[str], tested: dict | None = None) -> None:
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    meta: dict,
+    vocab: list[str],
+    tested: dict | None = None,
+) -> None:
     """`tested`: an earlier epoch's weights, the ones the test split will score (kept for a restart)."""
     directory = Path(directory)
-    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
-             "scheduler": scheduler.state_dict() if scheduler else {}}
+    state = {
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer else {},
+        "scheduler": scheduler.state_dict() if scheduler else {},
+    }
     if tested is not None:
         state["tested"] = tested
     torch.save(state, directory / MODEL_FILE)
@@ -64,7 +75,9 @@ def load_checkpoint(directory: str | Path) -> Loaded:
     directory = Path(directory)
     missing = [f for f in (MODEL_FILE, META_FILE, VOCAB_FILE) if not (directory / f).is_file()]
     if missing:
-        raise UserError(f"--checkpoint {directory}: not a checkpoint of this tool (missing {', '.join(missing)})")
+        raise UserError(
+            f"--checkpoint {directory}: not a checkpoint of this tool (missing {', '.join(missing)})"
+        )
     try:
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged or unsafe files
@@ -76,9 +89,15 @@ def load_checkpoint(directory: str | Path) -> Loaded:
     loaded = Loaded(state, meta, vocab)
     try:
         loaded.model  # noqa: B018  (built here: a mismatch is the checkpoint's fault, named as such)
-    except (RuntimeError, TypeError, KeyError, AttributeError) as e:  # load_state_dict: missing or misshapen tensors
-        raise UserError(f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} "
-                        f"({reason(e)})") from e
+    except (
+        RuntimeError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as e:  # load_state_dict: missing or misshapen tensors
+        raise UserError(
+            f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} ({reason(e)})"
+        ) from e
     return loaded
 
 
@@ -117,20 +136,42 @@ def _check_meta(meta, vocab, where: str) -> None:
     data = meta["data"]
     typed(PrepareConfig, {k: data[k] for k in ("vocab_size", "max_len")}, where, "data")
     # More tokens than the embedding has rows would index past it.
-    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab) or len(vocab) > data["vocab_size"]:
-        raise UserError(f"{where}: data.vocab_size is {data['vocab_size']}, but {VOCAB_FILE} is not a list of at "
-                        "most that many tokens")
+    if (
+        not isinstance(vocab, list)
+        or not all(isinstance(t, str) for t in vocab)
+        or len(vocab) > data["vocab_size"]
+    ):
+        raise UserError(
+            f"{where}: data.vocab_size is {data['vocab_size']}, but {VOCAB_FILE} is not a list of at "
+            "most that many tokens"
+        )
 
 
-def checkpoint_meta(epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict, history: list[dict]) -> dict:
-    return {"epoch": epoch, "model": asdict(model_cfg), "train": asdict(train_cfg), "data": data, "history": history}
+def checkpoint_meta(
+    epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict, history: list[dict]
+) -> dict:
+    return {
+        "epoch": epoch,
+        "model": asdict(model_cfg),
+        "train": asdict(train_cfg),
+        "data": data,
+        "history": history,
+    }
 
 
 def require_compatible(loaded: Loaded, model_cfg: ModelConfig, data: dict, where: str) -> None:
     """Refuse a checkpoint whose model or vocabulary differs from what it is about to be used with."""
-    mismatches = [f"model {k}: checkpoint {v!r}, now {getattr(model_cfg, k)!r}"
-                  for k, v in loaded.meta["model"].items() if getattr(model_cfg, k) != v]
-    mismatches += [f"data {k}: checkpoint {loaded.meta['data'].get(k)!r}, now {data[k]!r}"
-                   for k in ("vocab_sha256", "vocab_size", "max_len") if loaded.meta["data"].get(k) != data[k]]
+    mismatches = [
+        f"model {k}: checkpoint {v!r}, now {getattr(model_cfg, k)!r}"
+        for k, v in loaded.meta["model"].items()
+        if getattr(model_cfg, k) != v
+    ]
+    mismatches += [
+        f"data {k}: checkpoint {loaded.meta['data'].get(k)!r}, now {data[k]!r}"
+        for k in ("vocab_sha256", "vocab_size", "max_len")
+        if loaded.meta["data"].get(k) != data[k]
+    ]
     if mismatches:
-        raise UserError(f"{where}: the checkpoint was made for another configuration ({'; '.join(mismatches)})")
+        raise UserError(
+            f"{where}: the checkpoint was made for another configuration ({'; '.join(mismatches)})"
+        )

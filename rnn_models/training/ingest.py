@@ -41,10 +41,21 @@ class DataSpec:
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
-        info = {"vocab_size": data.vocab_size, "max_len": data.max_len, "vocab_sha256": data.vocab_sha256,
-                "fingerprint": data.fingerprint, "strip_br": data.manifest["options"].get("strip_br", False)}
-        return cls(data.root, {s: data.files(s) for s in SPLITS}, {s: data.count(s) for s in SPLITS}, data.vocab, info,
-                   data.folder.is_local)
+        info = {
+            "vocab_size": data.vocab_size,
+            "max_len": data.max_len,
+            "vocab_sha256": data.vocab_sha256,
+            "fingerprint": data.fingerprint,
+            "strip_br": data.manifest["options"].get("strip_br", False),
+        }
+        return cls(
+            data.root,
+            {s: data.files(s) for s in SPLITS},
+            {s: data.count(s) for s in SPLITS},
+            data.vocab,
+            info,
+            data.folder.is_local,
+        )
 
     def dataset(self, split: str) -> ray.data.Dataset:
         """One split: from the object store if `load` put it there, else streamed from its shards."""
@@ -61,8 +72,11 @@ class DataSpec:
         needed = row_bytes * sum(self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
-            log.info("streaming the splits from their shards (%.0f MB, object store %.0f MB)", needed / 1e6,
-                     capacity / 1e6)
+            log.info(
+                "streaming the splits from their shards (%.0f MB, object store %.0f MB)",
+                needed / 1e6,
+                capacity / 1e6,
+            )
             return self
         log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
         try:
@@ -81,7 +95,9 @@ class DataSpec:
             return None
         if workers == 1:
             return [dict(self.datasets)]
-        cut = {split: dataset.split(workers, equal=split == "train") for split, dataset in self.datasets.items()}
+        cut = {
+            split: dataset.split(workers, equal=split == "train") for split, dataset in self.datasets.items()
+        }
         return [{split: cut[split][rank] for split in SPLITS} for rank in range(workers)]
 
 
@@ -92,18 +108,23 @@ class Shares(ray.train.DataConfig):
     block (scoring runs no collective until its sums are added). A group of one iterates each whole split."""
 
     def __init__(self, workers: int):
-        super().__init__(datasets_to_split="all" if workers > 1 else [],
-                         execution_options=ray.data.ExecutionOptions(preserve_order=True))
+        super().__init__(
+            datasets_to_split="all" if workers > 1 else [],
+            execution_options=ray.data.ExecutionOptions(preserve_order=True),
+        )
 
-    def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs) -> list[dict]:
+    def configure(
+        self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs
+    ) -> list[dict]:
         if world_size == 1:
             return super().configure(datasets, world_size, worker_handles, worker_node_ids, **kwargs)
         shares = [{} for _ in range(world_size)]
         for name, dataset in datasets.items():
             dataset = dataset.copy(dataset)
             dataset.context.execution_options = self._resolve_execution_options(name)
-            for rank, share in enumerate(dataset.streaming_split(world_size, equal=name == "train",
-                                                                 locality_hints=worker_node_ids)):
+            for rank, share in enumerate(
+                dataset.streaming_split(world_size, equal=name == "train", locality_hints=worker_node_ids)
+            ):
                 shares[rank][name] = share
         return shares
 
@@ -116,8 +137,15 @@ def _object_store_bytes(here_only: bool) -> float:
     return ray.cluster_resources().get("object_store_memory", 0)
 
 
-def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = None, drop_last: bool = False,
-                  chunk_rows: int = CHUNK_ROWS, bucket_batches: int = 0):
+def torch_batches(
+    shard,
+    batch_size: int,
+    device,
+    shuffle_seed: int | None = None,
+    drop_last: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    bucket_batches: int = 0,
+):
     """Batches of `batch_size` reviews as tensors on `device`, from a dataset or a worker's shard.
 
     Ray Data hands over chunks of `chunk_rows` reviews, converted to tensors once; batches are slices of
@@ -137,7 +165,9 @@ def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = Non
     device = torch.device(device)
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     carry = None
-    for chunk in shard.iter_torch_batches(batch_size=chunk_rows, dtypes=BATCH_DTYPES, device=torch.device("cpu")):
+    for chunk in shard.iter_torch_batches(
+        batch_size=chunk_rows, dtypes=BATCH_DTYPES, device=torch.device("cpu")
+    ):
         if generator is not None:
             chunk = _take(chunk, torch.randperm(len(chunk["label"]), generator=generator))
         if carry is not None:
@@ -145,7 +175,9 @@ def torch_batches(shard, batch_size: int, device, shuffle_seed: int | None = Non
         n = len(chunk["label"])
         full = n - n % batch_size
         carry = {k: v[full:] for k, v in chunk.items()} if full < n else None  # stays on the CPU
-        yield from _batches({k: v[:full] for k, v in chunk.items()}, batch_size, device, bucket_batches, generator)
+        yield from _batches(
+            {k: v[:full] for k, v in chunk.items()}, batch_size, device, bucket_batches, generator
+        )
     if carry is not None and not drop_last:
         yield from _batches(carry, batch_size, device, bucket_batches, None)
 
@@ -154,39 +186,63 @@ def training_batches(shard, cfg: TrainConfig, any_length: bool, device, epoch: i
     """One epoch of a worker's training batches by `cfg`: full batches only, in a new order every epoch (seeded
     by seed, epoch and rank, so reproducible), length-bucketed for models that take rows of any length."""
     seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None
-    return torch_batches(shard, cfg.batch_size, device, seed, drop_last=True, chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
-                         bucket_batches=cfg.bucket_batches if any_length else 0)
+    return torch_batches(
+        shard,
+        cfg.batch_size,
+        device,
+        seed,
+        drop_last=True,
+        chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS,
+        bucket_batches=cfg.bucket_batches if any_length else 0,
+    )
 
 
 def scoring_batches(dataset, device, any_length: bool):
     """Batches for scoring only (no shuffle, no review dropped): EVAL_BATCH reviews each, and for models that
     take rows of any length (`models.takes_any_length`) sorted by length within each chunk and cut at their
     longest review."""
-    return torch_batches(dataset, EVAL_BATCH, device, bucket_batches=CHUNK_ROWS // EVAL_BATCH if any_length else 0)
+    return torch_batches(
+        dataset, EVAL_BATCH, device, bucket_batches=CHUNK_ROWS // EVAL_BATCH if any_length else 0
+    )
 
 
-def _batches(rows: dict[str, torch.Tensor], batch_size: int, device: torch.device, bucket_batches: int,
-             generator: torch.Generator | None):
+def _batches(
+    rows: dict[str, torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    bucket_batches: int,
+    generator: torch.Generator | None,
+):
     """`rows` cut into batches, bucketed by length if asked (see torch_batches)."""
     n = len(rows["label"])
     starts = list(range(0, n, batch_size))
     if not bucket_batches:
         on_device = _to_device(rows, device)
         for start in starts:
-            yield {k: v[start:start + batch_size] for k, v in on_device.items()}
+            yield {k: v[start : start + batch_size] for k, v in on_device.items()}
         return
     window = bucket_batches * batch_size
     lengths = rows["length"]
-    order = torch.cat([start + torch.argsort(lengths[start:start + window], stable=True)
-                       for start in range(0, n, window)]) if n else lengths.new_zeros(0)
+    order = (
+        torch.cat(
+            [
+                start + torch.argsort(lengths[start : start + window], stable=True)
+                for start in range(0, n, window)
+            ]
+        )
+        if n
+        else lengths.new_zeros(0)
+    )
     rows = _take(rows, order)
-    widths = [max(1, int(rows["length"][s:s + batch_size].max())) for s in starts]  # on the CPU: no device sync
+    widths = [
+        max(1, int(rows["length"][s : s + batch_size].max())) for s in starts
+    ]  # on the CPU: no device sync
     if generator is not None:
         shuffled = torch.randperm(len(starts), generator=generator).tolist()
         starts, widths = [starts[i] for i in shuffled], [widths[i] for i in shuffled]
     on_device = _to_device(rows, device)
     for start, width in zip(starts, widths):
-        batch = {k: v[start:start + batch_size] for k, v in on_device.items()}
+        batch = {k: v[start : start + batch_size] for k, v in on_device.items()}
         yield {**batch, "ids": batch["ids"][:, :width]}
 
 

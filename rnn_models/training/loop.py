@@ -40,7 +40,9 @@ class Sums:
         self.count += labels.numel()
 
     def as_tensor(self, device) -> torch.Tensor:
-        return torch.tensor([float(self.loss), float(self.correct), self.count], dtype=torch.float64, device=device)
+        return torch.tensor(
+            [float(self.loss), float(self.correct), self.count], dtype=torch.float64, device=device
+        )
 
     @property
     def mean_loss(self) -> float:
@@ -51,8 +53,15 @@ class Sums:
         return float(self.correct) / self.count if self.count else math.nan
 
 
-def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device,
-                grad_clip: float = 0.0, scheduler=None, adversarial: float = 0.0) -> Sums:
+def train_epoch(
+    model: nn.Module,
+    batches,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    grad_clip: float = 0.0,
+    scheduler=None,
+    adversarial: float = 0.0,
+) -> Sums:
     """One pass over `batches`, one optimizer step per batch; with `adversarial`, each step also trains on the
     batch at adversarial embeddings of that relative size (adversarial.py)."""
     model.train()
@@ -111,9 +120,19 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit(model: nn.Module, optimizer, scheduler, cfg: TrainConfig, train_batches: Callable[[int], Iterable],
-        val_batches: Callable[[], Iterable], device: torch.device, history: list[dict] | None = None,
-        tested: dict | None = None, add_up=lambda *sums: sums, after_epoch=None) -> tuple[list[dict], dict | None]:
+def fit(
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    cfg: TrainConfig,
+    train_batches: Callable[[int], Iterable],
+    val_batches: Callable[[], Iterable],
+    device: torch.device,
+    history: list[dict] | None = None,
+    tested: dict | None = None,
+    add_up=lambda *sums: sums,
+    after_epoch=None,
+) -> tuple[list[dict], dict | None]:
     """Train the epochs after those in `history` up to `cfg.epochs`, or until `cfg.patience` epochs in a row
     bring no better val accuracy. Returns the history (a dict per epoch) and the weights of the tested epoch
     (`tested_epoch`), kept on the CPU as they come: scoring them later reads no checkpoint back.
@@ -127,13 +146,24 @@ def fit(model: nn.Module, optimizer, scheduler, cfg: TrainConfig, train_batches:
         if stopped_early(history, cfg.patience):
             break
         started = time.perf_counter()
-        train = train_epoch(model, train_batches(epoch), optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
+        train = train_epoch(
+            model, train_batches(epoch), optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial
+        )
         seconds = _elapsed(started, device)
         val = evaluate(unwrap(model), val_batches(), device)
         train, val = add_up(train, val)
-        history.append({"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
-                        "val_loss": val.mean_loss, "val_accuracy": val.accuracy, "epoch_seconds": seconds,
-                        "samples_per_second": train.count / seconds, "lr": optimizer.param_groups[0]["lr"]})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train.mean_loss,
+                "train_accuracy": train.accuracy,
+                "val_loss": val.mean_loss,
+                "val_accuracy": val.accuracy,
+                "epoch_seconds": seconds,
+                "samples_per_second": train.count / seconds,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
         is_tested = tested_epoch(history, cfg) == epoch
         if is_tested:
             tested = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}

@@ -34,7 +34,9 @@ class Precision:
     def describe(self) -> str:
         name = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
         lstm = name[self.lstm] + (" (TF32 tensor cores)" if self.tf32 else "")
-        return f"{self.device_type}: linear layers {name[self.dense]}, LSTMs {lstm}, embeddings and loss float32"
+        return (
+            f"{self.device_type}: linear layers {name[self.dense]}, LSTMs {lstm}, embeddings and loss float32"
+        )
 
 
 def precision_for(device: torch.device | str) -> Precision:

@@ -28,13 +28,27 @@ RESULT_FILE = "samples_per_second.json"  # what the Ray worker hands back, in it
 def synthetic_batches(steps: int, batch_size: int, vocab_size: int, max_len: int, device) -> list[dict]:
     """Random reviews of every length from 1 to max_len, shaped like real batches."""
     g = torch.Generator().manual_seed(0)
-    return [{"ids": torch.randint(0, vocab_size + 2, (batch_size, max_len), generator=g, dtype=torch.int32).to(device),
-             "length": torch.randint(1, max_len + 1, (batch_size,), generator=g).to(device),
-             "label": torch.randint(0, 2, (batch_size,), generator=g).float().to(device)} for _ in range(steps)]
+    return [
+        {
+            "ids": torch.randint(0, vocab_size + 2, (batch_size, max_len), generator=g, dtype=torch.int32).to(
+                device
+            ),
+            "length": torch.randint(1, max_len + 1, (batch_size,), generator=g).to(device),
+            "label": torch.randint(0, 2, (batch_size,), generator=g).float().to(device),
+        }
+        for _ in range(steps)
+    ]
 
 
-def timed_epoch(model: nn.Module, cfg: TrainConfig, batches, steps_per_epoch: int, device: torch.device,
-                vocab_size: int, max_len: int) -> float:
+def timed_epoch(
+    model: nn.Module,
+    cfg: TrainConfig,
+    batches,
+    steps_per_epoch: int,
+    device: torch.device,
+    vocab_size: int,
+    max_len: int,
+) -> float:
     """Training samples/s of one epoch over `batches` (after a warm-up); `model` is already on `device`."""
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -52,25 +66,38 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ray_worker_throughput(runs: dict[str, dict], datasets: dict, storage: str, cpus: float, threads: int,
-                          gpus: int = 1) -> dict:
+def ray_worker_throughput(
+    runs: dict[str, dict], datasets: dict, storage: str, cpus: float, threads: int, gpus: int = 1
+) -> dict:
     """Samples/s of each run's epoch loop inside one Ray Train worker holding `gpus` GPU (a whole one; 0 for
     the CPU) and `cpus` CPUs, streaming its dataset from Ray Data as training does. `runs`: name -> `run_spec`.
     One worker group for all runs: its start is paid once."""
     trainer = TorchTrainer(
-        _timing_loop, train_loop_config={"runs": runs, "torch_threads": threads},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0,
-                                               resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+        _timing_loop,
+        train_loop_config={"runs": runs, "torch_threads": threads},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})},
+        ),
         run_config=ray.train.RunConfig(name=f"timing-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage),
-        datasets=datasets, dataset_config=Shares(workers=1))  # as training feeds one worker
+        datasets=datasets,
+        dataset_config=Shares(workers=1),
+    )  # as training feeds one worker
     with trainer.fit().checkpoint.as_directory() as directory:
         return json.loads((Path(directory) / RESULT_FILE).read_text())
 
 
 def run_spec(model_cfg: ModelConfig, cfg: TrainConfig, dataset: str, info: dict, train_reviews: int) -> dict:
     """One entry of `ray_worker_throughput`'s runs: the configs as dicts, the name of its dataset, the data's sizes."""
-    return {"model": asdict(model_cfg), "train": asdict(cfg), "dataset": dataset, "vocab_size": info["vocab_size"],
-            "max_len": info["max_len"], "steps_per_epoch": train_reviews // cfg.batch_size}
+    return {
+        "model": asdict(model_cfg),
+        "train": asdict(cfg),
+        "dataset": dataset,
+        "vocab_size": info["vocab_size"],
+        "max_len": info["max_len"],
+        "steps_per_epoch": train_reviews // cfg.batch_size,
+    }
 
 
 def _timing_loop(config: dict) -> None:
@@ -83,9 +110,14 @@ def _timing_loop(config: dict) -> None:
         model = ray.train.torch.prepare_model(model)  # on this worker's GPU, as in training
         shard = ray.train.get_dataset_shard(run["dataset"])
         seed = cfg.seed if cfg.shuffle_buffer else None
-        batches = torch_batches(shard, cfg.batch_size, device, seed, drop_last=True,
-                                chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS)
-        rows[name] = timed_epoch(model, cfg, batches, run["steps_per_epoch"], device, run["vocab_size"], run["max_len"])
-    with tempfile.TemporaryDirectory() as directory:  # Train V2 keeps what a checkpoint carries, not bare metrics
+        batches = torch_batches(
+            shard, cfg.batch_size, device, seed, drop_last=True, chunk_rows=cfg.shuffle_buffer or CHUNK_ROWS
+        )
+        rows[name] = timed_epoch(
+            model, cfg, batches, run["steps_per_epoch"], device, run["vocab_size"], run["max_len"]
+        )
+    with (
+        tempfile.TemporaryDirectory() as directory
+    ):  # Train V2 keeps what a checkpoint carries, not bare metrics
         (Path(directory) / RESULT_FILE).write_text(json.dumps(rows))
         ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(directory))

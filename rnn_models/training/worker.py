@@ -22,8 +22,13 @@ import torch.distributed as dist
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import count_parameters, model_from_config, takes_any_length
-from rnn_models.training.checkpoint import (checkpoint_meta, load_checkpoint, require_compatible, save_checkpoint,
-                                              unwrap)
+from rnn_models.training.checkpoint import (
+    checkpoint_meta,
+    load_checkpoint,
+    require_compatible,
+    save_checkpoint,
+    unwrap,
+)
 from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import METRIC, Sums, evaluate, fit, make_optimizer, make_scheduler, tested_epoch
 
@@ -60,7 +65,9 @@ class LoneWorker:
 
     def __init__(self, splits: dict):
         self.splits = splits  # split -> dataset, in the object store or streamed from its shards
-        self.device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")  # Ray shows the trial its own GPU only
+        self.device = torch.device(
+            "cuda" if ray.get_gpu_ids() else "cpu"
+        )  # Ray shows the trial its own GPU only
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
@@ -86,7 +93,7 @@ def all_reduced(*sums: Sums, device) -> list[Sums]:
     flat = torch.cat([s.as_tensor(device) for s in sums])
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(flat)
-    return [Sums(*flat[i:i + 3].tolist()) for i in range(0, len(flat), 3)]
+    return [Sums(*flat[i : i + 3].tolist()) for i in range(0, len(flat), 3)]
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -100,7 +107,9 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     torch.set_num_threads(config["torch_threads"])
     rank, world, device = edges.rank, edges.world, edges.device
     any_length = takes_any_length(model_cfg)
-    configs = {"configs_json": json.dumps({"model": config["model"], "train": config["train"]})}  # in every report
+    configs = {
+        "configs_json": json.dumps({"model": config["model"], "train": config["train"]})
+    }  # in every report
     # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
     # search), and these models have no convolution. Precision: training/precision.py, per device.
 
@@ -108,35 +117,62 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     parameters = count_parameters(model)
     model = edges.wrap(model)  # [1]
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size)
+    scheduler = make_scheduler(
+        optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size
+    )
     history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
     train_shard, val_shard = edges.share("train", config), edges.share("val", config)  # [3]
 
     def report_epoch(history: list[dict], earlier: dict | None) -> None:
         meta = checkpoint_meta(history[-1]["epoch"], model_cfg, cfg, data, history)
-        _report(edges, {**history[-1], **configs}, model, optimizer, scheduler, meta, config["vocab"], tested=earlier)
+        _report(
+            edges,
+            {**history[-1], **configs},
+            model,
+            optimizer,
+            scheduler,
+            meta,
+            config["vocab"],
+            tested=earlier,
+        )
 
-    history, tested = fit(model, optimizer, scheduler, cfg,
-                          lambda epoch: training_batches(train_shard, cfg, any_length, device, epoch, rank),
-                          lambda: scoring_batches(val_shard, device, any_length), device, history, tested,
-                          add_up=lambda *sums: all_reduced(*sums, device=device), after_epoch=report_epoch)
+    history, tested = fit(
+        model,
+        optimizer,
+        scheduler,
+        cfg,
+        lambda epoch: training_batches(train_shard, cfg, any_length, device, epoch, rank),
+        lambda: scoring_batches(val_shard, device, any_length),
+        device,
+        history,
+        tested,
+        add_up=lambda *sums: all_reduced(*sums, device=device),
+        after_epoch=report_epoch,
+    )
 
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
     batches = scoring_batches(edges.share("test", config), device, any_length)
-    test, = all_reduced(evaluate(unwrap(model), batches, device), device=device)
+    (test,) = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
     meta = {**checkpoint_meta(best, model_cfg, cfg, data, history), "test": scores}
-    metrics = {METRIC: next(h[METRIC] for h in history if h["epoch"] == best), "tested_epoch": best,
-               **scores, "parameters": parameters, "history_json": json.dumps(history), **configs}
+    metrics = {
+        METRIC: next(h[METRIC] for h in history if h["epoch"] == best),
+        "tested_epoch": best,
+        **scores,
+        "parameters": parameters,
+        "history_json": json.dumps(history),
+        **configs,
+    }
     _report(edges, metrics, model, None, None, meta, config["vocab"], tested=None)
     return metrics
 
 
-def _restore(checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig,
-             data: dict) -> tuple[list[dict], dict | None]:
+def _restore(
+    checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig, data: dict
+) -> tuple[list[dict], dict | None]:
     """Continue from the last checkpoint after a restart of the worker group, the trial or the run: (the
     history so far, the weights the test will score)."""
     if not checkpoint:
@@ -151,16 +187,35 @@ def _restore(checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cf
     optimizer.load_state_dict(loaded.state["optimizer"])
     if scheduler:
         scheduler.load_state_dict(loaded.state["scheduler"])
-    tested = loaded.state["model"] if tested_epoch(history, cfg) == loaded.meta["epoch"] else loaded.state["tested"]
+    tested = (
+        loaded.state["model"]
+        if tested_epoch(history, cfg) == loaded.meta["epoch"]
+        else loaded.state["tested"]
+    )
     return history, tested
 
 
-def _report(edges: TrainWorker | LoneWorker, metrics: dict, model, optimizer, scheduler, meta: dict,
-            vocab: list[str], tested: dict | None) -> None:
+def _report(
+    edges: TrainWorker | LoneWorker,
+    metrics: dict,
+    model,
+    optimizer,
+    scheduler,
+    meta: dict,
+    vocab: list[str],
+    tested: dict | None,
+) -> None:
     """Report `metrics` with a checkpoint (saved by rank 0) that also holds the weights to test if they are an
     earlier epoch's (`tested`), so that a restarted worker group or trial still tests them."""
     with tempfile.TemporaryDirectory() as directory:
         if edges.rank == 0:  # one copy of the weights is enough: DDP keeps every rank identical
-            save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, meta=meta, vocab=vocab,
-                            tested=tested)
+            save_checkpoint(
+                directory,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                meta=meta,
+                vocab=vocab,
+                tested=tested,
+            )
         edges.report(metrics, directory if edges.rank == 0 else None)  # [4] every rank reports, rank 0 saves

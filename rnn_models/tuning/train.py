@@ -22,10 +22,15 @@ def train(run: RunConfig, recipe: Recipe, resume: bool = False, address: str | N
     require_batches(session, {arch: session.recipe.resolve(arch)[1].batch_size for arch in run.arch_list})
     results, failed = finished_trials(fit(session, trial_space(run.arch_list, seeds)))
     wall = time.perf_counter() - started
-    log.info("trained and tested in %.1f min (wall, from connecting to Ray to the last test score)", wall / 60)
+    log.info(
+        "trained and tested in %.1f min (wall, from connecting to Ray to the last test score)", wall / 60
+    )
     if results:
         report(session, results, {"wall_seconds": wall})
     if failed:
-        raise UserError("some trials failed:\n  " + "\n  ".join(failed)
-                        + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}")
+        raise UserError(
+            "some trials failed:\n  "
+            + "\n  ".join(failed)
+            + f"\nAfter fixing the cause, continue the run with:\n  {resume_command(session.name)}"
+        )
     return {"name": session.name, "path": session.storage.join(session.name), "results": results}

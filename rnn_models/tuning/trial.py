@@ -70,9 +70,15 @@ def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
     """One trial: train one architecture (in this process, or with a TorchTrainer), then score the test split."""
     model_cfg, train_cfg = recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
-    loop_config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data.info, "vocab": data.vocab,
-                   "train_reviews": data.counts["train"], "torch_threads": settings.plan.torch_threads,
-                   "shares": None if settings.lone else data.shares(settings.plan.workers)}
+    loop_config = {
+        "model": asdict(model_cfg),
+        "train": asdict(train_cfg),
+        "data": data.info,
+        "vocab": data.vocab,
+        "train_reviews": data.counts["train"],
+        "torch_threads": settings.plan.torch_threads,
+        "shares": None if settings.lone else data.shares(settings.plan.workers),
+    }
     if settings.lone:
         final = train_and_test(loop_config, LoneWorker({split: data.dataset(split) for split in SPLITS}))
         checkpoint = tune.get_checkpoint()  # the one just reported with the test scores
@@ -81,21 +87,38 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Rec
         # epoch (a checkpoint every epoch). Train hands this setting on from here to its controller.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         result = _trainer(loop_config, model_cfg.arch, data, settings).fit()
-        final, checkpoint = result.metrics, result.checkpoint  # the workers' last report: the test split's scores
+        final, checkpoint = (
+            result.metrics,
+            result.checkpoint,
+        )  # the workers' last report: the test split's scores
     history = json.loads(final["history_json"])
     return {
-        "arch": model_cfg.arch, METRIC: final[METRIC], "best_epoch": final["tested_epoch"], "epochs": len(history),
+        "arch": model_cfg.arch,
+        METRIC: final[METRIC],
+        "best_epoch": final["tested_epoch"],
+        "epochs": len(history),
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
         "checkpoint": _uri(checkpoint),
-        **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters", "history_json",
-                                 "configs_json")},  # strings: Tune's TensorBoard logger skips them, lists it warns on
+        **{
+            k: final[k]
+            for k in (
+                "test_accuracy",
+                "test_loss",
+                "test_reviews",
+                "parameters",
+                "history_json",
+                "configs_json",
+            )
+        },  # strings: Tune's TensorBoard logger skips them, lists it warns on
     }
 
 
 def _uri(checkpoint: ray.train.Checkpoint) -> str:
     """Where a checkpoint lives, as a path or URI that `rnn-models evaluate/predict --checkpoint` takes."""
-    scheme = {"local": "", "gcs": "gs://"}.get(checkpoint.filesystem.type_name, f"{checkpoint.filesystem.type_name}://")
+    scheme = {"local": "", "gcs": "gs://"}.get(
+        checkpoint.filesystem.type_name, f"{checkpoint.filesystem.type_name}://"
+    )
     return scheme + checkpoint.path
 
 
@@ -105,17 +128,23 @@ def _trainer(loop_config: dict, arch: str, data: DataSpec, settings: TrialSettin
     # splits in the object store go to the workers in their config (shares); streamed ones via Train
     streamed = {} if loop_config["shares"] else {split: data.dataset(split) for split in SPLITS}
     return _TorchTrainer(
-        train_loop_per_worker, train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=bool(gpus),
-                                               resources_per_worker={"CPU": plan.cpus_per_worker, **gpus}),
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=plan.workers,
+            use_gpu=bool(gpus),
+            resources_per_worker={"CPU": plan.cpus_per_worker, **gpus},
+        ),
         run_config=ray.train.RunConfig(
             name=f"{arch}-{tune.get_context().get_trial_id()}",  # stable: a resumed trial finds it
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             # the latest only: it holds the weights to test too (or is the tested checkpoint, at the end)
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()]),  # every epoch's metrics show up in Tune as they happen
-        datasets=streamed, dataset_config=Shares(plan.workers),  # each rank gets its share
+            callbacks=[TuneReportCallback()],
+        ),  # every epoch's metrics show up in Tune as they happen
+        datasets=streamed,
+        dataset_config=Shares(plan.workers),  # each rank gets its share
     )
 
 
@@ -128,7 +157,11 @@ class _TorchTrainer(TorchTrainer):
       controller die abruptly; it dies with the trial that owns it, and a placement group with its creator."""
 
     def _create_default_callbacks(self):
-        unused = (PlacementGroupCleanerCallback,) if self.datasets else (PlacementGroupCleanerCallback, DatasetsCallback)
+        unused = (
+            (PlacementGroupCleanerCallback,)
+            if self.datasets
+            else (PlacementGroupCleanerCallback, DatasetsCallback)
+        )
         return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
 
 
@@ -144,7 +177,9 @@ class ProgressLines(tune.Callback):
         self.printed = time.monotonic()  # when the last line for all trials was printed
 
     def _name(self, trial) -> str:
-        name = trial.config.get("arch", "?") + (f" seed {trial.config['seed']}" if "seed" in trial.config else "")
+        name = trial.config.get("arch", "?") + (
+            f" seed {trial.config['seed']}" if "seed" in trial.config else ""
+        )
         return f"{name} {trial.trial_id}" if self.by_trial else name
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -153,9 +188,16 @@ class ProgressLines(tune.Callback):
         name, epoch, epochs = self._name(trial), result["epoch"], reported_configs(result)[1].epochs
         if not self.every or epoch in (1, epochs):
             self.latest.pop(name, None)
-            log.info("%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)", name, epoch,
-                     epochs, result["train_accuracy"], result["val_accuracy"], result["epoch_seconds"],
-                     result["samples_per_second"])
+            log.info(
+                "%s epoch %d/%d: train accuracy %.4f, val accuracy %.4f (%.0f s, %.0f samples/s)",
+                name,
+                epoch,
+                epochs,
+                result["train_accuracy"],
+                result["val_accuracy"],
+                result["epoch_seconds"],
+                result["samples_per_second"],
+            )
             return
         self.latest[name] = f"{name} {epoch}/{epochs} (val {result['val_accuracy']:.4f})"
         now = time.monotonic()
@@ -166,20 +208,34 @@ class ProgressLines(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         if "best_epoch" in result:  # the trial's own final result (a trial stopped early has none)
-            log.info("%s finished: test accuracy %.4f (checkpoint of epoch %d)", self._name(trial),
-                     result["test_accuracy"], result["best_epoch"])
+            log.info(
+                "%s finished: test accuracy %.4f (checkpoint of epoch %d)",
+                self._name(trial),
+                result["test_accuracy"],
+                result["best_epoch"],
+            )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         log.warning("%s failed; details in %s", self._name(trial), trial.path)
 
 
-def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialSettings, recipe: Recipe,
-                   param_space: dict, resume: bool, **tune_config) -> tune.ResultGrid:
+def run_experiment(
+    storage: Storage,
+    name: str,
+    data: DataSpec,
+    settings: TrialSettings,
+    recipe: Recipe,
+    param_space: dict,
+    resume: bool,
+    **tune_config,
+) -> tune.ResultGrid:
     """Start the experiment `<storage>/<name>` (or, with `resume`, continue it) and wait for every trial."""
     # A worker group's trial only waits on its TorchTrainer, on the head: it and the Train controller that Ray
     # places beside it survive the loss of a (preemptible) worker node. A lone worker's trial is its worker.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=settings, recipe=recipe),
-                                    settings.trial_resources())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=data, settings=settings, recipe=recipe),
+        settings.trial_resources(),
+    )
     # A lone worker's trial keeps its latest checkpoint only (num_to_keep=1 below), so Tune saves the experiment's
     # state with every checkpoint, as it must, and would warn each time that it does so often.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -187,21 +243,31 @@ def run_experiment(storage: Storage, name: str, data: DataSpec, settings: TrialS
     if resume:
         if not tune.Tuner.can_restore(path):
             raise UserError(f"--resume: there is no run to resume at {path} (check --storage and --name)")
-        log.info("resuming %s: finished trials are kept, unfinished ones continue from their checkpoints, "
-                 "with the options the run started with", path)
+        log.info(
+            "resuming %s: finished trials are kept, unfinished ones continue from their checkpoints, "
+            "with the options the run started with",
+            path,
+        )
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True).fit()
     tuner = tune.Tuner(
-        trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", max_concurrent_trials=settings.plan.concurrent_trials,
-                                    **tune_config),
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", max_concurrent_trials=settings.plan.concurrent_trials, **tune_config
+        ),
         # One failure budget of --max-failures restarts, each from the last checkpoint: Tune's for a lone
         # worker's trial, else Train's for the worker group (a trial that still fails has used it up).
-        run_config=tune.RunConfig(name=name, storage_path=storage.root, verbose=1 if verbose() else 0,
-                                  callbacks=[ProgressLines(by_trial="num_samples" in tune_config)],
-                                  failure_config=tune.FailureConfig(settings.max_failures if settings.lone else 0),
-                                  # a lone worker's latest only: it holds the weights to test too (or is the
-                                  # tested checkpoint, at the end)
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage.root,
+            verbose=1 if verbose() else 0,
+            callbacks=[ProgressLines(by_trial="num_samples" in tune_config)],
+            failure_config=tune.FailureConfig(settings.max_failures if settings.lone else 0),
+            # a lone worker's latest only: it holds the weights to test too (or is the
+            # tested checkpoint, at the end)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
     return tuner.fit()
 
 
@@ -215,7 +281,9 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
         elif "best_epoch" in (result.metrics or {}):  # run_trial's own result: trained and tested to the end
             history = json.loads(result.metrics["history_json"])
-            results.append({**result.metrics, "history": history, **json.loads(result.metrics["configs_json"])})
+            results.append(
+                {**result.metrics, "history": history, **json.loads(result.metrics["configs_json"])}
+            )
     return results, failed
 
 
