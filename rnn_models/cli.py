@@ -132,7 +132,8 @@ def _train(args) -> None:
 
 
 def _tune(args) -> None:
-    from rnn_models.tuning.search import load_search_space, search
+    from rnn_models.tuning.search import search
+    from rnn_models.tuning.space import load_search_space
 
     cfg = config_from(args, C.SearchConfig, out=absolute(args.out, "--out") if args.out else "")
     load_search_space(cfg.search_space)  # a bad space fails before any data or cluster work

@@ -350,7 +350,7 @@ def test_axon_init_draws_in_axons_ranges_and_zeroes_the_biases():
 
 
 def test_bigram_hashing_is_deterministic_and_ignores_padding():
-    from rnn_models.models.mlp import bigram_ids
+    from rnn_models.models.layers import bigram_ids
 
     ids = torch.tensor([[5, 9, 3, 0, 0], [5, 9, 7, 2, 0]])
     first = bigram_ids(ids, 1000)
@@ -366,12 +366,11 @@ def test_bigram_hashing_is_deterministic_and_ignores_padding():
 
 
 def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
-    from rnn_models.models.mlp import bigram_ids
     from rnn_models.models.recurrent import embed
 
     model = build_model("lstm", K, 5, seed=0, bigram_buckets=1000, **SMALL).eval()
     ids = torch.tensor([[5, 9, 3, 0, 0]])
-    pairs = bigram_ids(ids, 1000)[0]  # (5, 9), (9, 3), (3, 0), (0, 0)
+    pairs = [(5 * 1_000_003 + 9) % 1000, (9 * 1_000_003 + 3) % 1000]  # the rows of (5, 9) and (9, 3), by hand
     with torch.no_grad():
         x, tokens, rows = embed(model, ids)[0], model.embedding.weight, model.bigram_embedding.weight
         assert torch.equal(x[0], tokens[5])  # the first token ends no pair
@@ -381,7 +380,7 @@ def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
 
 
 def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real_steps():
-    from rnn_models.models.recurrent import embed, pool
+    from rnn_models.models.recurrent import embed
 
     ids, lengths = batch(3, VARIED)
     with_inputs = build_model(
@@ -390,7 +389,7 @@ def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real
     with torch.no_grad():
         features, x = with_inputs.features(ids, lengths), embed(with_inputs, ids)
         assert features.shape == (B, 2 * 16 + 2 * 8)
-        assert torch.equal(features[:, 32:], pool(x, lengths))  # the inputs' max and mean, after the LSTM's
+        # the inputs' max and mean over each review's real steps, after the LSTM's features
         rows = [x[b, :n] for b, n in enumerate(lengths.tolist()) if n]
         assert torch.allclose(
             features[lengths > 0, 32:], torch.stack([torch.cat([r.amax(0), r.mean(0)]) for r in rows])

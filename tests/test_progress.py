@@ -1,34 +1,30 @@
-"""The console's progress lines (tuning/trial.py, ProgressLines): few enough to read, none of the ends missed."""
+"""The console's progress lines (tuning/experiment.py, ProgressLines): few enough to read, none of the ends missed."""
 
-import json
 import logging
-from dataclasses import asdict
 from types import SimpleNamespace
 
-from rnn_models.config import ModelConfig, TrainConfig
-from rnn_models.tuning import trial as trial_module
-from rnn_models.tuning.trial import ProgressLines
+from rnn_models.tuning import experiment as experiment_module
+from rnn_models.tuning.experiment import ProgressLines
 
 
 def _result(epoch: int, epochs: int) -> dict:
-    configs = {"model": asdict(ModelConfig(arch="lstm")), "train": asdict(TrainConfig(epochs=epochs))}
     return {
         "epoch": epoch,
         "train_accuracy": 0.5,
         "val_accuracy": 0.5,
         "epoch_seconds": 10.0,
         "samples_per_second": 100.0,
-        "configs_json": json.dumps(configs),
+        "planned_epochs": epochs,  # what every epoch's report carries beside its configs
     }
 
 
 def _printed(results: list[tuple[float, str, int, int]], monkeypatch, caplog, **options) -> list[str]:
     """The lines ProgressLines prints for `results`: (seconds since the run started, arch, epoch, epochs) each."""
     clock = [0.0]
-    monkeypatch.setattr(trial_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(experiment_module.time, "monotonic", lambda: clock[0])
     progress = ProgressLines(**options)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger=trial_module.__name__):
+    with caplog.at_level(logging.INFO, logger=experiment_module.__name__):
         for seconds, arch, epoch, epochs in results:
             clock[0] = seconds
             trial = SimpleNamespace(config={"arch": arch}, trial_id=f"t-{arch}")
@@ -54,7 +50,7 @@ def test_first_and_last_epochs_get_a_line_each_and_the_others_one_line_a_minute(
 
 
 def test_verbose_prints_every_epoch(monkeypatch, caplog):
-    monkeypatch.setattr(trial_module, "verbose", lambda: True)
+    monkeypatch.setattr(experiment_module, "verbose", lambda: True)
     results = [(1.0 * e, "lstm", e, 5) for e in range(1, 6)]
     assert _printed(results, monkeypatch, caplog) == [f"lstm epoch {e}/5" for e in range(1, 6)]
 

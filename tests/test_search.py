@@ -88,7 +88,7 @@ def test_asha_judges_each_trial_against_its_own_architecture_only():
 
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-    from rnn_models.tuning.search import PerArchASHA
+    from rnn_models.tuning.schedulers import PerArchASHA
 
     def first_rung(scheduler):
         """Two LSTM trials, then two MLP trials scoring lower, at epoch 1: what the scheduler says to each."""
@@ -114,12 +114,12 @@ def test_asha_judges_each_trial_against_its_own_architecture_only():
 
 
 def test_the_batch_check_sees_the_largest_batch_size_a_search_can_draw():
-    from rnn_models.tuning.search import _largest
+    from rnn_models.tuning.space import largest_value
 
     assert (
-        _largest({"lr": {"loguniform": [1e-4, 1e-2]}}, "batch_size", 64) == 64
+        largest_value({"lr": {"loguniform": [1e-4, 1e-2]}}, "batch_size", 64) == 64
     )  # not searched: the recipe's
-    assert _largest({"batch_size": {"choice": [32, 512, 64]}}, "batch_size", 64) == 512
+    assert largest_value({"batch_size": {"choice": [32, 512, 64]}}, "batch_size", 64) == 512
     assert (
-        _largest({"batch_size": {"randint": [16, 129]}}, "batch_size", 64) == 128
+        largest_value({"batch_size": {"randint": [16, 129]}}, "batch_size", 64) == 128
     )  # the high end is exclusive

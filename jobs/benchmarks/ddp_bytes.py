@@ -18,7 +18,7 @@ from rnn_models.data.sources import load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
 from rnn_models.models import model_from_config
-from rnn_models.models.mlp import bigram_ids
+from rnn_models.models.layers import bigram_ids
 from rnn_models.presets import BUILTIN, Recipe, load_preset
 
 INDEX_BYTES = 8  # a sparse row's int64 index

@@ -13,7 +13,7 @@ from torch import nn
 
 from rnn_models.config import ARCHS, ModelConfig, require
 from rnn_models.errors import UserError
-from rnn_models.models.init import initialise
+from rnn_models.models.initialise import initialise
 from rnn_models.models.mlp import MLP, BagOfNgrams
 from rnn_models.models.recurrent import BiLSTMClassifier, HandrolledBiLSTM, LSTMClassifier
 

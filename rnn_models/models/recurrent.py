@@ -1,7 +1,7 @@
 """The three recurrent classifiers: lstm, bilstm and handrolled_bilstm.
 
 Each one embeds the ids, runs LSTMs, reads one feature vector per review (`features`) and ends with
-the MLP's dense head. Three readouts, all blind to padding (appending padding never changes a logit):
+the shared dense head (layers.py). Three readouts, all blind to padding (appending padding never changes a logit):
 `last`, the state after each review's last real token (each direction's, for the BiLSTMs), and `pool`,
 the max and the mean of the outputs over every real step (each direction's outputs in review order), and
 `pool_with_inputs`, which pools the step inputs (token and bigram embeddings) too, beside the outputs.
@@ -22,7 +22,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnn_models.models.mlp import DenseHead, bigram_ids
+from rnn_models.models.layers import DenseHead, bigram_ids
 
 # ----------------------------------------------------------------------------- shared helpers
 

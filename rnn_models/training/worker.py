@@ -11,6 +11,7 @@ with a checkpoint of those weights: the run's last result, and the checkpoint a 
 
 import json
 import tempfile
+from dataclasses import asdict, dataclass
 
 import ray
 import ray.data
@@ -33,6 +34,24 @@ from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import METRIC, Sums, evaluate, fit, make_optimizer, make_scheduler, tested_epoch
 
 
+@dataclass(frozen=True)
+class TrialInputs:
+    """What a trial's worker(s) train by, resolved once by the trial (tuning/trial.py) and carried as it is."""
+
+    model: ModelConfig
+    train: TrainConfig
+    data: dict  # the prepared data's `info`: vocab_size, max_len, fingerprint
+    vocab: list[str]  # kept in every checkpoint, so that `predict` needs no prepared data
+    train_reviews: int
+    torch_threads: int
+    shares: list[dict] | None  # per rank, split -> its share in the object store; None: Train streams them
+
+    @property
+    def configs_json(self) -> str:
+        """The configs as every report carries them (Tune keeps metrics flat; a string is one)."""
+        return json.dumps({"model": asdict(self.model), "train": asdict(self.train)})
+
+
 class TrainWorker:
     """The edges inside a Ray Train worker group: DDP, Train's checkpoints and reports, Train's dataset shards."""
 
@@ -47,11 +66,11 @@ class TrainWorker:
     def checkpoint(self) -> ray.train.Checkpoint | None:
         return ray.train.get_checkpoint()
 
-    def share(self, split: str, config: dict):
+    def share(self, split: str, inputs: TrialInputs):
         """This rank's share of `split`: cut by the trial from the object store, or streamed by Ray Train."""
-        if config["shares"]:
+        if inputs.shares:
             _keep_block_order()
-            return config["shares"][self.rank][split]
+            return inputs.shares[self.rank][split]
         return ray.train.get_dataset_shard(split)
 
     def report(self, metrics: dict, directory: str | None) -> None:
@@ -75,7 +94,7 @@ class LoneWorker:
     def checkpoint(self) -> ray.tune.Checkpoint | None:
         return ray.tune.get_checkpoint()
 
-    def share(self, split: str, config: dict):
+    def share(self, split: str, inputs: TrialInputs):
         _keep_block_order()
         return self.splits[split]
 
@@ -97,19 +116,17 @@ def all_reduced(*sums: Sums, device) -> list[Sums]:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train's entry point on each rank of a trial's worker group."""
-    train_and_test(config, TrainWorker())
+    """Ray Train's entry point on each rank of a trial's worker group (Train hands over a dict: the inputs in it)."""
+    train_and_test(config["inputs"], TrainWorker())
 
 
-def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
-    """Train by `config`, reporting every epoch, then score the test split; returns the last report's metrics."""
-    model_cfg, cfg, data = ModelConfig(**config["model"]), TrainConfig(**config["train"]), config["data"]
-    torch.set_num_threads(config["torch_threads"])
+def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict:
+    """Train by `inputs`, reporting every epoch, then score the test split; returns the last report's metrics."""
+    model_cfg, cfg, data = inputs.model, inputs.train, inputs.data
+    torch.set_num_threads(inputs.torch_threads)
     rank, world, device = edges.rank, edges.world, edges.device
     any_length = takes_any_length(model_cfg)
-    configs = {
-        "configs_json": json.dumps({"model": config["model"], "train": config["train"]})
-    }  # in every report
+    configs = {"configs_json": inputs.configs_json, "planned_epochs": cfg.epochs}  # in every report
     # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
     # search), and these models have no convolution. Precision: training/precision.py, per device.
 
@@ -118,10 +135,10 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     model = edges.wrap(model)  # [1]
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(
-        optimizer, cfg, steps_per_epoch=config["train_reviews"] // world // cfg.batch_size
+        optimizer, cfg, steps_per_epoch=inputs.train_reviews // world // cfg.batch_size
     )
     history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
-    train_shard, val_shard = edges.share("train", config), edges.share("val", config)  # [3]
+    train_shard, val_shard = edges.share("train", inputs), edges.share("val", inputs)  # [3]
 
     def report_epoch(history: list[dict], earlier: dict | None) -> None:
         meta = checkpoint_meta(history[-1]["epoch"], model_cfg, cfg, data, history)
@@ -132,7 +149,7 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
             optimizer,
             scheduler,
             meta,
-            config["vocab"],
+            inputs.vocab,
             tested=earlier,
         )
 
@@ -153,7 +170,7 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
-    batches = scoring_batches(edges.share("test", config), device, any_length)
+    batches = scoring_batches(edges.share("test", inputs), device, any_length)
     (test,) = all_reduced(evaluate(unwrap(model), batches, device), device=device)
     best = tested_epoch(history, cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
@@ -166,7 +183,7 @@ def train_and_test(config: dict, edges: TrainWorker | LoneWorker) -> dict:
         "history_json": json.dumps(history),
         **configs,
     }
-    _report(edges, metrics, model, None, None, meta, config["vocab"], tested=None)
+    _report(edges, metrics, model, None, None, meta, inputs.vocab, tested=None)
     return metrics
 
 

@@ -25,7 +25,8 @@ from rnn_models.resources import Plan, cluster_plan
 from rnn_models.stalls import StallWatch
 from rnn_models.storage import Storage
 from rnn_models.training.ingest import DataSpec
-from rnn_models.tuning.trial import TrialSettings, default_name, interrupted, run_experiment
+from rnn_models.tuning.experiment import default_name, interrupted, run_experiment
+from rnn_models.tuning.trial import TrialSettings
 
 log = logging.getLogger(__name__)
 RECIPE_FILE = "recipe.json"

@@ -8,8 +8,9 @@ from ray import tune
 from rnn_models.config import RunConfig
 from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
+from rnn_models.tuning.experiment import finished_trials
 from rnn_models.tuning.session import fit, report, require_batches, resume_command, start
-from rnn_models.tuning.trial import finished_trials, trial_space
+from rnn_models.tuning.trial import trial_space
 
 log = logging.getLogger(__name__)
 
