@@ -125,19 +125,7 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     epoch), so each kill finds mlp finished and bilstm mid-way."""
     ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
     run_dir, epochs = tmp_path / "runs" / "driver-kill", 6
-    preset = tmp_path / "preset.json"
-    preset.write_text(
-        json.dumps(
-            {
-                "name": "faults",
-                "train": {"lr": 1e-3},
-                "archs": {
-                    "mlp": {"train": {"epochs": 2}},
-                    "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
-                },
-            }
-        )
-    )
+    preset = short_mlp_long_bilstm(tmp_path / "preset.json", epochs)
     args = [
         "train",
         "--data",
@@ -183,17 +171,31 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     started = time.time()
     third = _start([*args, "--resume"], tmp_path / "third.log")  # 3. to the end
     assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
-    epochs_run = reported_epochs(run_dir, "bilstm", since=started)
-    assert resumed_at(epochs_run, done) and epochs_run == list(range(epochs_run[0], epochs + 1))
+    assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
 
-    results = json.loads((run_dir / "results.json").read_text())["results"]
+
+def short_mlp_long_bilstm(path: Path, epochs: int) -> Path:
+    """A preset file: mlp of 2 epochs, a narrow bilstm of `epochs` (seconds each), so that a run interrupted
+    once mlp is done finds bilstm mid-way."""
+    archs = {
+        "mlp": {"train": {"epochs": 2}},
+        "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
+    }
+    path.write_text(json.dumps({"name": "faults", "train": {"lr": 1e-3}, "archs": archs}))
+    return path
+
+
+def assert_resumed_to_the_end(run: Path, epochs: int, started: float, done: int, mlp_checkpoints: list[Path]):
+    """The run resumed at `started` continued bilstm from its checkpoint of epoch `done` to the end, left the
+    finished mlp untouched, and holds each epoch once in bilstm's history."""
+    epochs_run = reported_epochs(run, "bilstm", since=started)
+    assert resumed_at(epochs_run, done) and epochs_run == list(range(epochs_run[0], epochs + 1)), epochs_run
+    results = json.loads((run / "results.json").read_text())["results"]
     assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == epochs
-    assert checkpoints(run_dir, "mlp") == mlp_checkpoints  # not retrained
-    metas = [json.loads((c / "meta.json").read_text()) for c in checkpoints(run_dir, "bilstm")]
+    assert checkpoints(run, "mlp") == mlp_checkpoints  # finished before the interruption: not trained again
+    metas = [json.loads((c / "meta.json").read_text()) for c in checkpoints(run, "bilstm")]
     latest = max(metas, key=lambda m: m["epoch"])
-    assert [h["epoch"] for h in latest["history"]] == list(
-        range(1, epochs + 1)
-    )  # each epoch once in its history
+    assert [h["epoch"] for h in latest["history"]] == list(range(1, epochs + 1))  # each epoch once
 
 
 @pytest.mark.own_ray

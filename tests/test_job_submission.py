@@ -148,23 +148,18 @@ def test_ray_job_submit_runs_the_main_job(head, imdb_path, tmp_path):
 def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     """`ray job stop` (SIGTERM, then SIGKILL 3 s later) once mlp has finished and bilstm is mid-way; a second
     job with --resume keeps mlp as it was and continues bilstm from its last checkpoint, each epoch once."""
-    from test_faults import _finished, checkpoint_epochs, checkpoints, reported_epochs, resumed_at
+    from test_faults import (
+        _finished,
+        assert_resumed_to_the_end,
+        checkpoint_epochs,
+        checkpoints,
+        reported_epochs,
+        short_mlp_long_bilstm,
+    )
 
     address, env = head
     run_dir, epochs = tmp_path / "runs" / "stopped", 6
-    preset = tmp_path / "preset.json"  # mlp short, a narrow bilstm of seconds an epoch
-    preset.write_text(
-        json.dumps(
-            {
-                "name": "stop",
-                "train": {"lr": 1e-3},
-                "archs": {
-                    "mlp": {"train": {"epochs": 2}},
-                    "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
-                },
-            }
-        )
-    )
+    preset = short_mlp_long_bilstm(tmp_path / "preset.json", epochs)
     train = [
         "python",
         "-m",
@@ -198,18 +193,7 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     started = time.time()
     second = _submit(address, env, f"rnn-models-resume-{uuid.uuid4().hex[:8]}", *train, "--resume")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    epochs_run = reported_epochs(run_dir, "bilstm", since=started)
-    assert resumed_at(epochs_run, done) and epochs_run == list(range(epochs_run[0], epochs + 1)), epochs_run
-    results = json.loads((run_dir / "results.json").read_text())["results"]
-    assert set(results) == {"mlp", "bilstm"} and results["bilstm"]["epochs"] == epochs
-    assert checkpoints(run_dir, "mlp") == mlp_checkpoints  # finished before the stop: kept, not trained again
-    latest = max(
-        (json.loads((c / "meta.json").read_text()) for c in checkpoints(run_dir, "bilstm")),
-        key=lambda meta: meta["epoch"],
-    )
-    assert [h["epoch"] for h in latest["history"]] == list(
-        range(1, epochs + 1)
-    )  # each epoch once in its history
+    assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
 
 
 def _forget_head(port: int) -> None:
