@@ -125,20 +125,7 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     epoch), so each kill finds mlp finished and bilstm mid-way."""
     ray_session.shutdown()  # the machine to the runs below: each starts its own local Ray
     run_dir, epochs = tmp_path / "runs" / "driver-kill", 6
-    preset = short_mlp_long_bilstm(tmp_path / "preset.json", epochs)
-    args = [
-        "train",
-        "--data",
-        str(imdb_medium.root),
-        "--archs",
-        "mlp,bilstm",
-        "--preset",
-        str(preset),
-        "--storage",
-        str(run_dir.parent),
-        "--name",
-        run_dir.name,
-    ]
+    args = interrupted_run_args(imdb_medium.root, tmp_path / "preset.json", run_dir, epochs)
 
     first = _start(args, tmp_path / "first.log")  # 1. SIGTERM once mlp is done and bilstm reported epoch 1
     wait_for(
@@ -174,15 +161,16 @@ def test_a_killed_driver_resumes_where_it_stopped(ray_session, imdb_medium, tmp_
     assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
 
 
-def short_mlp_long_bilstm(path: Path, epochs: int) -> Path:
-    """A preset file: mlp of 2 epochs, a narrow bilstm of `epochs` (seconds each), so that a run interrupted
-    once mlp is done finds bilstm mid-way."""
+def interrupted_run_args(data: str, preset: Path, run: Path, epochs: int) -> list[str]:
+    """`train` arguments of a run to interrupt: a preset (written to `preset`) of mlp for 2 epochs and a narrow
+    bilstm for `epochs` (seconds each), so that a run interrupted once mlp is done finds bilstm mid-way."""
     archs = {
         "mlp": {"train": {"epochs": 2}},
         "bilstm": {"model": {"hidden_size": 16}, "train": {"epochs": epochs}},
     }
-    path.write_text(json.dumps({"name": "faults", "train": {"lr": 1e-3}, "archs": archs}))
-    return path
+    preset.write_text(json.dumps({"name": "faults", "train": {"lr": 1e-3}, "archs": archs}))
+    where = ["--storage", str(run.parent), "--name", run.name]
+    return ["train", "--data", str(data), "--archs", "mlp,bilstm", "--preset", str(preset), *where]
 
 
 def assert_resumed_to_the_end(run: Path, epochs: int, started: float, done: int, mlp_checkpoints: list[Path]):

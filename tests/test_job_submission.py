@@ -153,29 +153,14 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
         assert_resumed_to_the_end,
         checkpoint_epochs,
         checkpoints,
+        interrupted_run_args,
         reported_epochs,
-        short_mlp_long_bilstm,
     )
 
     address, env = head
     run_dir, epochs = tmp_path / "runs" / "stopped", 6
-    preset = short_mlp_long_bilstm(tmp_path / "preset.json", epochs)
-    train = [
-        "python",
-        "-m",
-        "rnn_models",
-        "train",
-        "--data",
-        str(imdb_medium.root),
-        "--archs",
-        "mlp,bilstm",
-        "--preset",
-        str(preset),
-        "--storage",
-        str(run_dir.parent),
-        "--name",
-        run_dir.name,
-    ]
+    args = interrupted_run_args(imdb_medium.root, tmp_path / "preset.json", run_dir, epochs)
+    train = ["python", "-m", "rnn_models", *args]
     first = f"rnn-models-stop-{uuid.uuid4().hex[:8]}"
     assert _submit(address, env, first, *train, wait=False).returncode == 0
     wait_for(
