@@ -223,6 +223,12 @@ class TrainConfig:
         "this fraction of their norm the way that raises its loss most (training/adversarial.py); "
         "a second forward and backward pass per step; 0 = off",
     )
+    table_grads: str = opt(
+        "rows",
+        "with several workers, how their embedding tables' gradients are added up: 'rows' sends only "
+        "the rows a step touched (training/table_rows.py), 'dense' the whole tables (DDP's own "
+        "all-reduce); the same gradients either way",
+    )
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
     seed: int = opt(0, "seed for initial weights and shuffling (with --source, for the data's splits too)")
     shuffle_buffer: int = opt(
@@ -258,6 +264,11 @@ class TrainConfig:
             self.test_checkpoint in ("best", "last"),
             "test_checkpoint",
             f"must be 'best' or 'last' (got {self.test_checkpoint!r})",
+        )
+        require(
+            self.table_grads in ("rows", "dense"),
+            "table_grads",
+            f"must be 'rows' or 'dense' (got {self.table_grads!r})",
         )
         require(self.adversarial >= 0, "adversarial", f"must be 0 or more (got {self.adversarial})")
         require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more (got {self.grad_clip})")

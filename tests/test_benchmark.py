@@ -15,8 +15,9 @@ from benchmarks import (
     sections as benchmark,
 )
 from rnn_models.ablation import split_tensors
-from rnn_models.config import PrepareConfig
+from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS
+from rnn_models.models import model_from_config
 from rnn_models.presets import Recipe, load_preset
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.timing import ray_worker_throughput, run_spec
@@ -174,3 +175,24 @@ def test_ddp_bytes_counts_the_rows_a_batch_touches_in_each_table():
     assert figures["touched_rows"] == 5 + 6
     assert figures["dense_bytes"] == dense and figures["table_bytes"] == (12 + 16) * 4 * 4
     assert figures["sparse_bytes"] == dense - (12 + 16) * 4 * 4 + 11 * (4 * 4 + 8)
+
+
+def test_ddp_bytes_measures_what_two_ranks_send_each_way():
+    """Two forked gloo ranks train real steps: dense, every gradient byte; rows, the other parameters' bytes
+    plus each rank's touched rows (its 1-8 token ids, out of a 500-row table) with their indices."""
+    from benchmarks.ddp_bytes import measured
+
+    model_cfg, train_cfg = ModelConfig(arch="lstm", embedding_size=8, hidden_size=4), TrainConfig()
+    model = model_from_config(model_cfg, 498, 4)
+    table = model.embedding.weight.numel() * 4
+    dense = sum(p.numel() for p in model.parameters()) * 4
+    batches = [
+        {"ids": torch.full((2, 4), 2 + i), "length": torch.full((2,), 4), "label": torch.ones(2)}
+        for i in range(4)
+    ]  # one token id a batch: each rank's steps touch one row of the table
+    figures = measured(model_cfg, train_cfg, (498, 4), batches, steps=1)
+    assert figures["dense"]["bytes"] == dense
+    assert figures["rows"]["bytes"] == dense - table + 8 + (
+        8 + 8 * 4
+    )  # a count, then a row's index and values
+    assert figures["dense"]["seconds"] > 0 and figures["rows"]["seconds"] > 0

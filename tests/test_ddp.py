@@ -11,7 +11,8 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
 from rnn_models.training.ingest import torch_batches
 from rnn_models.training.loop import Sums, make_optimizer, train_epoch
-from rnn_models.training.worker import all_reduced
+from rnn_models.training.table_rows import add_up_rows
+from rnn_models.training.worker import TrainWorker, all_reduced
 
 ROWS, MAX_LEN = 128, 8
 
@@ -32,15 +33,37 @@ def _rows() -> pa.Table:
 ADVERSARIAL = (0.0, 0.05)  # with it, the first of a step's two backwards skips the all-reduce
 
 
+def _model() -> torch.nn.Module:
+    """An LSTM with token and hashed-bigram tables, the same on every rank."""
+    return model_from_config(
+        ModelConfig(arch="lstm", hidden_size=16, bigram_buckets=64), 300, MAX_LEN, seed=1
+    )
+
+
+def _gradients(table_grads: str, rank: int, device) -> torch.Tensor:
+    """Every parameter's gradient after one backward of each rank's own batch, added up across the ranks by
+    DDP ('dense') or, for the embedding tables, as the rows each rank touched ('rows', table_rows.py)."""
+    model = TrainWorker().wrap(_model(), table_grads)
+    ids = torch.from_numpy(np.random.default_rng(rank).integers(2, 300, size=(8, MAX_LEN))).to(device)
+    logits = model(ids, torch.full((8,), MAX_LEN, device=device))
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(8, device=device)).backward()
+    add_up_rows(model)
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
 def _probe(config):
     """The production pieces (model, DDP wrap, batches, epoch loop), recording what each rank saw: an epoch
-    without adversarial training, then one with (one worker group for both: its start is the costly part)."""
+    without adversarial training, then one with; and one step's gradients added up both ways (one worker group
+    for all: its start is the costly part)."""
     device = ray.train.torch.get_device()
     rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
+    torch.save(
+        {mode: _gradients(mode, rank, device) for mode in ("dense", "rows")},
+        f"{config['out']}/gradients-rank{rank}.pt",
+    )
     for adversarial in ADVERSARIAL:
-        model = model_from_config(ModelConfig(arch="lstm", hidden_size=16), 300, MAX_LEN, seed=1)
-        model = ray.train.torch.prepare_model(model)
+        model = TrainWorker().wrap(_model(), "rows")
         optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
         seen = []
 
@@ -77,14 +100,7 @@ def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tm
         datasets={"train": ray.data.from_arrow(_rows()).repartition(4)},
     )
     trainer.fit()
-    start = torch.cat(
-        [
-            p.flatten()
-            for p in model_from_config(
-                ModelConfig(arch="lstm", hidden_size=16), 300, MAX_LEN, seed=1
-            ).parameters()
-        ]
-    )
+    start = torch.cat([p.flatten() for p in _model().parameters()])
     for adversarial in ADVERSARIAL:
         ranks = [torch.load(tmp_path / f"{adversarial}-rank{r}.pt") for r in (0, 1)]
         seen = [set(r["seen"]) for r in ranks]
@@ -95,3 +111,9 @@ def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tm
         )  # gradients were all-reduced
         assert ranks[0]["total"] == ranks[1]["total"] == (4.5, 5, 30)  # metrics summed over both ranks
         assert not torch.allclose(ranks[0]["weights"], start), adversarial  # and training did move them
+    # the embedding tables' touched rows, all-gathered and added up, give the gradients of DDP's dense all-reduce
+    # (up to the order of float additions), the same on both ranks
+    gradients = [torch.load(tmp_path / f"gradients-rank{r}.pt") for r in (0, 1)]
+    assert torch.equal(gradients[0]["rows"], gradients[1]["rows"])
+    assert torch.allclose(gradients[0]["rows"], gradients[0]["dense"], atol=1e-7)
+    assert gradients[0]["rows"].abs().sum() > 0

@@ -1,6 +1,7 @@
 """The epoch loop, the optimiser and schedule, and checkpoints: plain PyTorch, no Ray."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from rnn_models.training.checkpoint import (
     save_checkpoint,
 )
 from rnn_models.training.loop import LOSS, evaluate, make_optimizer, make_scheduler, train_epoch
+from rnn_models.training.table_rows import add_up_rows, leave_tables_to_rows
 
 CPU = torch.device("cpu")
 DATA = {"vocab_size": 20, "max_len": 8, "vocab_sha256": "abc", "fingerprint": "f", "strip_br": False}
@@ -63,6 +65,24 @@ def test_the_first_two_steps_reproduce_the_stored_losses(arch):
     batch = _batches(n_batches=1)
     losses = [train_epoch(model, batch, optimizer, CPU).mean_loss for _ in range(2)]  # one step per epoch
     assert losses == pytest.approx(STORED_LOSSES[arch], rel=1e-5)
+
+
+def test_sparse_table_gradients_become_the_dense_ones():
+    """On one process, `add_up_rows` turns the tables' sparse gradients into the dense ones (up to the order of
+    float additions: a bigram row read twice in a review adds its two gradients in another order)."""
+    ids = torch.randint(2, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for sparse in (False, True):
+        model = model_from_config(ModelConfig(arch="lstm", hidden_size=8, bigram_buckets=32), 48, 6, seed=0)
+        if sparse:
+            leave_tables_to_rows(model)
+        model(ids, torch.full((4,), 6)).sum().backward()
+        assert model.bigram_embedding.weight.grad.is_sparse == sparse
+        assert add_up_rows(model) == 0  # nothing sent: one process
+        grads[sparse] = [p.grad for p in model.parameters()]
+    assert all(
+        not g.is_sparse and torch.allclose(g, d, rtol=0, atol=1e-8) for g, d in zip(grads[True], grads[False])
+    )
 
 
 def test_grad_clip_bounds_the_update():
@@ -179,6 +199,20 @@ def test_a_checkpoint_keeps_an_earlier_epochs_weights_for_the_test(tmp_path):
     loaded = load_checkpoint(tmp_path)  # tensors only, still
     assert all(torch.equal(loaded.state["tested"][k], v) for k, v in earlier.items())
     assert all(torch.equal(loaded.state["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_each_epoch_notes_how_long_its_first_batch_took_to_come():
+    """A streamed epoch's start-up (reads, the shuffle buffer) before its first step, apart from its steps."""
+    from rnn_models.training import loop
+
+    def slow_to_start(epoch):
+        time.sleep(0.3)
+        yield from _batches(seed=epoch)
+
+    model = model_from_config(ModelConfig(arch="mlp"), 20, 8, seed=0)
+    cfg = TrainConfig(lr=1e-2, epochs=2)
+    history, _ = loop.fit(model, make_optimizer(model, cfg), None, cfg, slow_to_start, lambda: [], CPU)
+    assert all(0.3 <= h["first_batch_seconds"] < h["epoch_seconds"] for h in history)
 
 
 def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):

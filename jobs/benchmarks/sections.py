@@ -11,8 +11,8 @@ Sections (each a function returning a dict for benchmark.json):
               best preset's test accuracies (`gpu.py`); skipped, saying so, without a GPU
 - scale:      `prepare` on synthetic corpora of 1x, 4x, 16x IMDB: wall time, reviews/s, the driver's peak RSS
               (`scale.py`), on a local Ray or a cluster (`--address`, `--scale-out s3://…`)
-- ddp_bytes:  gradient bytes DDP all-reduces per step for each preset's models, dense and with sparse embedding
-              tables (`ddp_bytes.py`)
+- ddp_bytes:  gradient bytes DDP ranks send per step for each preset's models, dense and as touched table
+              rows, figured and measured on two gloo ranks (`ddp_bytes.py`)
 
 benchmark.json keeps the latest figures of every section: rerunning some sections replaces only theirs.
 """

@@ -19,6 +19,7 @@ from rnn_models.config import TrainConfig
 from rnn_models.training.adversarial import backward_with_adversary
 from rnn_models.training.checkpoint import unwrap
 from rnn_models.training.precision import precision_for
+from rnn_models.training.table_rows import add_up_rows
 
 LOSS = nn.BCEWithLogitsLoss(reduction="sum")  # the notebook's binary cross-entropy from logits
 EVAL_BATCH = 512  # reviews per step when only scoring: no gradients to hold, so more than a training batch
@@ -80,6 +81,7 @@ def train_epoch(
         else:
             logits, loss = forward()
             (loss / labels.numel()).backward()  # mean over the batch, as the notebook
+        add_up_rows(model)  # the embedding tables that DDP left to table_rows.py, if any
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -145,10 +147,9 @@ def fit(
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if stopped_early(history, cfg.patience):
             break
-        started = time.perf_counter()
-        train = train_epoch(
-            model, train_batches(epoch), optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial
-        )
+        started, first_batch = time.perf_counter(), []
+        batches = _timing_first(train_batches(epoch), started, first_batch)
+        train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)
         seconds = _elapsed(started, device)
         val = evaluate(unwrap(model), val_batches(), device)
         train, val = add_up(train, val)
@@ -160,6 +161,7 @@ def fit(
                 "val_loss": val.mean_loss,
                 "val_accuracy": val.accuracy,
                 "epoch_seconds": seconds,
+                "first_batch_seconds": first_batch[0] if first_batch else math.nan,  # this rank's
                 "samples_per_second": train.count / seconds,
                 "lr": optimizer.param_groups[0]["lr"],
             }
@@ -186,6 +188,15 @@ def stopped_early(history: list[dict], patience: int) -> bool:
         return False
     best = max(range(len(history)), key=lambda i: history[i][METRIC])
     return len(history) - 1 - best >= patience
+
+
+def _timing_first(batches: Iterable, started: float, seconds: list) -> Iterable:
+    """`batches`, noting in `seconds` how long the first took to come: a streamed epoch's start-up (reads,
+    shuffle buffer) before its first step."""
+    for i, batch in enumerate(batches):
+        if i == 0:
+            seconds.append(time.perf_counter() - started)
+        yield batch
 
 
 def _elapsed(started: float, device: torch.device) -> float:

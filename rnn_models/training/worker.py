@@ -32,6 +32,7 @@ from rnn_models.training.checkpoint import (
 )
 from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import METRIC, Sums, evaluate, fit, make_optimizer, make_scheduler, tested_epoch
+from rnn_models.training.table_rows import leave_tables_to_rows
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class TrainWorker:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, table_grads: str) -> torch.nn.Module:
+        if table_grads == "rows" and self.world > 1:
+            leave_tables_to_rows(model)  # DDP leaves the embedding tables to table_rows.add_up_rows
         return ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU), on this worker's device
 
     def checkpoint(self) -> ray.train.Checkpoint | None:
@@ -88,7 +91,7 @@ class LoneWorker:
             "cuda" if ray.get_gpu_ids() else "cpu"
         )  # Ray shows the trial its own GPU only
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, table_grads: str) -> torch.nn.Module:
         return model.to(self.device)
 
     def checkpoint(self) -> ray.tune.Checkpoint | None:
@@ -132,7 +135,7 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
 
     model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
     parameters = count_parameters(model)
-    model = edges.wrap(model)  # [1]
+    model = edges.wrap(model, cfg.table_grads)  # [1]
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(
         optimizer, cfg, steps_per_epoch=inputs.train_reviews // world // cfg.batch_size
