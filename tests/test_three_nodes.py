@@ -9,9 +9,10 @@ import os
 
 import pytest
 import ray
-from test_two_nodes import bucket_json, cli
+from test_two_nodes import bucket_json, checkpoint_epochs, checkpoint_metas, cli, start_cli
 
 from cluster_harness import MotoS3, TwoNodeCluster
+from conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
 
@@ -99,3 +100,47 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket(cluster):
     assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
     ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
     assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2
+
+
+def test_a_lost_worker_node_is_replaced_and_the_ranks_finish_from_the_bucket(cluster, tmp_path):
+    """SIGKILL one of the two ranks' nodes, as if the machine died, once epoch 1 is checkpointed in the bucket: Train
+    restarts the worker group with a rank on a fresh node, from that checkpoint; every epoch is kept once and
+    every test review scored once."""
+    log = open(tmp_path / "train.log", "w")
+    run = start_cli(
+        cluster,
+        log,
+        "train",
+        "--data",
+        cluster.data,
+        "--storage",
+        f"{cluster.s3.url}/runs",
+        "--name",
+        "node-loss",
+        "--archs",
+        "mlp",
+        "--pooling",
+        "mean",
+        "--workers-per-trial",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",  # epochs of seconds, not one: the node is lost while the run trains
+    )
+    try:
+        wait_for(
+            lambda: checkpoint_epochs(cluster, "node-loss", "mlp"), 600, "epoch 1's checkpoint", interval=0.5
+        )
+        cluster.kill_worker_node()
+        fresh = cluster.start_worker_node()
+        assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        log.close()
+    results = bucket_json(cluster, "runs/node-loss/results.json")["results"]["mlp"]
+    assert results["epochs"] == 3 and results["test_reviews"] == REVIEWS
+    assert [h["epoch"] for h in checkpoint_metas(cluster, "node-loss", "mlp")[-1]["history"]] == [1, 2, 3]
+    ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
+    assert any(a["node_id"] == fresh for a in ranks)  # the restarted group trained on the fresh node

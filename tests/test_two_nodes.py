@@ -76,12 +76,15 @@ def bucket_json(nodes: TwoNodeCluster, key: str) -> dict:
 
 
 def checkpoint_metas(nodes: TwoNodeCluster, run: str, arch: str) -> list[dict]:
-    """meta.json of each checkpoint of `arch`'s trial (one worker: in the trial's folder) in the bucket, by epoch."""
-    listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/run_trial_")
+    """meta.json of each checkpoint of `arch`'s trial in the bucket, by epoch: in the trial's folder (one worker)
+    or in its worker group's Train run (`train/<arch>-<trial id>`)."""
+    listed = nodes.s3.client().list_objects_v2(Bucket=nodes.s3.bucket, Prefix=f"runs/{run}/")
     keys = [
         o["Key"]
         for o in listed.get("Contents", [])
-        if f"arch={arch}_" in o["Key"] and "/checkpoint_" in o["Key"] and o["Key"].endswith("/meta.json")
+        if (f"arch={arch}_" in o["Key"] or f"/train/{arch}-" in o["Key"])
+        and "/checkpoint_" in o["Key"]
+        and o["Key"].endswith("/meta.json")
     ]
     metas = [meta for key in keys if (meta := _bucket_json_if_kept(nodes, key)) is not None]
     return sorted(metas, key=lambda meta: meta["epoch"])

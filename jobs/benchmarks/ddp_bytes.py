@@ -77,8 +77,8 @@ def measured(model_cfg, train_cfg, sizes: tuple[int, int], batches: list[dict], 
     gradients added up 'dense' (DDP) and as 'rows': per mode, the bytes a rank sent per step and seconds per
     step (the two ranks share this machine's cores)."""
     with tempfile.TemporaryDirectory() as folder:
-        torch.multiprocessing.start_processes(  # forked: the children need not import the caller's script
-            _rank, args=(folder, model_cfg, train_cfg, sizes, batches, steps), nprocs=2, start_method="fork"
+        torch.multiprocessing.spawn(  # not forked: a fork of a process running Ray's threads may hang
+            _rank, args=(folder, model_cfg, train_cfg, sizes, batches, steps), nprocs=2
         )
         return json.loads(open(os.path.join(folder, "rank0.json")).read())
 

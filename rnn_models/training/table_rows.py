@@ -1,12 +1,13 @@
 """DDP ranks add up the embedding tables' gradients as the rows a step touched, not as whole tables.
 
-A `frontier` RNN's token and hashed-bigram tables hold 292,146 rows of 128; a step of 128 reviews touches about
+A `frontier` RNN's token and hashed-bigram tables hold 292,146 rows of 128; a step of 64 reviews touches about
 14,000 of them. DDP would all-reduce both tables' gradients whole every step (143 MB per rank, nearly all
 zeros). Instead DDP leaves the tables out; their backward makes sparse gradients (`nn.Embedding(sparse=True)`),
 and after each step's backward every rank all-gathers the rows it touched with their gradients and adds them
 into a dense gradient averaged over the ranks: the gradient DDP would have made, so clipping, weight decay and
 AdamW see the same numbers (up to the order of float additions). All-gather, not a sparse all-reduce: NCCL has
-none (pytorch/pytorch#22400), gloo's would do for CPUs only.
+none (pytorch/pytorch#22400), gloo's would do for CPUs only. Every rank adds the same parts in the same order,
+so the ranks' weights stay identical, as DDP keeps them.
 """
 
 import torch
@@ -31,20 +32,23 @@ def add_up_rows(model: nn.Module) -> int:
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, nn.Embedding) and weight.grad is not None and weight.grad.is_sparse:
-            rows, values, bytes_sent = _gathered(weight.grad.coalesce())
+            parts, bytes_sent = _gathered(weight.grad.coalesce())
             sent += bytes_sent
-            dense = torch.zeros_like(weight).index_add_(0, rows, values)
-            weight.grad = dense / _world() if _world() > 1 else dense
+            dense = torch.zeros_like(weight)
+            for rows, values in parts:  # rank by rank, each part's rows distinct: the same sums on every rank
+                dense.index_add_(0, rows, values)  # (CUDA adds repeated rows in no fixed order)
+            weight.grad = dense / len(parts) if len(parts) > 1 else dense
     return sent
 
 
-def _gathered(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Every rank's (rows, values) of `grad`, concatenated, and the bytes this rank sent. Ranks touch different
+def _gathered(grad: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Every rank's (rows, values) of `grad`, in rank order, and the bytes this rank sent. Ranks touch different
     numbers of rows: each pads its own to the largest count, and the padding is cut off after the gather."""
     rows, values = grad.indices()[0], grad.values()
-    if _world() == 1:
-        return rows, values, 0
-    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(_world())]
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1:
+        return [(rows, values)], 0
+    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(world)]
     dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
     counts = [int(c) for c in counts]
     most = max(counts)
@@ -59,12 +63,4 @@ def _gathered(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     sent = (
         8 + padded_rows.numel() * padded_rows.element_size() + padded_values.numel() * values.element_size()
     )
-    return (
-        torch.cat([r[:n] for r, n in zip(all_rows, counts)]),
-        torch.cat([v[:n] for v, n in zip(all_values, counts)]),
-        sent,
-    )
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return [(r[:n], v[:n]) for r, v, n in zip(all_rows, all_values, counts)], sent
