@@ -135,7 +135,7 @@ MODEL_CHOICES = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One architecture and its sizes (`build_model`); the defaults are the notebook's."""
+    """One architecture and its sizes (`models.model_from_config`); the defaults are the notebook's."""
 
     arch: str = opt("lstm", "architecture: " + ", ".join(ARCHS))
     embedding_size: int = opt(64, "embedding width")

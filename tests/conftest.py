@@ -140,3 +140,12 @@ def imdb_medium(imdb_path, tmp_path_factory):
             source=str(imdb_path), out=str(out), max_reviews_per_split=2500, val_size=200, max_len=128
         )
     )
+
+
+def build_model(arch: str, vocab_size: int, max_len: int, seed: int | None = None, **options):
+    """`arch` with ModelConfig's `options`, for K = `vocab_size` tokens and rows of `max_len` ids, as the job
+    builds it (`model_from_config`); the same `seed` gives the same initial weights."""
+    from rnn_models.config import ModelConfig
+    from rnn_models.models import model_from_config
+
+    return model_from_config(ModelConfig(arch=arch, **options), vocab_size, max_len, seed)

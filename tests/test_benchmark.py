@@ -167,7 +167,9 @@ def test_ddp_bytes_counts_the_rows_a_batch_touches_in_each_table():
     from benchmarks.ddp_bytes import _step_bytes
     from rnn_models.models.mlp import BagOfNgrams
 
-    model = BagOfNgrams(vocab_size=10, embedding_size=4, hidden_size=3, bigram_buckets=16)
+    model = BagOfNgrams(
+        ModelConfig(arch="mlp", pooling="mean", embedding_size=4, hidden_size=3, bigram_buckets=16), 10, 4
+    )
     ids = torch.tensor([[2, 3, 2, 0], [5, 5, 1, 0]])
     figures = _step_bytes(model, [ids])
     dense = sum(p.numel() for p in model.parameters()) * 4

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnn_models.models import MODELS, build_model
+from conftest import build_model
+from rnn_models.config import ARCHS
 from rnn_models.training.loop import train_epoch
 from rnn_models.training.precision import Precision, precision_for
 
 K, T = 20, 12
 SMALL = dict(embedding_size=8, hidden_size=16)
-ARCHS = [(arch, None) for arch in MODELS] + [("bilstm", True), ("handrolled_bilstm", True)]  # + packed forms
+FORMS = [(arch, None) for arch in ARCHS] + [("bilstm", True), ("handrolled_bilstm", True)]  # + packed forms
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -73,12 +74,12 @@ def test_the_cpu_policy_is_float32_everywhere_without_autocast():
     precision = precision_for("cpu")
     assert precision == Precision("cpu", torch.float32) and not precision.tf32
     assert "linear layers float32, LSTMs float32" in precision.describe()
-    for arch, pack in ARCHS:
+    for arch, pack in FORMS:
         dtypes, logits = output_dtypes(build(arch, pack), precision, batch())
         assert logits == torch.float32 and set(dtypes.values()) == {torch.float32}, (arch, dtypes)
 
 
-@pytest.mark.parametrize("case", ARCHS, ids=case_id)
+@pytest.mark.parametrize("case", FORMS, ids=case_id)
 def test_under_bf16_autocast_linear_layers_are_bf16_and_lstms_stay_float32(case):
     """The CUDA policy's split, emulated with CPU autocast (which runs a plain nn.LSTM in bf16)."""
     model = build(*case)
@@ -102,7 +103,7 @@ def test_a_plain_lstm_would_run_in_bf16_under_cpu_autocast():
     assert out.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("arch", list(MODELS))
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_a_training_step_under_bf16_autocast_keeps_float32_weights_and_gradients(arch):
     model = build(arch, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -123,7 +124,7 @@ def test_a_training_step_under_bf16_autocast_keeps_float32_weights_and_gradients
 
 
 @cuda
-@pytest.mark.parametrize("case", ARCHS, ids=case_id)
+@pytest.mark.parametrize("case", FORMS, ids=case_id)
 def test_on_cuda_the_lstms_run_in_float32_inside_the_autocast_region(case):
     precision = precision_for("cuda")
     native_bf16 = torch.cuda.get_device_capability()[0] >= 8
@@ -152,7 +153,7 @@ def test_on_cuda_a_plain_lstm_under_autocast_runs_in_float16():
 
 
 @cuda
-@pytest.mark.parametrize("arch", list(MODELS))
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_two_training_steps_on_cuda(arch):
     model = build(arch, None, device="cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -4,6 +4,7 @@ fastText-style bag of words and bigrams."""
 import torch
 from torch import nn
 
+from rnn_models.config import ModelConfig
 from rnn_models.models.layers import DenseHead, bigram_ids
 
 
@@ -15,21 +16,14 @@ class MLP(nn.Module):
     has no effect here, there is no readout to choose.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        max_len: int,
-        embedding_size: int = 64,
-        hidden_size: int = 64,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
         self.max_len = max_len
         # K vocabulary tokens + id 0 (padding) + id 1 (out-of-vocabulary); no padding_idx, like Axon
-        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding = nn.Embedding(vocab_size + 2, cfg.embedding_size)
+        self.embedding_dropout = nn.Dropout(cfg.dropout)
         self.flatten = nn.Flatten()
-        self.head = DenseHead(max_len * embedding_size, hidden_size, dropout)
+        self.head = DenseHead(max_len * cfg.embedding_size, cfg.hidden_size, cfg.dropout)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2 or ids.shape[1] != self.max_len:
@@ -49,20 +43,15 @@ class BagOfNgrams(nn.Module):
     length, blind to padding, and learns word pairs ("not good") that a bag of words cannot tell apart.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_size: int = 64,
-        hidden_size: int = 64,
-        dropout: float = 0.0,
-        bigram_buckets: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size + 2, embedding_size)
-        self.bigram_buckets = bigram_buckets
-        self.bigram_embedding = nn.Embedding(bigram_buckets, embedding_size) if bigram_buckets else None
-        self.dropout = nn.Dropout(dropout)
-        self.head = DenseHead(embedding_size, hidden_size, dropout)
+        self.embedding = nn.Embedding(vocab_size + 2, cfg.embedding_size)
+        self.bigram_buckets = cfg.bigram_buckets
+        self.bigram_embedding = (
+            nn.Embedding(cfg.bigram_buckets, cfg.embedding_size) if cfg.bigram_buckets else None
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = DenseHead(cfg.embedding_size, cfg.hidden_size, cfg.dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(device=ids.device, dtype=torch.long).clamp(0, ids.shape[1])

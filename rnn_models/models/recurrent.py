@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnn_models.config import ModelConfig
 from rnn_models.models.layers import DenseHead, bigram_ids
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -199,27 +200,17 @@ class LSTMClassifier(nn.Module):
     `seq[[.., -1, ..]]` is the state at the last real token: the `last` readout is the notebook's.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_size: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        readout: str = "last",
-        embedding_dropout: str = "element",
-        token_dropout: float = 0.0,
-        bigram_buckets: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.readout, self.token_dropout = readout, token_dropout
-        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
-        self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
+        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
+        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
+        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         self.head = DenseHead(
-            hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
-            hidden_size,
-            dropout,
+            cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
+            + input_width(cfg.readout, cfg.embedding_size),
+            cfg.hidden_size,
+            cfg.dropout,
         )
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -246,31 +237,23 @@ class BiLSTMClassifier(nn.Module):
 
     pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_size: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        readout: str = "last",
-        embedding_dropout: str = "element",
-        token_dropout: float = 0.0,
-        bigram_buckets: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.readout, self.token_dropout = readout, token_dropout
-        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
-        self.lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout, bidirectional=True)
+        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
+        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
+        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.lstm = make_lstm(
+            cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, bidirectional=True
+        )
         self.head = DenseHead(
-            2 * hidden_size * (2 if readout in POOLED else 1) + input_width(readout, embedding_size),
-            hidden_size,
-            dropout,
+            2 * cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
+            + input_width(cfg.readout, cfg.embedding_size),
+            cfg.hidden_size,
+            cfg.dropout,
         )
         # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
         # parameters (a tuple keeps it out of the module's parameters and state_dict)
-        self._one_way = (make_lstm(embedding_size, hidden_size, 1, 0.0),)
+        self._one_way = (make_lstm(cfg.embedding_size, cfg.hidden_size, 1, 0.0),)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
@@ -331,34 +314,18 @@ class HandrolledBiLSTM(nn.Module):
 
     pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere (the correct form)
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_size: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        merge: str = "sum",
-        seed_faithful: bool = False,
-        readout: str = "last",
-        embedding_dropout: str = "element",
-        token_dropout: float = 0.0,
-        bigram_buckets: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.merge, self.seed_faithful, self.readout, self.token_dropout = (
-            merge,
-            seed_faithful,
-            readout,
-            token_dropout,
-        )
-        make_embeddings(self, vocab_size, embedding_size, bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(embedding_dropout, dropout)
-        self.forward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        self.backward_lstm = make_lstm(embedding_size, hidden_size, num_layers, dropout)
-        one_way = hidden_size * (2 if readout in POOLED and not seed_faithful else 1)
-        extra = 0 if seed_faithful else input_width(readout, embedding_size)
-        self.head = DenseHead((one_way if merge == "sum" else 2 * one_way) + extra, hidden_size, dropout)
+        self.merge, self.seed_faithful = cfg.merge, cfg.seed_faithful
+        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
+        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
+        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.forward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        self.backward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        one_way = cfg.hidden_size * (2 if cfg.readout in POOLED and not cfg.seed_faithful else 1)
+        extra = 0 if cfg.seed_faithful else input_width(cfg.readout, cfg.embedding_size)
+        width = (one_way if cfg.merge == "sum" else 2 * one_way) + extra
+        self.head = DenseHead(width, cfg.hidden_size, cfg.dropout)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
