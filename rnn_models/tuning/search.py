@@ -44,7 +44,7 @@ def search(
         )
     session = start(run, recipe, len(run.arch_list) * num_samples, resume, address, prefix="tune")
     base = {
-        arch: session.recipe.resolve(arch)[1] for arch in run.arch_list
+        arch: train_cfg for arch, (_, train_cfg) in session.configs.items()
     }  # training options before sampling
     require_batches(
         session, {arch: largest_value(space, "batch_size", t.batch_size) for arch, t in base.items()}

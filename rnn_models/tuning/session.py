@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from ray import tune
 
 from rnn_models.cluster import alive_nodes, connect, release_gpus, require_shared_storage, wait_for_gpus
-from rnn_models.config import RunConfig
+from rnn_models.config import ModelConfig, RunConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS, PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.models import training_bytes
@@ -55,6 +55,9 @@ class Session:
     name: str
     plan: Plan
     resume: bool
+    configs: dict[
+        str, tuple[ModelConfig, TrainConfig]
+    ]  # per architecture, the recipe resolved (before sampling)
 
     @property
     def settings(self) -> TrialSettings:
@@ -81,13 +84,14 @@ def start(
             f"--name {name}: {storage.join(name)} already exists; add --resume to continue it, or "
             "choose another --name"
         )
+    configs = {arch: recipe.resolve(arch) for arch in run.arch_list}
     joining = address or os.environ.get("RAY_ADDRESS")
     if not joining:  # a local Ray: this machine is the one node
-        _require_models_fit(recipe, run.arch_list, data, _physical_memory(), "this machine")
+        _require_models_fit(configs, data, _physical_memory(), "this machine")
     connect(address)
     if joining:
         largest = max(n["Resources"].get("memory", 0) for n in alive_nodes())
-        _require_models_fit(recipe, run.arch_list, data, largest, "the largest node (Ray's memory resource)")
+        _require_models_fit(configs, data, largest, "the largest node (Ray's memory resource)")
     require_shared_storage(storage)
     wait_for_gpus(
         max(1, run.workers_per_trial), run.gpu_wait, run.use_gpu
@@ -96,16 +100,16 @@ def start(
     if run.torch_threads:
         plan = replace(plan, torch_threads=run.torch_threads)
     log.info("run %s: %s", storage.join(name), plan.describe(n_trials))
-    return Session(run, recipe, data, storage, name, plan, resume)
+    return Session(run, recipe, data, storage, name, plan, resume, configs)
 
 
 def _require_models_fit(
-    recipe: Recipe, archs: list[str], data: PreparedData, memory: float, where: str
+    configs: dict[str, tuple[ModelConfig, TrainConfig]], data: PreparedData, memory: float, where: str
 ) -> None:
     """Refuse, before any trial starts, an architecture whose parameters and optimizer state alone exceed `memory`
     bytes: its workers would die allocating them, and be restarted to die again."""
-    for arch in archs:
-        need = training_bytes(recipe.resolve(arch)[0], data.vocab_size, data.max_len)
+    for arch, (model_cfg, _) in configs.items():
+        need = training_bytes(model_cfg, data.vocab_size, data.max_len)
         if need > memory:
             raise UserError(
                 f"{arch}: its weights, gradients and Adam's two moments alone need {need / 2**30:,.1f} GiB, "

@@ -20,7 +20,7 @@ def train(run: RunConfig, recipe: Recipe, resume: bool = False, address: str | N
     started = time.perf_counter()
     seeds = {"seed": tune.grid_search(run.seed_list)} if run.seed_list else None  # a trial per arch and seed
     session = start(run, recipe, len(run.arch_list) * max(1, len(run.seed_list)), resume, address)
-    require_batches(session, {arch: session.recipe.resolve(arch)[1].batch_size for arch in run.arch_list})
+    require_batches(session, {arch: train_cfg.batch_size for arch, (_, train_cfg) in session.configs.items()})
     results, failed = finished_trials(fit(session, trial_space(run.arch_list, seeds)))
     wall = time.perf_counter() - started
     log.info(
