@@ -2,7 +2,7 @@
 and small object stores, two worker nodes of 2 CPUs, data and runs in a bucket (moto's S3 on loopback).
 `prepare` writes the shards from tasks on the worker nodes; a trial's two DDP ranks, on two nodes, stream
 the splits from the bucket (more than fit in the object stores), where a Ray Data listing task of one whole
-CPU once waited forever beside them. The model is the cheapest (a bag of 3,500-token reviews): the data
+CPU once waited forever beside them, and finish on a fresh node when one of theirs dies. The model is the cheapest (a bag of 3,500-token reviews): the data
 path is what is tested."""
 
 import os
@@ -70,42 +70,12 @@ def test_prepare_reads_on_the_head_and_sorts_and_writes_on_the_workers_into_the_
     assert ran("_sort_range") and set(ran("_sort_range") + ran("_scatter_range")) <= workers
 
 
-def test_two_ranks_on_two_nodes_stream_from_the_bucket(cluster):
-    storage = f"{cluster.s3.url}/runs"
+def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(cluster, tmp_path):
+    """A trial's two DDP ranks, one on each worker node, stream the splits from the bucket. Once epoch 1 is
+    checkpointed there, one of their nodes is SIGKILLed, as if the machine died, and a fresh node joins: Train
+    restarts the worker group with a rank on the fresh node, from that checkpoint. Every epoch is kept once and
+    every test review scored once. (One run for both: each costs a cluster's worth of start-up.)"""
     assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
-    done = cli(
-        cluster,
-        "train",
-        "--data",
-        cluster.data,
-        "--storage",
-        storage,
-        "--name",
-        "streamed",
-        "--archs",
-        "mlp",
-        "--pooling",
-        "mean",
-        "--workers-per-trial",
-        "2",
-        "--epochs",
-        "1",
-        "--verify",
-        "--verbose",
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "streaming the splits from their shards" in done.stderr
-    results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
-    assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
-    ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
-    assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2
-
-
-def test_a_lost_worker_node_is_replaced_and_the_ranks_finish_from_the_bucket(cluster, tmp_path):
-    """SIGKILL one of the two ranks' nodes, as if the machine died, once epoch 1 is checkpointed in the bucket: Train
-    restarts the worker group with a rank on a fresh node, from that checkpoint; every epoch is kept once and
-    every test review scored once."""
     log = open(tmp_path / "train.log", "w")
     run = start_cli(
         cluster,
@@ -116,7 +86,7 @@ def test_a_lost_worker_node_is_replaced_and_the_ranks_finish_from_the_bucket(clu
         "--storage",
         f"{cluster.s3.url}/runs",
         "--name",
-        "node-loss",
+        "streamed",
         "--archs",
         "mlp",
         "--pooling",
@@ -127,11 +97,18 @@ def test_a_lost_worker_node_is_replaced_and_the_ranks_finish_from_the_bucket(clu
         "3",
         "--batch-size",
         "16",  # epochs of seconds, not one: the node is lost while the run trains
+        "--verify",
+        "--verbose",
     )
     try:
         wait_for(
-            lambda: checkpoint_epochs(cluster, "node-loss", "mlp"), 600, "epoch 1's checkpoint", interval=0.5
+            lambda: checkpoint_epochs(cluster, "streamed", "mlp"), 600, "epoch 1's checkpoint", interval=0.5
         )
+        ranks = [
+            a
+            for a in cluster.listed("actors")
+            if a["class_name"].endswith("TrainWorker") and a["state"] == "ALIVE"
+        ]
         cluster.kill_worker_node()
         fresh = cluster.start_worker_node()
         assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
@@ -139,8 +116,11 @@ def test_a_lost_worker_node_is_replaced_and_the_ranks_finish_from_the_bucket(clu
         if run.poll() is None:
             run.kill()
         log.close()
-    results = bucket_json(cluster, "runs/node-loss/results.json")["results"]["mlp"]
-    assert results["epochs"] == 3 and results["test_reviews"] == REVIEWS
-    assert [h["epoch"] for h in checkpoint_metas(cluster, "node-loss", "mlp")[-1]["history"]] == [1, 2, 3]
-    ranks = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
-    assert any(a["node_id"] == fresh for a in ranks)  # the restarted group trained on the fresh node
+    assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2  # before the loss: a rank on each node
+    assert "streaming the splits from their shards" in (tmp_path / "train.log").read_text()
+    results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
+    assert results["epochs"] == 3
+    assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
+    assert [h["epoch"] for h in checkpoint_metas(cluster, "streamed", "mlp")[-1]["history"]] == [1, 2, 3]
+    restarted = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
+    assert any(a["node_id"] == fresh for a in restarted)  # the restarted group trained on the fresh node
