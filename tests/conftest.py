@@ -85,7 +85,8 @@ def start_ray():
     import ray
 
     if not ray.is_initialized():
-        # Workers import test modules too (functions a test hands to Ray Train are pickled by reference);
+        # Workers import test modules, and the benchmark's beside the package (jobs/benchmarks/), too: functions
+        # handed to Ray Train are pickled by reference;
         # the dashboard serves Ray's state API, which the fault tests use to find worker processes.
         ray.init(
             address="local",
@@ -94,7 +95,9 @@ def start_ray():
             dashboard_host="127.0.0.1",
             dashboard_port=free_port(),
             log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}},
+            runtime_env={
+                "env_vars": {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO / "jobs")])}
+            },
         )
     return ray
 

@@ -14,13 +14,13 @@ from benchmarks import (
 from benchmarks import (
     sections as benchmark,
 )
+from benchmarks.timing import ray_worker_throughput, run_spec
 from rnn_models.ablation import split_tensors
 from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS
 from rnn_models.models import model_from_config
 from rnn_models.presets import Recipe, load_preset
 from rnn_models.training.ingest import DataSpec
-from rnn_models.training.timing import ray_worker_throughput, run_spec
 
 
 def _rows(files) -> list[tuple]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.timing import ray_worker_throughput, run_spec, timed_epoch
 from rnn_models.ablation import slices, split_tensors
 from rnn_models.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnn_models.data.prepare import prepare
@@ -34,7 +35,6 @@ from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.resources import cluster_plan
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.precision import precision_for
-from rnn_models.training.timing import ray_worker_throughput, run_spec, timed_epoch
 from rnn_models.tuning.train import train
 
 NO_GPU = "no GPU: the gpu section is skipped"
