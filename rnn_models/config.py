@@ -227,7 +227,7 @@ class TrainConfig:
         "rows",
         "with several workers, how their embedding tables' gradients are added up: 'rows' sends only "
         "the rows a step touched (training/table_rows.py), 'dense' the whole tables (DDP's own "
-        "all-reduce); the same gradients either way",
+        "all-reduce, cheaper past ~32 workers); the same gradients either way",
     )
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = train every epoch")
     seed: int = opt(0, "seed for initial weights and shuffling (with --source, for the data's splits too)")

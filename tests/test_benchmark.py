@@ -180,7 +180,7 @@ def test_ddp_bytes_counts_the_rows_a_batch_touches_in_each_table():
 
 
 def test_ddp_bytes_measures_what_two_ranks_send_each_way():
-    """Two forked gloo ranks train real steps: dense, every gradient byte; rows, the other parameters' bytes
+    """Two gloo ranks (spawned processes) train real steps: dense, every gradient byte; rows, the other parameters' bytes
     plus each rank's touched rows (its 1-8 token ids, out of a 500-row table) with their indices."""
     from benchmarks.ddp_bytes import measured
 

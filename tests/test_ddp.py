@@ -9,6 +9,7 @@ import torch
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import model_from_config
+from rnn_models.training.checkpoint import unwrap
 from rnn_models.training.ingest import torch_batches
 from rnn_models.training.loop import Sums, make_optimizer, train_epoch
 from rnn_models.training.table_rows import add_up_rows
@@ -51,6 +52,35 @@ def _gradients(table_grads: str, rank: int, device) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
+def _untouched_on_one_rank(rank: int, device) -> torch.Tensor:
+    """The bigram table's gradient when only rank 0's batch has bigrams (rank 1's reviews are one token long):
+    rank 1 still joins the table's gather, with no rows."""
+    model = TrainWorker().wrap(_model(), "rows")
+    length = MAX_LEN if rank == 0 else 1
+    ids = torch.from_numpy(np.random.default_rng(rank).integers(2, 300, size=(8, length))).to(device)
+    model(ids, torch.full((8,), length, device=device)).sum().backward()
+    add_up_rows(model)
+    return unwrap(model).bigram_embedding.weight.grad
+
+
+def _trained(table_grads: str, rank: int, device) -> torch.Tensor:
+    """Every weight after two steps of each rank's own batches with adversarial training, clipping and AdamW's
+    weight decay, the gradients added up as in `_gradients`."""
+    model = TrainWorker().wrap(_model(), table_grads)
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.01, grad_clip=0.5)
+    draw = np.random.default_rng(rank)
+    batches = [
+        {
+            "ids": torch.from_numpy(draw.integers(2, 300, size=(8, MAX_LEN))).to(device),
+            "length": torch.full((8,), MAX_LEN, device=device),
+            "label": torch.from_numpy(draw.integers(0, 2, 8).astype(np.float32)).to(device),
+        }
+        for _ in range(2)
+    ]
+    train_epoch(model, batches, make_optimizer(model, cfg), device, cfg.grad_clip, adversarial=0.05)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 def _probe(config):
     """The production pieces (model, DDP wrap, batches, epoch loop), recording what each rank saw: an epoch
     without adversarial training, then one with; and one step's gradients added up both ways (one worker group
@@ -58,10 +88,12 @@ def _probe(config):
     device = ray.train.torch.get_device()
     rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
-    torch.save(
-        {mode: _gradients(mode, rank, device) for mode in ("dense", "rows")},
-        f"{config['out']}/gradients-rank{rank}.pt",
-    )
+    torch.save(_untouched_on_one_rank(rank, device), f"{config['out']}/untouched-rank{rank}.pt")
+    for name, run in (("gradients", _gradients), ("trained", _trained)):
+        torch.save(
+            {mode: run(mode, rank, device) for mode in ("dense", "rows")},
+            f"{config['out']}/{name}-rank{rank}.pt",
+        )
     for adversarial in ADVERSARIAL:
         model = TrainWorker().wrap(_model(), "rows")
         optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
@@ -117,3 +149,10 @@ def test_two_gloo_workers_see_disjoint_data_and_agree_on_weights(ray_session, tm
     assert torch.equal(gradients[0]["rows"], gradients[1]["rows"])
     assert torch.allclose(gradients[0]["rows"], gradients[0]["dense"], atol=1e-7)
     assert gradients[0]["rows"].abs().sum() > 0
+    untouched = [torch.load(tmp_path / f"untouched-rank{r}.pt") for r in (0, 1)]
+    assert torch.equal(untouched[0], untouched[1]) and untouched[0].abs().sum() > 0
+    # and so the same weights after steps with adversarial training, clipping and weight decay
+    trained = [torch.load(tmp_path / f"trained-rank{r}.pt") for r in (0, 1)]
+    assert torch.equal(trained[0]["rows"], trained[1]["rows"])
+    assert torch.allclose(trained[0]["rows"], trained[0]["dense"], atol=1e-6)
+    assert not torch.allclose(trained[0]["rows"], start)

@@ -27,7 +27,7 @@ from rnn_models.data.prepare import _summarise, count_vocabulary
 from rnn_models.data.sources import load_reviews
 from rnn_models.data.splits import split_reviews
 from rnn_models.data.text import encode, normalise
-from rnn_models.models import model_from_config
+from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.models.layers import bigram_ids
 from rnn_models.presets import BUILTIN, Recipe, load_preset
 from rnn_models.training import table_rows
@@ -56,15 +56,16 @@ def ddp_bytes(source: str, batches: int = 20, seed: int = 0, steps: int = 3) -> 
             figures[f"{name} {arch}"] = _step_bytes(model, ids)
             if steps:
                 labels = [train["label"].take(pa.array(p)).to_numpy().astype(np.float32) for p in picks]
-                batches_ = [_batch(e, y) for e, y in zip(encoded, labels)]
+                cut = takes_any_length(model_cfg)
+                batches_ = [_batch(e, y, cut) for e, y in zip(encoded, labels)]
                 sizes = (prepare.vocab_size, prepare.max_len)
                 figures[f"{name} {arch}"]["measured"] = measured(model_cfg, train_cfg, sizes, batches_, steps)
     return figures
 
 
-def _batch(encoded: dict, labels: np.ndarray) -> dict:
-    """A training batch cut at its longest review, as length-bucketed batches are."""
-    longest = int(encoded["length"].max())
+def _batch(encoded: dict, labels: np.ndarray, cut: bool) -> dict:
+    """A training batch, cut at its longest review as length-bucketed batches are if the model takes it."""
+    longest = int(encoded["length"].max()) if cut else encoded["ids"].shape[1]
     return {
         "ids": torch.from_numpy(encoded["ids"][:, :longest]),
         "length": torch.from_numpy(encoded["length"]),
@@ -76,6 +77,8 @@ def measured(model_cfg, train_cfg, sizes: tuple[int, int], batches: list[dict], 
     """Two gloo ranks each train one warm-up step and `steps` timed steps of their own batches, with the tables'
     gradients added up 'dense' (DDP) and as 'rows': per mode, the bytes a rank sent per step and seconds per
     step (the two ranks share this machine's cores)."""
+    if len(batches) < 2 * (steps + 1):
+        raise ValueError(f"{len(batches)} batches: two ranks need {2 * (steps + 1)} for {steps} steps each")
     with tempfile.TemporaryDirectory() as folder:
         torch.multiprocessing.spawn(  # not forked: a fork of a process running Ray's threads may hang
             _rank, args=(folder, model_cfg, train_cfg, sizes, batches, steps), nprocs=2

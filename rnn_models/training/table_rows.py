@@ -16,7 +16,9 @@ from torch import nn
 
 
 def leave_tables_to_rows(model: nn.Module) -> None:
-    """Call before DDP wraps `model`: its embedding tables make sparse gradients, and DDP leaves them out."""
+    """Call before DDP wraps `model`: its embedding tables make sparse gradients, and DDP leaves them out. (DDP
+    then no longer copies them from rank 0 as it wraps: every rank builds them from the same seed, and a
+    restored run loads the same checkpoint on every rank.)"""
     names = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding):
@@ -26,25 +28,38 @@ def leave_tables_to_rows(model: nn.Module) -> None:
 
 
 def add_up_rows(model: nn.Module) -> int:
-    """Give every sparse table gradient of `model` (after a backward) its dense value averaged over the ranks.
-    Returns the bytes this rank sent (its rows' indices and values; 0 where there is nothing to add up)."""
+    """Give every sparse table of `model` (after a backward) its dense gradient averaged over the ranks.
+    Returns the bytes this rank sent (its rows' indices and values; 0 where there is nothing to add up).
+
+    Every rank joins every table's gather, even one its batch did not touch (no gradient: no rows), or the
+    ranks' collectives would pair up wrongly and hang; a table no rank touched keeps no gradient."""
     sent = 0
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, nn.Embedding) and weight.grad is not None and weight.grad.is_sparse:
-            parts, bytes_sent = _gathered(weight.grad.coalesce())
-            sent += bytes_sent
-            dense = torch.zeros_like(weight)
-            for rows, values in parts:  # rank by rank, each part's rows distinct: the same sums on every rank
-                dense.index_add_(0, rows, values)  # (CUDA adds repeated rows in no fixed order)
-            weight.grad = dense / len(parts) if len(parts) > 1 else dense
+        if not (isinstance(module, nn.Embedding) and module.sparse):
+            continue
+        weight = module.weight
+        if weight.grad is not None:
+            grad = weight.grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+        else:
+            rows = torch.zeros(0, dtype=torch.int64, device=weight.device)
+            values = weight.new_zeros((0, *weight.shape[1:]))
+        parts, bytes_sent = _gathered(rows, values)
+        sent += bytes_sent
+        if all(len(rows) == 0 for rows, _ in parts):
+            continue
+        dense = torch.zeros_like(weight)
+        for rows, values in parts:  # rank by rank, each part's rows distinct: the same sums on every rank
+            dense.index_add_(0, rows, values)  # (CUDA adds repeated rows in no fixed order)
+        weight.grad = dense / len(parts) if len(parts) > 1 else dense
     return sent
 
 
-def _gathered(grad: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
-    """Every rank's (rows, values) of `grad`, in rank order, and the bytes this rank sent. Ranks touch different
-    numbers of rows: each pads its own to the largest count, and the padding is cut off after the gather."""
-    rows, values = grad.indices()[0], grad.values()
+def _gathered(
+    rows: torch.Tensor, values: torch.Tensor
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Every rank's (rows, values), in rank order, and the bytes this rank sent. Ranks touch different numbers
+    of rows: each pads its own to the largest count, and the padding is cut off after the gather."""
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world == 1:
         return [(rows, values)], 0
@@ -52,6 +67,8 @@ def _gathered(grad: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor
     dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
     counts = [int(c) for c in counts]
     most = max(counts)
+    if most == 0:
+        return [(rows, values)] * world, 8
     padded_rows = torch.zeros(most, dtype=rows.dtype, device=rows.device)
     padded_rows[: len(rows)] = rows
     padded_values = values.new_zeros((most, *values.shape[1:]))
