@@ -9,7 +9,7 @@ import os
 
 import pytest
 import ray
-from test_two_nodes import bucket_json, checkpoint_epochs, checkpoint_metas, cli, start_cli
+from test_two_nodes import bucket_json, checkpoint_epochs, checkpoint_metas, cli, training_in_background
 
 from cluster_harness import MotoS3, TwoNodeCluster
 from conftest import wait_for
@@ -76,16 +76,9 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(c
     restarts the worker group (on the nodes that fit it) from that checkpoint. Every epoch is kept once and
     every test review scored once. (One run for both: each costs a cluster's worth of start-up.)"""
     assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
-    log = open(tmp_path / "train.log", "w")
-    run = start_cli(
+    with training_in_background(
         cluster,
-        log,
-        "train",
-        "--data",
-        cluster.data,
-        "--storage",
-        f"{cluster.s3.url}/runs",
-        "--name",
+        tmp_path / "train.log",
         "streamed",
         "--archs",
         "mlp",
@@ -99,8 +92,7 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(c
         "16",  # epochs of seconds, not one: the node is lost while the run trains
         "--verify",
         "--verbose",
-    )
-    try:
+    ) as run:
         wait_for(
             lambda: checkpoint_epochs(cluster, "streamed", "mlp"), 600, "epoch 1's checkpoint", interval=0.5
         )
@@ -112,10 +104,6 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(c
         cluster.kill_worker_node()
         cluster.start_worker_node()
         assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
-    finally:
-        if run.poll() is None:
-            run.kill()
-        log.close()
     assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2  # before the loss: a rank on each node
     assert "streaming the splits from their shards" in (tmp_path / "train.log").read_text()
     results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]

@@ -2,6 +2,7 @@
 holding the prepared data, a worker node (its own mount namespace) that cannot see the head's folders, and
 run storage in a bucket (moto's S3 on loopback). Every command is the CLI in its own process."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -61,14 +62,24 @@ def cli(nodes: TwoNodeCluster, *args: str, timeout: float = 600) -> subprocess.C
     )
 
 
-def start_cli(nodes: TwoNodeCluster, log, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, *args, "--address", nodes.address],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=nodes.env,
-        start_new_session=True,
-    )
+@contextlib.contextmanager
+def training_in_background(nodes: TwoNodeCluster, log_path, name: str, *args: str):
+    """`rnn-models train` of the bucket's data into the bucket's `runs/<name>`, with `args`, running in the
+    background (its output in `log_path`) while the block acts on the cluster; killed if still running after."""
+    with open(log_path, "w") as log:
+        run = subprocess.Popen(
+            [*CLI, "train", "--data", nodes.data, "--storage", f"{nodes.s3.url}/runs", "--name", name, *args]
+            + ["--address", nodes.address],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=nodes.env,
+            start_new_session=True,
+        )
+        try:
+            yield run
+        finally:
+            if run.poll() is None:
+                run.kill()
 
 
 def bucket_json(nodes: TwoNodeCluster, key: str) -> dict:
@@ -170,23 +181,9 @@ def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
 
 
 def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path):
-    log = open(tmp_path / "train.log", "w")
-    run = start_cli(
-        cluster,
-        log,
-        "train",
-        "--data",
-        cluster.data,
-        "--storage",
-        f"{cluster.s3.url}/runs",
-        "--name",
-        "node-loss",
-        "--archs",
-        "bilstm",
-        "--epochs",
-        "3",
-    )
-    try:
+    with training_in_background(
+        cluster, tmp_path / "train.log", "node-loss", "--archs", "bilstm", "--epochs", "3"
+    ) as run:
         wait_for(
             lambda: checkpoint_epochs(cluster, "node-loss", "bilstm") == [1],
             300,
@@ -205,10 +202,6 @@ def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path)
         )
         print(f"node loss: epoch 2 checkpointed {time.monotonic() - killed_at:.0f} s after the kill")
         assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
-    finally:
-        if run.poll() is None:
-            run.kill()
-        log.close()
     assert lost == [1], "the node was lost after epoch 1 and before epoch 2 ended"
     results = bucket_json(cluster, "runs/node-loss/results.json")["results"]["bilstm"]
     assert results["epochs"] == 3 and results["test_reviews"] == REVIEWS
