@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from rnn_models.errors import UserError
+from rnn_models.storage import Storage
 
 
 def sha256_file(path: Path, digest=None) -> str:
@@ -26,10 +27,9 @@ def sha256_stream(stream, digest=None) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Write `data` as JSON atomically: readers see the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write `data` as JSON into a local file whole (`Storage.write`): readers see the old file or the new one."""
+    path = Path(path)
+    Storage(str(path.parent)).write((json.dumps(data, indent=2) + "\n").encode(), path.name)
 
 
 @contextlib.contextmanager

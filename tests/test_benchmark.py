@@ -186,7 +186,7 @@ def test_ddp_bytes_measures_what_two_ranks_send_each_way():
 
     model_cfg, train_cfg = ModelConfig(arch="lstm", embedding_size=8, hidden_size=4), TrainConfig()
     model = model_from_config(model_cfg, 498, 4)
-    table = model.embedding.weight.numel() * 4
+    table = model.inputs.embedding.weight.numel() * 4
     dense = sum(p.numel() for p in model.parameters()) * 4
     batches = [
         {"ids": torch.full((2, 4), 2 + i), "length": torch.full((2,), 4), "label": torch.ones(2)}

@@ -60,7 +60,7 @@ def _untouched_on_one_rank(rank: int, device) -> torch.Tensor:
     ids = torch.from_numpy(np.random.default_rng(rank).integers(2, 300, size=(8, length))).to(device)
     model(ids, torch.full((8,), length, device=device)).sum().backward()
     add_up_rows(model)
-    return unwrap(model).bigram_embedding.weight.grad
+    return unwrap(model).inputs.bigram_embedding.weight.grad
 
 
 def _trained(table_grads: str, rank: int, device) -> torch.Tensor:

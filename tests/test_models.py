@@ -185,7 +185,7 @@ def test_handrolled_concat_matches_bidirectional_lstm_with_copied_weights():
             target = model.backward_lstm if name.endswith("_reverse") else model.forward_lstm
             getattr(target, name.removesuffix("_reverse")).copy_(p)
         ids, lengths = batch(4, [T, 1, 5, 2, 7, T - 1, 3, 9])  # packing needs length >= 1
-        x = model.embedding(ids)  # (B, T, E)
+        x = model.inputs.embedding(ids)  # (B, T, E)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = reference(packed)  # (2, B, H)
         expected = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2H)
@@ -196,7 +196,9 @@ def test_bilstm_reads_the_same_final_states_as_packing():
     model = build_model("bilstm", K, T, seed=0, **SMALL).double().eval()
     with torch.no_grad():
         ids, lengths = batch(8, [T, 1, 5, 2, 7, T - 1, 3, 9])
-        packed = pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            model.inputs.embedding(ids), lengths, batch_first=True, enforce_sorted=False
+        )
         _, (h_n, _) = model.lstm(packed)  # (2, B, H)
         assert (model.features(ids, lengths) - torch.cat([h_n[0], h_n[1]], dim=-1)).abs().max() <= 1e-10
 
@@ -249,7 +251,7 @@ def test_lstm_full_length_readout_is_the_last_lstm_output():
     model = build_model("lstm", K, T, seed=0, **SMALL).eval()
     ids, lengths = batch(6, [T, T, T])
     with torch.no_grad():
-        out, _ = model.lstm(model.embedding(ids))  # (B, T, H), unpacked
+        out, _ = model.lstm(model.inputs.embedding(ids))  # (B, T, H), unpacked
         assert (model.features(ids, lengths) - out[:, -1]).abs().max() <= 1e-6
 
 
@@ -304,7 +306,7 @@ def test_pooled_readout_is_max_and_mean_of_the_outputs_over_the_real_steps(case)
         ):  # each direction packed on its own, the backward one over the reversal
             from rnn_models.models.recurrent import reverse_within_length
 
-            x = model.embedding(ids)
+            x = model.inputs.embedding(ids)
             fwd, _ = model.forward_lstm(
                 pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             )
@@ -317,7 +319,9 @@ def test_pooled_readout_is_max_and_mean_of_the_outputs_over_the_real_steps(case)
         else:
             lstm = model.lstm
             out, _ = lstm(
-                pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+                pack_padded_sequence(
+                    model.inputs.embedding(ids), lengths, batch_first=True, enforce_sorted=False
+                )
             )
             outs = [pad_packed_sequence(out, batch_first=True, total_length=T)[0]]
         expected = []
@@ -332,7 +336,7 @@ def test_axon_init_draws_in_axons_ranges_and_zeroes_the_biases():
         "lstm", 1000, T, seed=0, init="axon", forget_bias=1.0, embedding_size=32, hidden_size=16
     )
     assert (
-        model.embedding.weight.abs().max() <= 0.01 and model.embedding.weight.std() > 0.005
+        model.inputs.embedding.weight.abs().max() <= 0.01 and model.inputs.embedding.weight.std() > 0.005
     )  # uniform ±0.01
     for gate in model.lstm.weight_ih_l0.chunk(4):  # glorot over one gate's (16, 32) kernel
         limit = (6 / (32 + 16)) ** 0.5
@@ -347,7 +351,7 @@ def test_axon_init_draws_in_axons_ranges_and_zeroes_the_biases():
     limit = (6 / (16 + 16)) ** 0.5
     assert model.head.dense.weight.abs().max() <= limit
     default = build_model("lstm", 1000, T, seed=0, embedding_size=32, hidden_size=16)
-    assert default.embedding.weight.std() > 0.5  # PyTorch's N(0, 1)
+    assert default.inputs.embedding.weight.std() > 0.5  # PyTorch's N(0, 1)
 
 
 def test_bigram_hashing_is_deterministic_and_ignores_padding():
@@ -367,13 +371,15 @@ def test_bigram_hashing_is_deterministic_and_ignores_padding():
 
 
 def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
-    from rnn_models.models.recurrent import embed
-
     model = build_model("lstm", K, 5, seed=0, bigram_buckets=1000, **SMALL).eval()
     ids = torch.tensor([[5, 9, 3, 0, 0]])
     pairs = [(5 * 1_000_003 + 9) % 1000, (9 * 1_000_003 + 3) % 1000]  # the rows of (5, 9) and (9, 3), by hand
     with torch.no_grad():
-        x, tokens, rows = embed(model, ids)[0], model.embedding.weight, model.bigram_embedding.weight
+        x, tokens, rows = (
+            model.inputs(ids)[0],
+            model.inputs.embedding.weight,
+            model.inputs.bigram_embedding.weight,
+        )
         assert torch.equal(x[0], tokens[5])  # the first token ends no pair
         assert torch.allclose(x[1], tokens[9] + rows[pairs[0]]) and torch.allclose(
             x[2], tokens[3] + rows[pairs[1]]
@@ -381,14 +387,12 @@ def test_a_recurrent_step_reads_its_token_plus_the_pair_it_ends():
 
 
 def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real_steps():
-    from rnn_models.models.recurrent import embed
-
     ids, lengths = batch(3, VARIED)
     with_inputs = build_model(
         "lstm", K, T, seed=0, readout="pool_with_inputs", bigram_buckets=64, **SMALL
     ).eval()
     with torch.no_grad():
-        features, x = with_inputs.features(ids, lengths), embed(with_inputs, ids)
+        features, x = with_inputs.features(ids, lengths), with_inputs.inputs(ids)
         assert features.shape == (B, 2 * 16 + 2 * 8)
         # the inputs' max and mean over each review's real steps, after the LSTM's features
         rows = [x[b, :n] for b, n in enumerate(lengths.tolist()) if n]
@@ -398,7 +402,7 @@ def test_pool_with_inputs_adds_the_max_and_mean_of_the_step_inputs_over_the_real
 
 
 def test_token_dropout_makes_real_tokens_out_of_vocabulary_while_training_only():
-    from rnn_models.models.recurrent import drop_tokens
+    from rnn_models.models.layers import drop_tokens
 
     ids, lengths = batch(11, [T] * 6 + [3, 0])
     torch.manual_seed(0)

@@ -77,7 +77,7 @@ def test_sparse_table_gradients_become_the_dense_ones():
         if sparse:
             leave_tables_to_rows(model)
         model(ids, torch.full((4,), 6)).sum().backward()
-        assert model.bigram_embedding.weight.grad.is_sparse == sparse
+        assert model.inputs.bigram_embedding.weight.grad.is_sparse == sparse
         assert add_up_rows(model) == 0  # nothing sent: one process
         grads[sparse] = [p.grad for p in model.parameters()]
     assert all(
@@ -176,6 +176,20 @@ def test_checkpoint_round_trip(tmp_path):
     for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
         assert torch.equal(a, b)
     assert loaded.state["optimizer"]["state"]  # Adam's moments came back too
+
+
+@pytest.mark.parametrize("arch", ["lstm", "handrolled_bilstm"])
+def test_a_checkpoint_saved_before_the_token_inputs_module_still_loads(tmp_path, arch):
+    """Recurrent models kept their token tables at the top (`embedding.weight`) until they moved into
+    `inputs`: such a checkpoint loads with the same tensors, the tested weights too."""
+    model = _saved(tmp_path, ModelConfig(arch=arch, bigram_buckets=16))
+    old_names = {k.removeprefix("inputs."): v for k, v in model.state_dict().items()}
+    assert "embedding.weight" in old_names and "bigram_embedding.weight" in old_names
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({**state, "model": old_names, "tested": old_names}, tmp_path / "model.pt")
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.state["tested"].keys() == model.state_dict().keys()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_a_checkpoint_keeps_an_earlier_epochs_weights_for_the_test(tmp_path):

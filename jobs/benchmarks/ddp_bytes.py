@@ -144,7 +144,7 @@ def _step_bytes(model: nn.Module, batches: list[torch.Tensor]) -> dict:
 
 def _rows_of(table: nn.Embedding, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The rows of `table` a batch of `ids` reads: the token ids, or their hashed bigrams for a bigram table."""
-    if table is getattr(model, "bigram_embedding", None):
+    if any(table is getattr(m, "bigram_embedding", None) for m in model.modules()):  # the bag's or inputs'
         return bigram_ids(ids, table.num_embeddings).flatten()
     return ids.flatten()
 

@@ -1,7 +1,59 @@
-"""Layers every architecture shares: the dense ending and the hashed bigram ids of the token inputs."""
+"""Layers the architectures share: the recurrent models' token inputs (embeddings of tokens and hashed
+bigrams, word and embedding dropout) and every model's dense ending."""
 
 import torch
 from torch import nn
+
+from rnn_models.config import ModelConfig
+
+OOV = 1  # the out-of-vocabulary id
+
+
+class TokenInputs(nn.Module):
+    """ids (B, T) → a recurrent model's step inputs (B, T, E): each token's embedding (K + 2 rows: 0 = padding,
+    1 = out-of-vocabulary), plus with `bigram_buckets` that of the hashed pair (previous token, this token) from
+    the second step on; word dropout first, embedding dropout last. A pair at a real step holds real tokens
+    only, so padding still never reaches a readout."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size + 2, cfg.embedding_size)
+        self.bigram_embedding = (
+            nn.Embedding(cfg.bigram_buckets, cfg.embedding_size) if cfg.bigram_buckets else None
+        )
+        self.token_dropout = cfg.token_dropout
+        self.dropout = embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = drop_tokens(ids, self.token_dropout, self.training)
+        x = self.embedding(ids)  # (B, T, E)
+        if self.bigram_embedding is not None and ids.shape[1] > 1:
+            pairs = self.bigram_embedding(
+                bigram_ids(ids, self.bigram_embedding.num_embeddings)
+            )  # (B, T-1, E)
+            x = torch.cat([x[:, :1], x[:, 1:] + pairs], dim=1)
+        return self.dropout(x)
+
+
+def drop_tokens(ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """While training, each real token (id ≥ 2) becomes out-of-vocabulary with probability `p`; padding stays."""
+    if not training or p == 0:
+        return ids
+    return ids.masked_fill((torch.rand(ids.shape, device=ids.device) < p) & (ids > OOV), OOV)
+
+
+def embedding_dropout(kind: str, p: float) -> nn.Module:
+    """Dropout on the embeddings (B, T, E): of single values, of whole channels across a review, or none."""
+    if kind == "spatial":
+        return SpatialDropout(p)
+    return nn.Dropout(p if kind == "element" else 0.0)
+
+
+class SpatialDropout(nn.Dropout1d):
+    """Drops whole embedding channels for every step of a review (Keras' SpatialDropout1D) on (B, T, E)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 class DenseHead(nn.Module):

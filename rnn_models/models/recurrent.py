@@ -1,6 +1,6 @@
 """The three recurrent classifiers: lstm, bilstm and handrolled_bilstm.
 
-Each one embeds the ids, runs LSTMs, reads one feature vector per review (`features`) and ends with
+Each one embeds the ids (`TokenInputs`, layers.py), runs LSTMs, reads one feature vector per review (`features`) and ends with
 the shared dense head (layers.py). Three readouts, all blind to padding (appending padding never changes a logit):
 `last`, the state after each review's last real token (each direction's, for the BiLSTMs), and `pool`,
 the max and the mean of the outputs over every real step (each direction's outputs in review order), and
@@ -23,7 +23,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnn_models.config import ModelConfig
-from rnn_models.models.layers import DenseHead, bigram_ids
+from rnn_models.models.layers import DenseHead, TokenInputs
 
 # ----------------------------------------------------------------------------- shared helpers
 
@@ -51,49 +51,6 @@ class LSTM(nn.LSTM):
             return super().forward(input, hx)
         with torch.autocast(device, enabled=False):
             return super().forward(input.to(self.weight_ih_l0.dtype), hx)
-
-
-OOV = 1  # the out-of-vocabulary id
-
-
-def drop_tokens(ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """While training, each real token (id ≥ 2) becomes out-of-vocabulary with probability `p`; padding stays."""
-    if not training or p == 0:
-        return ids
-    return ids.masked_fill((torch.rand(ids.shape, device=ids.device) < p) & (ids > OOV), OOV)
-
-
-def embed(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """A recurrent model's inputs (B, T, E): each token's embedding, plus with `bigram_embedding` that of the
-    hashed pair (previous token, this token) from the second step on; word dropout first, embedding dropout last.
-    A pair at a real step holds real tokens only, so padding still never reaches a readout."""
-    ids = drop_tokens(ids, model.token_dropout, model.training)
-    x = model.embedding(ids)  # (B, T, E)
-    if model.bigram_embedding is not None and ids.shape[1] > 1:
-        pairs = model.bigram_embedding(bigram_ids(ids, model.bigram_embedding.num_embeddings))  # (B, T-1, E)
-        x = torch.cat([x[:, :1], x[:, 1:] + pairs], dim=1)
-    return model.embedding_dropout(x)
-
-
-def make_embeddings(model: nn.Module, vocab_size: int, embedding_size: int, bigram_buckets: int) -> None:
-    """Give a recurrent `model` its token embeddings (K + 2 rows: 0 = padding, 1 = out-of-vocabulary) and, with
-    `bigram_buckets`, the hashed bigrams' (None without)."""
-    model.embedding = nn.Embedding(vocab_size + 2, embedding_size)
-    model.bigram_embedding = nn.Embedding(bigram_buckets, embedding_size) if bigram_buckets else None
-
-
-def make_embedding_dropout(kind: str, p: float) -> nn.Module:
-    """Dropout on the embeddings (B, T, E): of single values, of whole channels across a review, or none."""
-    if kind == "spatial":
-        return SpatialDropout(p)
-    return nn.Dropout(p if kind == "element" else 0.0)
-
-
-class SpatialDropout(nn.Dropout1d):
-    """Drops whole embedding channels for every step of a review (Keras' SpatialDropout1D) on (B, T, E)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> LSTM:
@@ -202,9 +159,8 @@ class LSTMClassifier(nn.Module):
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
-        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.readout = cfg.readout
+        self.inputs = TokenInputs(cfg, vocab_size)
         self.lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         self.head = DenseHead(
             cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
@@ -215,7 +171,7 @@ class LSTMClassifier(nn.Module):
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = embed(self, ids)  # (B, T, E)
+        x = self.inputs(ids)  # (B, T, E)
         # A causal LSTM's output at t < len depends on real tokens only: reading it there is exactly the
         # packed result, and 1.3-2.3x faster on the CPU than packing.
         out, _ = self.lstm(x)  # (B, T, H), padding run through the LSTM too, never read
@@ -235,13 +191,11 @@ class BiLSTMClassifier(nn.Module):
     under the `seed` preset this is the project's fused BiLSTM with the notebook's recipe.
     """
 
-    pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere
-
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
-        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
-        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.readout = cfg.readout
+        self.pack: bool | None = None  # the form of the reads: None picks by device; set to compare the two
+        self.inputs = TokenInputs(cfg, vocab_size)
         self.lstm = make_lstm(
             cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, bidirectional=True
         )
@@ -257,7 +211,7 @@ class BiLSTMClassifier(nn.Module):
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = embed(self, ids)  # (B, T, E)
+        x = self.inputs(ids)  # (B, T, E)
         if self.readout in POOLED:
             return with_inputs(
                 self.readout, pool(self._outputs(x, lengths), lengths), x, lengths
@@ -312,14 +266,12 @@ class HandrolledBiLSTM(nn.Module):
     last (padding, unless the review fills all T steps); `readout` is then ignored.
     """
 
-    pack: bool | None = None  # None: packed sequences on CUDA, unpacked reads elsewhere (the correct form)
-
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
         self.merge, self.seed_faithful = cfg.merge, cfg.seed_faithful
-        self.readout, self.token_dropout = cfg.readout, cfg.token_dropout
-        make_embeddings(self, vocab_size, cfg.embedding_size, cfg.bigram_buckets)
-        self.embedding_dropout = make_embedding_dropout(cfg.embedding_dropout, cfg.dropout)
+        self.readout = cfg.readout
+        self.pack: bool | None = None  # the form of the reads: None picks by device; set to compare the two
+        self.inputs = TokenInputs(cfg, vocab_size)
         self.forward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         self.backward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
         one_way = cfg.hidden_size * (2 if cfg.readout in POOLED and not cfg.seed_faithful else 1)
@@ -329,7 +281,7 @@ class HandrolledBiLSTM(nn.Module):
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
-        x = embed(self, ids)  # (B, T, E)
+        x = self.inputs(ids)  # (B, T, E)
         if self.seed_faithful:
             fwd, _ = self.forward_lstm(x)  # (B, T, H)
             bwd, _ = self.backward_lstm(x.flip(1))  # (B, T, H), padding first

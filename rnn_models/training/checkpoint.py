@@ -86,6 +86,9 @@ def load_checkpoint(directory: str | Path) -> Loaded:
     _check_meta(meta, vocab, f"--checkpoint {directory / META_FILE}")
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"--checkpoint {directory}: incomplete (no model weights in {MODEL_FILE})")
+    for weights in ("model", "tested"):
+        if isinstance(state.get(weights), dict):
+            state[weights] = _token_tables_moved(state[weights], meta["model"]["arch"])
     loaded = Loaded(state, meta, vocab)
     try:
         loaded.model  # noqa: B018  (built here: a mismatch is the checkpoint's fault, named as such)
@@ -99,6 +102,15 @@ def load_checkpoint(directory: str | Path) -> Loaded:
             f"--checkpoint {directory}: {MODEL_FILE} does not match the model in {META_FILE} ({reason(e)})"
         ) from e
     return loaded
+
+
+def _token_tables_moved(weights: dict, arch: str) -> dict:
+    """The weights of a recurrent model saved before its token tables moved into `inputs` (`TokenInputs`), under
+    today's names; any other weights as they are (the MLPs keep their tables at the top)."""
+    if arch == "mlp":
+        return weights
+    tables = ("embedding.", "bigram_embedding.")
+    return {f"inputs.{k}" if k.startswith(tables) else k: v for k, v in weights.items()}
 
 
 def open_checkpoint(path: str) -> Loaded:
@@ -119,6 +131,14 @@ def open_checkpoint(path: str) -> Loaded:
             return load_checkpoint(local)
         except UserError as e:  # say where the checkpoint is, not where it was copied to
             raise UserError(str(e).replace(local, folder.root)) from e
+
+
+def read_meta(path: str) -> dict:
+    """A checkpoint's meta.json alone, from a folder or a URI: its configs and history, no weights fetched."""
+    try:
+        return json.loads(Storage(path, option="--checkpoint").read(META_FILE))
+    except (OSError, pyarrow.ArrowException, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--checkpoint {path}: no readable {META_FILE} ({reason(e)})") from e
 
 
 def _read_json(path: Path):

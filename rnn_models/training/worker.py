@@ -9,9 +9,8 @@ workers score the test split with the weights of the tested epoch (`loop.tested_
 with a checkpoint of those weights: the run's last result, and the checkpoint a report points to.
 """
 
-import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import ray
 import ray.data
@@ -46,11 +45,6 @@ class TrialInputs:
     train_reviews: int
     torch_threads: int
     shares: list[dict] | None  # per rank, split -> its share in the object store; None: Train streams them
-
-    @property
-    def configs_json(self) -> str:
-        """The configs as every report carries them (Tune keeps metrics flat; a string is one)."""
-        return json.dumps({"model": asdict(self.model), "train": asdict(self.train)})
 
 
 class TrainWorker:
@@ -129,7 +123,7 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
     torch.set_num_threads(inputs.torch_threads)
     rank, world, device = edges.rank, edges.world, edges.device
     any_length = takes_any_length(model_cfg)
-    configs = {"configs_json": inputs.configs_json, "planned_epochs": cfg.epochs}  # in every report
+    planned = {"planned_epochs": cfg.epochs}  # in every report, for the progress lines
     # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
     # search), and these models have no convolution. Precision: training/precision.py, per device.
 
@@ -147,7 +141,7 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
         meta = checkpoint_meta(history[-1]["epoch"], model_cfg, cfg, data, history)
         _report(
             edges,
-            {**history[-1], **configs},
+            {**history[-1], **planned},
             model,
             optimizer,
             scheduler,
@@ -183,9 +177,8 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
         "tested_epoch": best,
         **scores,
         "parameters": parameters,
-        "history_json": json.dumps(history),
-        **configs,
-    }
+        **planned,
+    }  # the history and configs travel in the checkpoint's meta only
     _report(edges, metrics, model, None, None, meta, inputs.vocab, tested=None)
     return metrics
 

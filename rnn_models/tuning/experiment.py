@@ -3,7 +3,6 @@ lines the console shows while it runs, and what it leaves: the finished trials' 
 whether it was interrupted.
 """
 
-import json
 import logging
 import os
 import time
@@ -14,6 +13,7 @@ from rnn_models.cluster import verbose
 from rnn_models.errors import UserError
 from rnn_models.presets import Recipe
 from rnn_models.storage import Storage
+from rnn_models.training.checkpoint import read_meta
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.loop import METRIC
 from rnn_models.tuning.trial import TrialSettings, run_trial
@@ -136,10 +136,8 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
             arch = (result.config or {}).get("arch", "?")
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
         elif "best_epoch" in (result.metrics or {}):  # run_trial's own result: trained and tested to the end
-            history = json.loads(result.metrics["history_json"])
-            results.append(
-                {**result.metrics, "history": history, **json.loads(result.metrics["configs_json"])}
-            )
+            meta = read_meta(result.metrics["checkpoint"])  # the tested checkpoint's
+            results.append({**result.metrics, **{k: meta[k] for k in ("history", "model", "train")}})
     return results, failed
 
 

@@ -23,7 +23,7 @@ from rnn_models.tuning.experiment import finished_trials
 from rnn_models.tuning.schedulers import PerArchASHA
 from rnn_models.tuning.session import fit, report, require_batches, start
 from rnn_models.tuning.space import largest_value, load_search_space, tune_space
-from rnn_models.tuning.trial import reported_configs, trial_space
+from rnn_models.tuning.trial import trial_configs, trial_space
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def search(
         log.warning("%d trial(s) failed:\n  %s", len(failed), "\n  ".join(failed))
     if results:
         report(session, results, {"search_space": space})
-    best = _best_per_arch(grid)
+    best = _best_per_arch(grid, session.recipe)
     found = Preset(
         name=f"{session.name}-best",
         about=f"best val accuracy per architecture in `rnn-models tune` run "
@@ -90,22 +90,17 @@ def search(
     return path
 
 
-def _best_per_arch(grid: tune.ResultGrid) -> dict:
-    """Per arch: the configs of the trial with the best val accuracy reported at any epoch (as the trial
-    reported them: trials ASHA stopped early count too)."""
+def _best_per_arch(grid: tune.ResultGrid, recipe: Recipe) -> dict:
+    """Per arch: the configs of the trial with the best val accuracy reported at any epoch (trials ASHA stopped
+    early count too), resolved from its Tune config as the trial resolved them."""
     best = {}
     for result in grid:
         frame = result.metrics_dataframe
-        if (
-            result.config is None
-            or frame is None
-            or METRIC not in frame
-            or "configs_json" not in result.metrics
-        ):
+        if result.config is None or frame is None or METRIC not in frame:
             continue
         arch, score = result.config["arch"], float(frame[METRIC].max())
         if arch not in best or score > best[arch][METRIC]:
-            model, train = reported_configs(result.metrics)
+            model, train = trial_configs(result.config, recipe)
             best[arch] = {
                 METRIC: score,
                 "model": {k: v for k, v in dataclasses.asdict(model).items() if k != "arch"},

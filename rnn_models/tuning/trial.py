@@ -9,11 +9,11 @@ A lone worker needs no Train run: its trial reports to Tune and keeps its checkp
 and Tune retries a failed trial from its last checkpoint. A worker group's Train run is named after the trial
 (`train/<arch>-<trial id>`), so that a restarted worker group, a retried trial or a resumed experiment finds its
 checkpoints and continues instead of starting over. A trial's Tune config is its architecture and, in a
-search, its sampled values; what it trains is resolved from the run's `Recipe` (the one merge of options) and
-carried in every result it reports (`configs_json`).
+search, its sampled values; what it trains is resolved from the run's `Recipe` (the one merge of options) once
+(`trial_configs`) and carried to its worker(s) as dataclasses. The configs and the epochs' history travel in
+the checkpoints' meta, which the report reads back (`read_meta`).
 """
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
+from rnn_models.training.checkpoint import read_meta
 from rnn_models.training.ingest import DataSpec, Shares
 from rnn_models.training.loop import METRIC
 from rnn_models.training.worker import LoneWorker, TrialInputs, train_and_test, train_loop_per_worker
@@ -63,9 +64,15 @@ def trial_space(archs: list[str], sampled: dict | None = None) -> dict:
     return {"arch": tune.grid_search(archs), **(sampled or {})}
 
 
+def trial_configs(config: dict, recipe: Recipe) -> tuple[ModelConfig, TrainConfig]:
+    """What a trial of Tune `config` (its architecture and any sampled values) trains."""
+    return recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
+
+
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
-    """One trial: train one architecture (in this process, or with a TorchTrainer), then score the test split."""
-    model_cfg, train_cfg = recipe.resolve(config["arch"], {k: v for k, v in config.items() if k != "arch"})
+    """One trial: train one architecture (in this process, or with a TorchTrainer), then score the test split.
+    Its result: the scores and the tested checkpoint, whose meta holds the configs and history."""
+    model_cfg, train_cfg = trial_configs(config, recipe)
     inputs = TrialInputs(
         model_cfg,
         train_cfg,
@@ -87,7 +94,7 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Rec
             result.metrics,
             result.checkpoint,
         )  # the workers' last report: the test split's scores
-    history = json.loads(final["history_json"])
+    history = read_meta(_uri(checkpoint))["history"]
     return {
         "arch": model_cfg.arch,
         METRIC: final[METRIC],
@@ -96,17 +103,7 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Rec
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
         "checkpoint": _uri(checkpoint),
-        **{
-            k: final[k]
-            for k in (
-                "test_accuracy",
-                "test_loss",
-                "test_reviews",
-                "parameters",
-                "history_json",
-                "configs_json",
-            )
-        },  # strings: Tune's TensorBoard logger skips them, lists it warns on
+        **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters")},
     }
 
 
@@ -159,9 +156,3 @@ class _TorchTrainer(TorchTrainer):
             else (PlacementGroupCleanerCallback, DatasetsCallback)
         )
         return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
-
-
-def reported_configs(result: dict) -> tuple[ModelConfig, TrainConfig]:
-    """The configs a trial trained, from any result it reported (each carries them)."""
-    configs = json.loads(result["configs_json"])
-    return ModelConfig(**configs["model"]), TrainConfig(**configs["train"])
