@@ -88,9 +88,9 @@ def test_gpus_the_autoscaler_cannot_add_end_the_wait_with_a_clear_error(scaling,
     with pytest.raises(
         UserError,
         match=r"--use-gpu yes: 0 of the 1 GPU\(s\) a trial needs joined the cluster within "
-        r"--gpu-wait 10 s \(the autoscaler launched no node for them\)",
+        r"--gpu-wait 4 s \(the autoscaler launched no node for them\)",
     ):
-        cluster_rules.wait_for_gpus(1, timeout=10, use_gpu="yes")
+        cluster_rules.wait_for_gpus(1, timeout=4, use_gpu="yes")
     assert time.monotonic() - started < 30
     assert asked and all(r == [{"GPU": 1}] for r in asked)  # asked for before and while waiting
     assert standing_request() == []  # withdrawn with the error

@@ -30,10 +30,10 @@ def test_a_worker_group_that_never_fits_stops_the_run_with_a_clear_error(
             "--epochs",
             "1",
             "--schedule-timeout",
-            "10",
+            "3",
         )
     took = time.monotonic() - started
-    assert "a worker group of 1 x {CPU: 1}" in err and "waited 10 s (--schedule-timeout)" in err, err
+    assert "a worker group of 1 x {CPU: 1}" in err and "waited 3 s (--schedule-timeout)" in err, err
     assert "CPU 1.5/2 used" in err and "--name stalled" in err and "--resume" in err
     print(f"stall stopped the run {took:.0f} s after the start; the error:\n{err}")
     assert took < 120, f"stopped {took:.0f} s after the start"
@@ -56,10 +56,10 @@ def test_a_prepare_that_never_fits_stops_with_a_clear_error_and_writes_nothing(r
             "--val-size",
             "2",
             "--schedule-timeout",
-            "10",
+            "3",
         )
     took = time.monotonic() - started
-    assert "1 x {CPU: 1}" in err and "waited 10 s (--schedule-timeout)" in err and "prepare again" in err, err
+    assert "1 x {CPU: 1}" in err and "waited 3 s (--schedule-timeout)" in err and "prepare again" in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporary left
     assert took < 60, f"stopped {took:.0f} s after the start"
 
