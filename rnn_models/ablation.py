@@ -64,13 +64,15 @@ class TensorShard:
         return slices(self.tensors, batch_size)
 
 
-def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
-    """Train `model_cfg` by `cfg` in this process with the workers' loop (`fit`: the same epoch rules, early
+def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
+    """Train `model_cfg` by `train_cfg` in this process with the workers' loop (`fit`: the same epoch rules, early
     stopping included); the val accuracy per epoch and that of the tested epoch."""
     started, cpu = time.perf_counter(), torch.device("cpu")
-    model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=cfg.seed)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=len(splits["train"]) // cfg.batch_size)
+    model = model_from_config(model_cfg, data.vocab_size, data.max_len, seed=train_cfg.seed)
+    optimizer = make_optimizer(model, train_cfg)
+    scheduler = make_scheduler(
+        optimizer, train_cfg, steps_per_epoch=len(splits["train"]) // train_cfg.batch_size
+    )
     any_length = takes_any_length(model_cfg)
 
     def log_epoch(history: list[dict], earlier: dict | None) -> None:
@@ -87,13 +89,13 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, cfg: T
         model,
         optimizer,
         scheduler,
-        cfg,
-        lambda epoch: training_batches(splits["train"], cfg, any_length, cpu, epoch),  # as rank 0
+        train_cfg,
+        lambda epoch: training_batches(splits["train"], train_cfg, any_length, cpu, epoch),  # as rank 0
         lambda: scoring_batches(splits["val"], cpu, any_length),
         cpu,
         after_epoch=log_epoch,
     )
-    best = tested_epoch(history, cfg)
+    best = tested_epoch(history, train_cfg)
     return {
         "val_accuracy": history[best - 1]["val_accuracy"],
         "epoch": best,
@@ -111,12 +113,17 @@ def ablate(
     rows = []
     for name, change in variants.items():
         try:
-            model_cfg, cfg = Recipe(preset, change).resolve(arch)
+            model_cfg, train_cfg = Recipe(preset, change).resolve(arch)
         except UserError as e:
             raise UserError(f"--variants {name}: {e}") from e
         log.info("%s %s: %s", arch, name, json.dumps(change))
         rows.append(
-            {"variant": name, "arch": arch, "change": change, **run_variant(data, splits, model_cfg, cfg)}
+            {
+                "variant": name,
+                "arch": arch,
+                "change": change,
+                **run_variant(data, splits, model_cfg, train_cfg),
+            }
         )
         log.info("%s %s: val %.4f, %.0f s", arch, name, rows[-1]["val_accuracy"], rows[-1]["seconds"])
     return rows

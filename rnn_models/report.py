@@ -11,7 +11,7 @@ from rnn_models.storage import Storage
 RESULT_KEYS = (
     "test_accuracy",
     "val_accuracy",
-    "best_epoch",
+    "tested_epoch",
     "epochs",
     "train_seconds",
     "samples_per_second",
@@ -94,7 +94,7 @@ def results_table(results: list[dict]) -> str:
     for r in results:
         test = f"{r['test_accuracy']:.2%} ± {interval(r['test_accuracy'], r['test_reviews']):.2%}"
         lines.append(
-            f"| {_label(r, results)} | {test} | {r['val_accuracy']:.2%} | {r['best_epoch']} | {r['epochs']} "
+            f"| {_label(r, results)} | {test} | {r['val_accuracy']:.2%} | {r['tested_epoch']} | {r['epochs']} "
             f"| {r['parameters']:,} | {r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |"
         )
     return "\n".join(lines) + "\n"

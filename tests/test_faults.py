@@ -115,7 +115,7 @@ def resumed_at(epochs_run: list[int], done: int) -> bool:
 
 
 def _finished(run: Path, arch: str) -> bool:
-    return any("best_epoch" in r for r in reported(run, arch))  # the trial's own final result
+    return any("checkpoint" in r for r in reported(run, arch))  # the trial's own final result (is_final)
 
 
 @pytest.mark.own_ray

@@ -18,7 +18,7 @@ def _result(arch: str, seed: int, test: float, val: float, trial: str) -> dict:
         "trial_id": trial,
         "test_accuracy": test,
         "val_accuracy": val,
-        "best_epoch": 1,
+        "tested_epoch": 1,
         "epochs": 1,
         "train_seconds": 1.0,
         "samples_per_second": 10.0,

@@ -119,26 +119,28 @@ def train_loop_per_worker(config: dict) -> None:
 
 def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict:
     """Train by `inputs`, reporting every epoch, then score the test split; returns the last report's metrics."""
-    model_cfg, cfg, data = inputs.model, inputs.train, inputs.data
+    model_cfg, train_cfg, data = inputs.model, inputs.train, inputs.data
     torch.set_num_threads(inputs.torch_threads)
     rank, world, device = edges.rank, edges.world, edges.device
     any_length = takes_any_length(model_cfg)
-    planned = {"planned_epochs": cfg.epochs}  # in every report, for the progress lines
+    planned = {"planned_epochs": train_cfg.epochs}  # in every report, for the progress lines
     # No torch.backends.cudnn.benchmark: it times convolution algorithms only (cuDNN RNNs have no such
     # search), and these models have no convolution. Precision: training/precision.py, per device.
 
-    model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=cfg.seed)
+    model = model_from_config(model_cfg, data["vocab_size"], data["max_len"], seed=train_cfg.seed)
     parameters = count_parameters(model)
-    model = edges.wrap(model, cfg.table_grads)  # [1]
-    optimizer = make_optimizer(model, cfg)
+    model = edges.wrap(model, train_cfg.table_grads)  # [1]
+    optimizer = make_optimizer(model, train_cfg)
     scheduler = make_scheduler(
-        optimizer, cfg, steps_per_epoch=inputs.train_reviews // world // cfg.batch_size
+        optimizer, train_cfg, steps_per_epoch=inputs.train_reviews // world // train_cfg.batch_size
     )
-    history, tested = _restore(edges.checkpoint(), model, optimizer, scheduler, model_cfg, cfg, data)  # [2]
+    history, tested = _restore(
+        edges.checkpoint(), model, optimizer, scheduler, model_cfg, train_cfg, data
+    )  # [2]
     train_shard, val_shard = edges.share("train", inputs), edges.share("val", inputs)  # [3]
 
     def report_epoch(history: list[dict], earlier: dict | None) -> None:
-        meta = checkpoint_meta(history[-1]["epoch"], model_cfg, cfg, data, history)
+        meta = checkpoint_meta(history[-1]["epoch"], model_cfg, train_cfg, data, history)
         _report(
             edges,
             {**history[-1], **planned},
@@ -154,8 +156,8 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
         model,
         optimizer,
         scheduler,
-        cfg,
-        lambda epoch: training_batches(train_shard, cfg, any_length, device, epoch, rank),
+        train_cfg,
+        lambda epoch: training_batches(train_shard, train_cfg, any_length, device, epoch, rank),
         lambda: scoring_batches(val_shard, device, any_length),
         device,
         history,
@@ -169,9 +171,9 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
     unwrap(model).load_state_dict(tested)
     batches = scoring_batches(edges.share("test", inputs), device, any_length)
     (test,) = all_reduced(evaluate(unwrap(model), batches, device), device=device)
-    best = tested_epoch(history, cfg)
+    best = tested_epoch(history, train_cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
-    meta = {**checkpoint_meta(best, model_cfg, cfg, data, history), "test": scores}
+    meta = {**checkpoint_meta(best, model_cfg, train_cfg, data, history), "test": scores}
     metrics = {
         METRIC: next(h[METRIC] for h in history if h["epoch"] == best),
         "tested_epoch": best,
@@ -184,7 +186,7 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
 
 
 def _restore(
-    checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, cfg: TrainConfig, data: dict
+    checkpoint, model, optimizer, scheduler, model_cfg: ModelConfig, train_cfg: TrainConfig, data: dict
 ) -> tuple[list[dict], dict | None]:
     """Continue from the last checkpoint after a restart of the worker group, the trial or the run: (the
     history so far, the weights the test will score)."""
@@ -202,7 +204,7 @@ def _restore(
         scheduler.load_state_dict(loaded.state["scheduler"])
     tested = (
         loaded.state["model"]
-        if tested_epoch(history, cfg) == loaded.meta["epoch"]
+        if tested_epoch(history, train_cfg) == loaded.meta["epoch"]
         else loaded.state["tested"]
     )
     return history, tested

@@ -16,7 +16,7 @@ from rnn_models.storage import Storage
 from rnn_models.training.checkpoint import read_meta
 from rnn_models.training.ingest import DataSpec
 from rnn_models.training.loop import METRIC
-from rnn_models.tuning.trial import TrialSettings, run_trial
+from rnn_models.tuning.trial import TrialSettings, is_final, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,12 @@ class ProgressLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        if "best_epoch" in result:  # the trial's own final result (a trial stopped early has none)
+        if is_final(result):
             log.info(
                 "%s finished: test accuracy %.4f (checkpoint of epoch %d)",
                 self._name(trial),
                 result["test_accuracy"],
-                result["best_epoch"],
+                result["tested_epoch"],
             )
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -135,9 +135,13 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
         if result.error is not None:
             arch = (result.config or {}).get("arch", "?")
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
-        elif "best_epoch" in (result.metrics or {}):  # run_trial's own result: trained and tested to the end
+        elif is_final(result.metrics or {}):
             meta = read_meta(result.metrics["checkpoint"])  # the tested checkpoint's
-            results.append({**result.metrics, **{k: meta[k] for k in ("history", "model", "train")}})
+            metrics = {
+                "tested_epoch": result.metrics.get("best_epoch"),
+                **result.metrics,
+            }  # best_epoch: older runs'
+            results.append({**metrics, **{k: meta[k] for k in ("history", "model", "train")}})
     return results, failed
 
 

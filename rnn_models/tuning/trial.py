@@ -98,13 +98,19 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Rec
     return {
         "arch": model_cfg.arch,
         METRIC: final[METRIC],
-        "best_epoch": final["tested_epoch"],
+        "tested_epoch": final["tested_epoch"],
         "epochs": len(history),
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
         "checkpoint": _uri(checkpoint),
         **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters")},
     }
+
+
+def is_final(result: dict) -> bool:
+    """Whether `result` is `run_trial`'s own: trained and tested to the end (it names the tested checkpoint). A
+    trial stopped early, or interrupted, has none."""
+    return "checkpoint" in result
 
 
 def _uri(checkpoint: ray.train.Checkpoint) -> str:
