@@ -4,17 +4,24 @@ Runs are folders with a results.json (local paths or URIs); one row per architec
 runs, with several trials per architecture, are not compared here.
 
 Each cell is a test accuracy with its 95 % confidence interval (normal approximation over the test
-reviews), so a difference between presets can be told from noise; for a run of several seeds (`train --seeds`),
-the seeds' mean with their sample sd.
+reviews); for a run of several seeds (`train --seeds`), the seeds' mean with their sample sd. Models scored on
+the same reviews are compared in pairs (stats.py: the paired difference and McNemar's test), from the per-review
+predictions each tested checkpoint keeps: every two architectures of a run, and each architecture across runs.
 """
 
+import dataclasses
+import itertools
 import json
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval, png, pyplot
+from rnn_models.stats import PREDICTIONS_FILE, Paired, paired
 from rnn_models.storage import Storage
 
 
@@ -88,13 +95,69 @@ def compare(runs: list[str], out: str) -> str:
             r = cells.get(label)
             parts.append(f"{_cell(r)} | {r['parameters']:,} | {r['train_seconds']:.0f}" if r else "— | — | —")
         lines.append(f"| {arch} | " + " | ".join(parts) + " |")
-    table = "\n".join(lines) + "\n"
+    pairs = _pairs(by_arch)
+    table = "\n".join(lines) + "\n" + _paired_section(pairs)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "comparison.md").write_text(table)
-    write_json(folder / "comparison.json", {"runs": runs, "results": rows})
+    write_json(folder / "comparison.json", {"runs": runs, "results": rows, "paired": pairs})
     (folder / "comparison.png").write_bytes(_plot(rows, list(by_arch)))
     return table
+
+
+def _predictions(result: dict) -> pa.Table | None:
+    """A trial's per-review test predictions (review, label, logit), kept in its tested checkpoint; None for a
+    run of several seeds' summary or a checkpoint written before they were kept."""
+    checkpoint = Storage(result["checkpoint"], option="checkpoint") if "checkpoint" in result else None
+    if checkpoint is None or not checkpoint.is_file(PREDICTIONS_FILE):
+        return None
+    with checkpoint.open(PREDICTIONS_FILE) as f:
+        return pq.read_table(f)
+
+
+def _pairs(by_arch: dict[str, dict]) -> list[dict]:
+    """The paired comparisons: every two architectures within a run, then each architecture across every two
+    runs; only models whose predictions cover the same reviews with the same labels."""
+    scored = {
+        (label, arch): table
+        for label, results in by_arch.items()
+        for arch, result in results.items()
+        if (table := _predictions(result)) is not None
+    }
+    within = [(a, b) for a, b in itertools.combinations(scored, 2) if a[0] == b[0]]
+    across = [(a, b) for a, b in itertools.combinations(scored, 2) if a[0] != b[0] and a[1] == b[1]]
+    pairs = []
+    for a, b in within + across:
+        first, second = scored[a], scored[b]
+        name_a, name_b = (f"{label} {arch}" for label, arch in (a, b))
+        same = first.num_rows == second.num_rows and all(
+            first[c].equals(second[c]) for c in ("review", "label")
+        )
+        if not same:
+            pairs.append({"a": name_a, "b": name_b, "skipped": "not scored on the same test reviews"})
+            continue
+        labels = first["label"].to_numpy() == 1
+        right = [(t["logit"].to_numpy() > 0) == labels for t in (first, second)]
+        pairs.append({"a": name_a, "b": name_b, **dataclasses.asdict(paired(*right))})
+    return pairs
+
+
+def _paired_section(pairs: list[dict]) -> str:
+    if not pairs:
+        return ""
+    lines = [
+        "",
+        "Paired comparisons on the same test reviews (difference in accuracy, 95% CI; McNemar's test):",
+        "",
+    ]
+    for p in pairs:
+        if "skipped" in p:
+            lines.append(f"- {p['a']} vs {p['b']}: {p['skipped']}")
+        else:
+            lines.append(
+                "- " + Paired(**{k: v for k, v in p.items() if k not in ("a", "b")}).line(p["a"], p["b"])
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _plot(rows: dict, labels: list[str]) -> bytes:

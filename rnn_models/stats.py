@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+PREDICTIONS_FILE = "test_predictions.parquet"  # a model's per-review test predictions, wherever it keeps them
 Z95 = 1.96
 EXACT_UP_TO = 100  # discordant reviews: an exact binomial test up to here, the chi-square approximation above
 

@@ -140,6 +140,9 @@ def _value_adapter(cls, key: str) -> TypeAdapter:
 
 @with_config(DOCUMENT)
 class SplitFiles(TypedDict):
+    rows: (
+        int  # the shards hold their split in order: a review's place is its shard's first place plus its row
+    )
     sha256: str
     bytes: NotRequired[int]  # written since the shards are written by Ray tasks; older manifests lack it
 

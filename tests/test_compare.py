@@ -63,3 +63,56 @@ def test_a_run_of_several_seeds_shows_their_mean_and_sd(tmp_path, capsys):
     (seeded / "results.json").write_text(json.dumps({"results": rows, "seeds": summary}))
     assert main(["compare", str(seeded), single, "--out", str(tmp_path / "out2")]) == 2
     assert "no readable results.json" in capsys.readouterr().err
+
+
+def _scored_run(folder, preset, right: dict[str, list[bool]], reviews: list[int] | None = None):
+    """A run whose architectures each keep per-review predictions in their checkpoint: `right` says, review by
+    review, which ones each got right (labels alternate 1, 0, 1, ...; logits ±1)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _run(folder, preset, {arch: sum(r) / len(r) for arch, r in right.items()})
+    document = json.loads((folder / "results.json").read_text())
+    for arch, correct in right.items():
+        n = len(correct)
+        label = np.arange(n) % 2 == 0
+        logit = np.where(np.array(correct) == label, 1.0, -1.0).astype(np.float32)
+        checkpoint = folder / arch / "checkpoint_000001"
+        checkpoint.mkdir(parents=True)
+        table = {"review": reviews or list(range(n)), "label": label.astype(np.int8), "logit": logit}
+        pq.write_table(pa.table(table), checkpoint / "test_predictions.parquet")
+        document["results"][arch].update(test_reviews=n, checkpoint=str(checkpoint))
+    (folder / "results.json").write_text(json.dumps(document))
+    return str(folder)
+
+
+def test_models_scored_on_the_same_reviews_are_compared_in_pairs(tmp_path):
+    """Worked by hand: lstm and mlp of run a disagree on reviews 0-3 (lstm right on 3, mlp on 1): difference
+    +2/8 = +25%; McNemar exact with 4 discordant reviews, p = 2 * (1 + 4) / 16 = 0.625."""
+    a = _scored_run(
+        tmp_path / "a",
+        "seed",
+        {"lstm": [1, 1, 1, 0, 1, 1, 0, 0], "mlp": [0, 0, 0, 1, 1, 1, 0, 0]},
+    )
+    b = _scored_run(tmp_path / "b", "tuned", {"lstm": [1] * 8})
+    other = _scored_run(tmp_path / "c", "other", {"lstm": [1] * 8}, reviews=list(range(10, 18)))
+    assert main(["compare", a, b, other, "--out", str(tmp_path / "out")]) == 0
+    document = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    pairs = {(p["a"], p["b"]): p for p in document["paired"]}
+    within = pairs[("seed lstm", "seed mlp")]
+    assert (within["only_a"], within["only_b"], within["difference"]) == (3, 1, 0.25)
+    assert within["p_value"] == pytest.approx(0.625)
+    across = pairs[("seed lstm", "tuned lstm")]
+    assert (across["only_a"], across["only_b"], across["difference"]) == (0, 3, -0.375)  # lstm of a: 5 of 8
+    assert across["p_value"] == pytest.approx(0.25)  # 2 * 1 / 8
+    assert pairs[("seed lstm", "other lstm")] == {
+        "a": "seed lstm",
+        "b": "other lstm",
+        "skipped": "not scored on the same test reviews",
+    }
+    assert ("seed mlp", "tuned lstm") not in pairs and len(
+        pairs
+    ) == 4  # across runs: the same architecture only
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "- seed lstm - seed mlp: +25.00% ± " in table and "McNemar p = 0.625" in table

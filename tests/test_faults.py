@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train import assert_predictions_of_every_review
 
 from conftest import wait_for
 from rnn_models.config import PrepareConfig, RunConfig
@@ -82,6 +83,9 @@ def test_a_killed_worker_costs_at_most_the_interrupted_epoch(ray_session, imdb_m
     killer.join(timeout=5)
     assert killed["checkpoints"] == [1], "the worker was killed after epoch 1 and before epoch 2 ended"
     assert [h["epoch"] for h in result["results"][0]["history"]] == [1, 2, 3]
+    assert_predictions_of_every_review(
+        Path(result["results"][0]["checkpoint"]), result["results"][0]
+    )  # 2 ranks'
     assert reported_epochs(run_dir, "bilstm") == [1, 2, 3]  # epoch 2 restarted from epoch 1's checkpoint
 
 

@@ -72,10 +72,34 @@ def test_every_architecture_is_trained_tested_and_reported(run):
         tested = json.loads((Path(r["checkpoint"]) / "meta.json").read_text())  # in the trial's own folder
         assert r["checkpoint"].startswith(folder.as_posix()) and f"arch={arch}_" in r["checkpoint"]
         assert tested["epoch"] == r["tested_epoch"] and tested["test"]["test_accuracy"] == r["test_accuracy"]
+        assert_predictions_of_every_review(Path(r["checkpoint"]), r)
     assert document["data"]["reviews"] == {"train": 240, "val": 60, "test": 300}
     table = (folder / "results.md").read_text()
     assert all(f"| {arch} |" in table for arch in ARCHS)
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def assert_predictions_of_every_review(checkpoint: Path, result: dict) -> None:
+    """The tested checkpoint keeps each test review's prediction once, in the split's order, and they score
+    the reported accuracy."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(checkpoint / "test_predictions.parquet").to_pydict()
+    assert table["review"] == list(range(result["test_reviews"]))
+    right = [(logit > 0) == (label == 1) for logit, label in zip(table["logit"], table["label"])]
+    assert sum(right) / len(right) == pytest.approx(result["test_accuracy"])
+
+
+def test_the_architectures_of_a_run_are_compared_in_pairs(run, tmp_path):
+    from rnn_models.compare import compare
+
+    _, folder = run
+    table = compare([str(folder)], str(tmp_path))
+    pairs = json.loads((tmp_path / "comparison.json").read_text())["paired"]
+    assert len(pairs) == 6 and all(
+        "p_value" in p for p in pairs
+    )  # every two of the four, on the same reviews
+    assert "McNemar p = " in table
 
 
 def test_a_trial_starts_only_the_processes_it_uses(run):

@@ -59,6 +59,11 @@ class PreparedData:
         """The split's shards as paths or URIs."""
         return [self.folder.join(name) for name in self.names(split)]
 
+    def firsts(self, split: str) -> list[int]:
+        """The place in the split of each shard's first review (the shards hold the split in order)."""
+        rows = [f["rows"] for f in self.manifest["splits"][split]["files"].values()]
+        return [sum(rows[:i]) for i in range(len(rows))]
+
     def count(self, split: str) -> int:
         return self.manifest["splits"][split]["reviews"]
 

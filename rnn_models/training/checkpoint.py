@@ -1,5 +1,7 @@
 """Checkpoints: `model.pt` (tensors only, loaded with weights_only=True), `meta.json` (configs, data
-fingerprint, metric history) and `vocab.json`, so that a checkpoint alone can evaluate or predict.
+fingerprint, metric history) and `vocab.json`, so that a checkpoint alone can evaluate or predict. The tested
+checkpoint also holds `test_predictions.parquet`: each test review's place in the split, label and logit (the
+review is scored positive where it is above 0), by which `compare` pairs two models scored on the same reviews.
 """
 
 import json
@@ -9,12 +11,14 @@ from functools import cached_property
 from pathlib import Path
 
 import pyarrow
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.errors import UserError, reason
 from rnn_models.models import model_from_config
+from rnn_models.stats import PREDICTIONS_FILE
 from rnn_models.storage import Storage, is_uri
 from rnn_models.validation import CheckpointMeta, document, typed
 
@@ -35,8 +39,10 @@ def save_checkpoint(
     meta: dict,
     vocab: list[str],
     tested: dict | None = None,
+    predictions: pyarrow.Table | None = None,
 ) -> None:
-    """`tested`: an earlier epoch's weights, the ones the test split will score (kept for a restart)."""
+    """`tested`: an earlier epoch's weights, the ones the test split will score (kept for a restart);
+    `predictions`: the test split's, by the weights saved."""
     directory = Path(directory)
     state = {
         "model": unwrap(model).state_dict(),
@@ -48,6 +54,8 @@ def save_checkpoint(
     torch.save(state, directory / MODEL_FILE)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (directory / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n")
+    if predictions is not None:
+        pq.write_table(predictions, directory / PREDICTIONS_FILE)
 
 
 @dataclass

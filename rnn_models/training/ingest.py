@@ -20,7 +20,7 @@ from rnn_models.data.shards import read_shards
 from rnn_models.training.loop import EVAL_BATCH
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
-BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32}
+BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32, "review": torch.int64}
 CHUNK_ROWS = 4096
 IN_MEMORY_SHARE = 0.25  # splits read once into the object store when they fill at most this share of it
 
@@ -38,6 +38,7 @@ class DataSpec:
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
     local: bool  # the shards sit on this node's disk: only tasks on this node may read them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
+    firsts: dict[str, list[int]] = field(default_factory=dict)  # split -> each shard's first review's place
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
@@ -55,20 +56,21 @@ class DataSpec:
             data.vocab,
             info,
             data.folder.is_local,
+            firsts={s: data.firsts(s) for s in SPLITS},
         )
 
     def dataset(self, split: str) -> ray.data.Dataset:
         """One split: from the object store if `load` put it there, else streamed from its shards."""
         if split in self.datasets:
             return self.datasets[split]
-        return read_shards(self.files[split], self.local)
+        return read_shards(self.files[split], self.local, self.firsts.get(split))
 
     def load(self, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
         """Read the splits into Ray's object store once, if they are small next to it; else leave them to be
         streamed from their shards each epoch (re-reading parquet each epoch cost ~25 s per epoch with four
         trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
-        row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
+        row_bytes = 4 * self.info["max_len"] + 13  # ids int32 + length int32 + label int8 + review int64
         needed = row_bytes * sum(self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
@@ -80,7 +82,7 @@ class DataSpec:
             return self
         log.info("reading the splits into the object store (%.0f MB)", needed / 1e6)
         try:
-            datasets = {s: read_shards(self.files[s], self.local).materialize() for s in splits}
+            datasets = {s: self.dataset(s).materialize() for s in splits}
         except READ_ERRORS as e:  # a read task's error is raised here as an instance of its cause
             raise unreadable(self.root, e) from e
         return dataclasses.replace(self, datasets=datasets)

@@ -92,8 +92,9 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device) -> Sums:
-    """Loss and accuracy over every review in `batches` (no review dropped)."""
+def evaluate(model: nn.Module, batches, device: torch.device, predictions: list | None = None) -> Sums:
+    """Loss and accuracy over every review in `batches` (no review dropped). With a `predictions` list, each
+    batch's (review places, labels, logits) is added to it, on the device (no host sync per batch)."""
     model.eval()
     sums, precision = Sums(), precision_for(device)
     for batch in batches:
@@ -101,6 +102,8 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> Sums:
             logits = model(batch["ids"], batch["length"])
             loss = LOSS(logits.float(), batch["label"])
         sums.add(loss, logits, batch["label"])
+        if predictions is not None:
+            predictions.append((batch.get("review"), batch["label"], logits.detach().float()))
     return sums
 
 

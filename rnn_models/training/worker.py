@@ -12,6 +12,8 @@ with a checkpoint of those weights: the run's last result, and the checkpoint a 
 import tempfile
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
 import ray
 import ray.data
 import ray.train
@@ -169,8 +171,9 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
     # the tested epoch's weights, reported with a checkpoint of them: the run's result and its kept checkpoint.
     unwrap(model).load_state_dict(tested)
-    batches = scoring_batches(edges.share("test", inputs), device, any_length)
-    (test,) = all_reduced(evaluate(unwrap(model), batches, device), device=device)
+    batches, predicted = scoring_batches(edges.share("test", inputs), device, any_length), []
+    (test,) = all_reduced(evaluate(unwrap(model), batches, device, predicted), device=device)
+    predictions = gathered_predictions(predicted, world)  # every rank's reviews, on every rank
     best = tested_epoch(history, train_cfg)
     scores = {"test_accuracy": test.accuracy, "test_loss": test.mean_loss, "test_reviews": int(test.count)}
     meta = {**checkpoint_meta(best, model_cfg, train_cfg, data, history), "test": scores}
@@ -181,8 +184,35 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
         "parameters": parameters,
         **planned,
     }  # the history and configs travel in the checkpoint's meta only
-    _report(edges, metrics, model, None, None, meta, inputs.vocab, tested=None)
+    _report(edges, metrics, model, None, None, meta, inputs.vocab, tested=None, predictions=predictions)
     return metrics
+
+
+def gathered_predictions(parts: list[tuple], world: int) -> pa.Table | None:
+    """Each test review's place in the split, label and logit (positive above 0, as scored), from every rank's
+    scored batches (`evaluate`'s `predictions`), in the order of the split. None for batches without places.
+    Every rank joins the gather, even one whose share was empty."""
+    if any(review is None for review, _, _ in parts):
+        columns = None  # a dataset read without the reviews' places
+    elif parts:
+        columns = [torch.cat(column).cpu().numpy() for column in zip(*parts)]  # review, label, logit
+    else:
+        columns = [np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)]
+    if world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, columns)  # a few bytes a review
+        columns = None if None in everyone else [np.concatenate(c) for c in zip(*everyone)]
+    if columns is None:
+        return None
+    review, label, logit = columns
+    order = np.argsort(review, kind="stable")
+    return pa.table(
+        {
+            "review": review[order],
+            "label": label[order].astype(np.int8),
+            "logit": logit[order].astype(np.float32),
+        }
+    )
 
 
 def _restore(
@@ -219,6 +249,7 @@ def _report(
     meta: dict,
     vocab: list[str],
     tested: dict | None,
+    predictions: pa.Table | None = None,
 ) -> None:
     """Report `metrics` with a checkpoint (saved by rank 0) that also holds the weights to test if they are an
     earlier epoch's (`tested`), so that a restarted worker group or trial still tests them."""
@@ -232,5 +263,6 @@ def _report(
                 meta=meta,
                 vocab=vocab,
                 tested=tested,
+                predictions=predictions,
             )
         edges.report(metrics, directory if edges.rank == 0 else None)  # [4] every rank reports, rank 0 saves
