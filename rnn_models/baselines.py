@@ -24,7 +24,7 @@ from rnn_models.data.text import normalise
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval
-from rnn_models.stats import paired
+from rnn_models.stats import PREDICTIONS_FILE, paired
 
 C_GRID = (
     0.01,
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 def run_baselines(cfg: BaselineConfig) -> dict:
     """Fit both baselines, choose each one's C on dev, score test once; write baseline.json, baseline.md and
-    test_predictions.parquet (each test review's label and both models' probabilities) to `cfg.out`."""
+    test_predictions.parquet (each test review's place in the split, label and both models' probabilities) to
+    `cfg.out`."""
     sklearn = _sklearn()
     started = time.monotonic()
     splits = _splits(cfg)
@@ -147,10 +148,9 @@ def _fit(features, labels: np.ndarray, c: float, sklearn):
 def _write(out: Path, document: dict, labels: np.ndarray, probabilities: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "baseline.json", document)
-    table = pa.table(
-        {"label": labels.astype(np.int8), **{m: probabilities[m].astype(np.float32) for m in MODELS}}
-    )
-    pq.write_table(table, out / "test_predictions.parquet")
+    columns = {m: probabilities[m].astype(np.float32) for m in MODELS}
+    table = pa.table({"review": np.arange(len(labels)), "label": labels.astype(np.int8), **columns})
+    pq.write_table(table, out / PREDICTIONS_FILE)
     (out / "baseline.md").write_text(report(document))
 
 

@@ -1,12 +1,14 @@
 """`rnn-models compare`: several runs (say one per preset) in one table and one plot.
 
 Runs are folders with a results.json (local paths or URIs); one row per architecture, so a search's
-runs, with several trials per architecture, are not compared here.
+runs, with several trials per architecture, are not compared here. A folder of `rnn-models baseline` (its
+baseline.json) adds the linear baselines' rows.
 
 Each cell is a test accuracy with its 95 % confidence interval (normal approximation over the test
 reviews); for a run of several seeds (`train --seeds`), the seeds' mean with their sample sd. Models scored on
 the same reviews are compared in pairs (stats.py: the paired difference and McNemar's test), from the per-review
-predictions each tested checkpoint keeps: every two architectures of a run, and each architecture across runs.
+predictions each tested checkpoint keeps: every two architectures of a run, each architecture across runs, and
+every model against the linear baselines (whose test split is prepare's, in the same order).
 """
 
 import dataclasses
@@ -14,9 +16,10 @@ import itertools
 import json
 from pathlib import Path
 
-import pyarrow as pa
+import numpy as np
 import pyarrow.parquet as pq
 
+from rnn_models.baselines import MODELS as BASELINES
 from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
@@ -29,6 +32,8 @@ def _load(run: str) -> tuple[str, dict]:
     """A run's label (its preset's name, else its folder's) and its result per architecture (`_by_arch`) from its
     results.json; local path or URI."""
     storage = Storage(run)
+    if storage.is_file("baseline.json") and not storage.is_file("results.json"):
+        return _load_baseline(storage)
     try:
         document = json.loads(storage.read("results.json"))
         results = document["results"]
@@ -41,6 +46,26 @@ def _load(run: str) -> tuple[str, dict]:
         raise UserError(f"{run}: no readable results.json of a finished run ({type(e).__name__}: {e})") from e
     label = document.get("config", {}).get("preset", {}).get("name") or Path(storage.root).name
     return label, rows
+
+
+def _load_baseline(storage: Storage) -> tuple[str, dict]:
+    """`rnn-models baseline`'s folder as a run: a row per linear model (its n-gram weights as parameters, the
+    whole run's seconds), its predictions in the folder's test_predictions.parquet."""
+    try:
+        document = json.loads(storage.read("baseline.json"))
+        rows = {
+            model: {
+                "test_accuracy": r["test_accuracy"],
+                "test_reviews": document["reviews"]["test"],
+                "parameters": r["features"],
+                "train_seconds": document["seconds"],
+                "predictions": storage.root,
+            }
+            for model, r in document["results"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{storage.root}: no readable baseline.json ({type(e).__name__}: {e})") from e
+    return "baseline", rows
 
 
 def _by_arch(document: dict) -> dict[str, dict]:
@@ -78,7 +103,7 @@ def _labelled(runs: list[str]) -> dict[str, dict]:
 def compare(runs: list[str], out: str) -> str:
     """Write comparison.md, comparison.json and comparison.png to `out`; return the markdown."""
     by_arch = _labelled(runs)
-    archs = [a for a in ARCHS if any(a in results for results in by_arch.values())]
+    archs = [a for a in (*ARCHS, *BASELINES) if any(a in results for results in by_arch.values())]
     rows = {
         arch: {label: results[arch] for label, results in by_arch.items() if arch in results}
         for arch in archs
@@ -105,40 +130,54 @@ def compare(runs: list[str], out: str) -> str:
     return table
 
 
-def _predictions(result: dict) -> pa.Table | None:
-    """A trial's per-review test predictions (review, label, logit), kept in its tested checkpoint; None for a
-    run of several seeds' summary or a checkpoint written before they were kept."""
-    checkpoint = Storage(result["checkpoint"], option="checkpoint") if "checkpoint" in result else None
-    if checkpoint is None or not checkpoint.is_file(PREDICTIONS_FILE):
+def _predictions(arch: str, result: dict) -> dict | None:
+    """A model's test reviews (their places in the split), labels and whether it got each right: a trial's from
+    its tested checkpoint, a baseline's from its folder; None for a run of several seeds' summary or a
+    checkpoint written before predictions were kept."""
+    folder = result.get("predictions", result.get("checkpoint"))
+    storage = Storage(folder, option="checkpoint") if folder else None
+    if storage is None or not storage.is_file(PREDICTIONS_FILE):
         return None
-    with checkpoint.open(PREDICTIONS_FILE) as f:
-        return pq.read_table(f)
+    with storage.open(PREDICTIONS_FILE) as f:
+        table = pq.read_table(f)
+    label = table["label"].to_numpy() == 1
+    if "review" in table.column_names:
+        review = table["review"].to_numpy()
+    else:  # a baseline written before its file named the places: the rows are the split in order
+        review = np.arange(table.num_rows)
+    if "predictions" in result:  # a baseline's probability: right at 0.5 or more, as baseline.json counts
+        right = (table[arch].to_numpy() >= 0.5) == label
+    else:
+        right = (table["logit"].to_numpy() > 0) == label
+    return {"review": review, "label": label, "right": right}
 
 
 def _pairs(by_arch: dict[str, dict]) -> list[dict]:
     """The paired comparisons: every two architectures within a run, then each architecture across every two
-    runs; only models whose predictions cover the same reviews with the same labels."""
+    runs, and every model against each baseline; only models whose predictions cover the same reviews with the
+    same labels."""
     scored = {
-        (label, arch): table
+        (label, arch): predictions
         for label, results in by_arch.items()
         for arch, result in results.items()
-        if (table := _predictions(result)) is not None
+        if (predictions := _predictions(arch, result)) is not None
     }
     within = [(a, b) for a, b in itertools.combinations(scored, 2) if a[0] == b[0]]
-    across = [(a, b) for a, b in itertools.combinations(scored, 2) if a[0] != b[0] and a[1] == b[1]]
+    across = [
+        (a, b)
+        for a, b in itertools.combinations(scored, 2)
+        if a[0] != b[0] and (a[1] == b[1] or BASELINES.count(a[1]) + BASELINES.count(b[1]) == 1)
+    ]
     pairs = []
     for a, b in within + across:
         first, second = scored[a], scored[b]
         name_a, name_b = (f"{label} {arch}" for label, arch in (a, b))
-        same = first.num_rows == second.num_rows and all(
-            first[c].equals(second[c]) for c in ("review", "label")
-        )
-        if not same:
+        if not all(np.array_equal(first[c], second[c]) for c in ("review", "label")):
             pairs.append({"a": name_a, "b": name_b, "skipped": "not scored on the same test reviews"})
             continue
-        labels = first["label"].to_numpy() == 1
-        right = [(t["logit"].to_numpy() > 0) == labels for t in (first, second)]
-        pairs.append({"a": name_a, "b": name_b, **dataclasses.asdict(paired(*right))})
+        pairs.append(
+            {"a": name_a, "b": name_b, **dataclasses.asdict(paired(first["right"], second["right"]))}
+        )
     return pairs
 
 

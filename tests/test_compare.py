@@ -116,3 +116,48 @@ def test_models_scored_on_the_same_reviews_are_compared_in_pairs(tmp_path):
     ) == 4  # across runs: the same architecture only
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert "- seed lstm - seed mlp: +25.00% ± " in table and "McNemar p = 0.625" in table
+
+
+def test_every_model_is_paired_with_the_linear_baselines(tmp_path):
+    """A `rnn-models baseline` folder joins as a run: each RNN against each baseline, on the same reviews (its
+    file's rows are the split in order; an older one without the `review` column reads the same)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = _scored_run(tmp_path / "a", "seed", {"lstm": [1, 1, 1, 0], "mlp": [0, 1, 1, 1]})
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    results = {
+        "nb_lr": {"test_accuracy": 0.75, "features": 10},
+        "tfidf_lr": {"test_accuracy": 0.5, "features": 10},
+    }
+    document = {"reviews": {"train": 8, "val": 2, "test": 4}, "results": results, "seconds": 3.0}
+    (baseline / "baseline.json").write_text(json.dumps(document))
+    label = [1, 0, 1, 0]  # nb_lr right on reviews 0-2, tfidf_lr on 0 and 3
+    table = {
+        "label": pa.array(label, pa.int8()),
+        "nb_lr": [0.9, 0.2, 0.7, 0.6],
+        "tfidf_lr": [0.8, 0.6, 0.4, 0.1],
+    }
+    pq.write_table(pa.table(table), baseline / "test_predictions.parquet")
+    assert main(["compare", run, str(baseline), "--out", str(tmp_path / "out")]) == 0
+    pairs = {
+        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
+    }
+    assert set(pairs) == {
+        ("seed lstm", "seed mlp"),
+        ("baseline nb_lr", "baseline tfidf_lr"),
+        ("seed lstm", "baseline nb_lr"),
+        ("seed lstm", "baseline tfidf_lr"),
+        ("seed mlp", "baseline nb_lr"),
+        ("seed mlp", "baseline tfidf_lr"),
+    }
+    assert (
+        pairs[("seed lstm", "baseline nb_lr")]["only_a"] == 0
+        and pairs[("seed lstm", "baseline nb_lr")]["only_b"] == 0
+    )
+    assert (
+        pairs[("seed mlp", "baseline tfidf_lr")]["only_a"],
+        pairs[("seed mlp", "baseline tfidf_lr")]["only_b"],
+    ) == (2, 1)
+    assert "| nb_lr | — | — | — | 75.00% ± " in (tmp_path / "out" / "comparison.md").read_text()
