@@ -212,7 +212,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(p, C.ModelConfig, skip=("arch",), preset_defaults=True)
     p.add_argument("--source", help="prepare this source into --data first (cached); see `prepare --help`")
     add_options(p, C.PrepareConfig, only=PREPARE_KEYS, preset_defaults=True)
-    add_options(p, C.PrepareConfig, only=("val_size", "max_reviews_per_split"))
+    add_options(p, C.PrepareConfig, only=("max_reviews_per_split",))
     p.add_argument("--resume", action="store_true", help="continue the run --name where it stopped")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)

@@ -21,7 +21,8 @@ from rnn_models.files import write_json
 from rnn_models.validation import key_path, typed
 
 SECTIONS = {"prepare": PrepareConfig, "model": ModelConfig, "train": TrainConfig}
-PREPARE_KEYS = ("vocab_size", "max_len", "strip_br")  # what a preset may set of `prepare`: the tokenisation
+# What a preset may set of `prepare`: the tokenisation, and the size of the val (dev) split its choices read
+PREPARE_KEYS = ("vocab_size", "max_len", "strip_br", "val_size")
 
 NOTEBOOK = {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the notebook's tokens and review length
 
@@ -69,7 +70,7 @@ BUILTIN = {
         "token with its hashed bigram, pooling max and mean over every step, with word dropout and "
         "adversarial training on the embeddings; the MLP a bag of tokens and hashed bigrams; AdamW with a "
         "short warm-up and cosine decay over 2 epochs. Choices measured: README, Results",
-        "prepare": {"vocab_size": 30000, "max_len": 1000, "strip_br": True},
+        "prepare": {"vocab_size": 30000, "max_len": 1000, "strip_br": True, "val_size": 5000},
         "model": {
             "embedding_size": 128,
             "hidden_size": 128,
@@ -208,7 +209,7 @@ def _checked(data: dict, where: str) -> Preset:
 
 
 def _keys(cls) -> tuple[str, ...]:
-    """What a preset may set of `cls`: of `prepare`, only the tokenisation; of `model`, all but the arch."""
+    """What a preset may set of `cls`: of `prepare`, the tokenisation and val size; of `model`, all but the arch."""
     return (
         PREPARE_KEYS
         if cls is PrepareConfig

@@ -137,6 +137,7 @@ NEGATIVE = st.integers(max_value=-1)
 OUT_OF_RANGE = {
     "vocab_size": st.integers(max_value=0),
     "max_len": st.integers(max_value=0),
+    "val_size": st.integers(max_value=0),
     "strip_br": st.nothing(),
     "embedding_size": st.integers(max_value=0),
     "hidden_size": st.integers(max_value=0),

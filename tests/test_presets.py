@@ -81,8 +81,8 @@ def test_a_preset_file_round_trips(tmp_path):
         ({"train": {"epochs": True}}, "train.epochs: expected an integer, got true"),
         ({"model": {"arch": "mlp"}}, "model.arch: unknown key"),
         (
-            {"prepare": {"val_size": 10}},
-            "prepare.val_size: unknown key (allowed in prepare: vocab_size, max_len, strip_br)",
+            {"prepare": {"seed": 10}},
+            "prepare.seed: unknown key (allowed in prepare: vocab_size, max_len, val_size, strip_br)",
         ),
         ({"archs": {"gru": {}}}, "archs.gru: unknown architecture"),
         (

@@ -67,6 +67,7 @@ def test_a_tiny_search_writes_the_best_configuration_as_a_preset(ray_session, im
         "vocab_size": 1024,
         "max_len": 64,
         "strip_br": False,
+        "val_size": 60,
     }  # the data it was tuned on
     assert len(trials) == 2 and trials[0][1] != trials[1][1]
     best = max(score for score, _ in trials)

@@ -117,7 +117,7 @@ def test_adversarial_pass_raises_the_loss_and_adds_its_gradient(model_cfg):
             losses.append(LOSS(logits, batch["label"]))
             return logits, losses[-1]
 
-        backward_with_adversary(model, forward, eps)
+        backward_with_adversary(model, forward, eps, batch["length"])
         return losses, [p.grad.clone() for p in model.parameters()]
 
     (clean, same), grads = run(0.0)
@@ -132,13 +132,37 @@ def test_adversarial_pass_raises_the_loss_and_adds_its_gradient(model_cfg):
     assert not any(m._forward_hooks for m in model.modules())  # the hooks are gone after the step
 
 
-def test_adversarial_step_is_eps_times_each_reviews_norm():
+def test_adversarial_step_is_eps_times_each_reviews_norm_over_its_real_steps():
     x = torch.randn(3, 5, 4, requires_grad=True)
     (x * torch.randn(3, 5, 4)).sum().backward()
-    step = _direction(x)
-    assert torch.allclose(step.flatten(1).norm(dim=1), x.detach().flatten(1).norm(dim=1))
-    cosine = torch.nn.functional.cosine_similarity(step.flatten(1), x.grad.flatten(1))
-    assert torch.allclose(cosine, torch.ones(3))
+    step = _direction(x, torch.tensor([5, 2, 0]))  # a full review, one of two tokens, an empty one
+    real = [x.detach()[0].norm(), x.detach()[1, :2].norm(), 0.0]  # padding rows left out of the norm
+    assert torch.allclose(step.flatten(1).norm(dim=1), torch.tensor(real))
+    cosine = torch.nn.functional.cosine_similarity(step[:2].flatten(1), x.grad[:2].flatten(1))
+    assert torch.allclose(cosine, torch.ones(2))  # along the gradient
+
+
+def test_the_adversarial_pass_draws_the_clean_passs_dropout_masks():
+    """With word, embedding and head dropout on, eps 0 makes the second pass the first again: the same loss,
+    and twice the gradient of one pass from the same random state."""
+    cfg = ModelConfig(arch="lstm", hidden_size=16, embedding_size=8, dropout=0.5, token_dropout=0.3)
+    model = model_from_config(cfg, 20, 8, seed=0).train()
+    batch = _batches(n_batches=1)[0]
+    losses = []
+
+    def forward():
+        logits = model(batch["ids"], batch["length"])
+        losses.append(LOSS(logits, batch["label"]))
+        return logits, losses[-1]
+
+    torch.manual_seed(3)
+    backward_with_adversary(model, forward, 0.0, batch["length"])
+    twice = [p.grad.clone() for p in model.parameters()]
+    assert torch.equal(losses[0], losses[1])
+    model.zero_grad()
+    torch.manual_seed(3)
+    forward()[1].div(16).backward()
+    assert all(torch.allclose(g, 2 * p.grad) for g, p in zip(twice, model.parameters()))
 
 
 def test_optimizer_and_cosine_schedule():

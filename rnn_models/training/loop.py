@@ -77,7 +77,7 @@ def train_epoch(
 
         optimizer.zero_grad(set_to_none=True)
         if adversarial:
-            logits, loss = backward_with_adversary(model, forward, adversarial)
+            logits, loss = backward_with_adversary(model, forward, adversarial, lengths)
         else:
             logits, loss = forward()
             (loss / labels.numel()).backward()  # mean over the batch, as the notebook
