@@ -8,15 +8,19 @@ Each cell is a test accuracy with its 95 % confidence interval (normal approxima
 reviews); for a run of several seeds (`train --seeds`), the seeds' mean with their sample sd. Models scored on
 the same reviews are compared in pairs (stats.py: the paired difference and McNemar's test), from the per-review
 predictions each tested checkpoint keeps: every two architectures of a run, each architecture across runs, and
-every model against the linear baselines (whose test split is prepare's, in the same order).
+every model against the linear baselines. A review is keyed by its place in the test split, which prepare draws
+after the val split: runs pair when their data was prepared alike (source, seed, val or dev size, sample), and a
+pair whose reviews or labels differ is listed as not paired.
 """
 
 import dataclasses
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rnn_models.baselines import MODELS as BASELINES
@@ -26,6 +30,8 @@ from rnn_models.files import write_json
 from rnn_models.report import interval, png, pyplot
 from rnn_models.stats import PREDICTIONS_FILE, Paired, paired
 from rnn_models.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 def _load(run: str) -> tuple[str, dict]:
@@ -135,11 +141,15 @@ def _predictions(arch: str, result: dict) -> dict | None:
     its tested checkpoint, a baseline's from its folder; None for a run of several seeds' summary or a
     checkpoint written before predictions were kept."""
     folder = result.get("predictions", result.get("checkpoint"))
-    storage = Storage(folder, option="checkpoint") if folder else None
-    if storage is None or not storage.is_file(PREDICTIONS_FILE):
+    try:
+        storage = Storage(folder, option="--checkpoint") if folder else None
+        if storage is None or not storage.is_file(PREDICTIONS_FILE):
+            return None
+        with storage.open(PREDICTIONS_FILE) as f:
+            table = pq.read_table(f)
+    except (OSError, pa.ArrowException, UserError) as e:  # an unreachable bucket: no pairs, said why
+        log.warning("%s: its predictions cannot be read (%s); not paired", folder, e)
         return None
-    with storage.open(PREDICTIONS_FILE) as f:
-        table = pq.read_table(f)
     label = table["label"].to_numpy() == 1
     if "review" in table.column_names:
         review = table["review"].to_numpy()
@@ -172,7 +182,9 @@ def _pairs(by_arch: dict[str, dict]) -> list[dict]:
     for a, b in within + across:
         first, second = scored[a], scored[b]
         name_a, name_b = (f"{label} {arch}" for label, arch in (a, b))
-        if not all(np.array_equal(first[c], second[c]) for c in ("review", "label")):
+        if len(first["review"]) < 2 or not all(
+            np.array_equal(first[c], second[c]) for c in ("review", "label")
+        ):
             pairs.append({"a": name_a, "b": name_b, "skipped": "not scored on the same test reviews"})
             continue
         pairs.append(

@@ -29,7 +29,7 @@ def sha256_stream(stream, digest=None) -> str:
 def write_json(path: Path, data) -> None:
     """Write `data` as JSON into a local file whole (`Storage.write`): readers see the old file or the new one."""
     path = Path(path)
-    Storage(str(path.parent)).write((json.dumps(data, indent=2) + "\n").encode(), path.name)
+    Storage(str(path.parent), option="--out").write((json.dumps(data, indent=2) + "\n").encode(), path.name)
 
 
 @contextlib.contextmanager

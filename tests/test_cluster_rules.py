@@ -125,8 +125,7 @@ def test_read_tasks_hand_the_splits_to_ray_in_file_order(ray_session, imdb_sampl
     rows = loaded.datasets["val"].to_arrow_refs()
     expected = [pq.read_table(f) for f in imdb_sample.files("val")]
     assert [ray_session.get(r)["ids"].to_pylist() for r in rows] == [t["ids"].to_pylist() for t in expected]
-    places = [ray_session.get(r)["review"].to_pylist() for r in rows]  # shard after shard: 0, 1, ... N-1
-    assert len(expected) > 1 and sum(places, []) == list(range(sum(t.num_rows for t in expected)))
+    assert "review" not in ray_session.get(rows[0]).column_names  # only the test split's places are read
 
 
 def test_splits_are_read_where_no_whole_cpu_is_free(ray_session, imdb_sample):

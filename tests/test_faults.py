@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import assert_predictions_of_every_review
 
-from conftest import wait_for
+from conftest import assert_predictions_of_every_review, wait_for
 from rnn_models.config import PrepareConfig, RunConfig
 from rnn_models.data.prepare import prepare
 from rnn_models.data.prepared import open_prepared
 from rnn_models.presets import Recipe
 from rnn_models.tuning.train import train
+from rnn_models.tuning.trial import is_final
 
 pytestmark = pytest.mark.slow  # minutes: real training through Ray
 
@@ -119,7 +119,7 @@ def resumed_at(epochs_run: list[int], done: int) -> bool:
 
 
 def _finished(run: Path, arch: str) -> bool:
-    return any("checkpoint" in r for r in reported(run, arch))  # the trial's own final result (is_final)
+    return any(is_final(r) for r in reported(run, arch))  # the trial's own final result
 
 
 @pytest.mark.own_ray

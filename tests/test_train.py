@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_ray
+from conftest import assert_predictions_of_every_review, start_ray
 from rnn_models.cli import main
 from rnn_models.config import ARCHS, RunConfig
 from rnn_models.errors import UserError
@@ -77,17 +77,6 @@ def test_every_architecture_is_trained_tested_and_reported(run):
     table = (folder / "results.md").read_text()
     assert all(f"| {arch} |" in table for arch in ARCHS)
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def assert_predictions_of_every_review(checkpoint: Path, result: dict) -> None:
-    """The tested checkpoint keeps each test review's prediction once, in the split's order, and they score
-    the reported accuracy."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(checkpoint / "test_predictions.parquet").to_pydict()
-    assert table["review"] == list(range(result["test_reviews"]))
-    right = [(logit > 0) == (label == 1) for logit, label in zip(table["logit"], table["label"])]
-    assert sum(right) / len(right) == pytest.approx(result["test_accuracy"])
 
 
 def test_the_architectures_of_a_run_are_compared_in_pairs(run, tmp_path):

@@ -7,6 +7,7 @@ on: its names and sizes are checked on every open (one listing), its hashes wher
 The folder is a local path or a URI (`s3://…`, `gs://…`): see `storage.py`.
 """
 
+import itertools
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -62,7 +63,7 @@ class PreparedData:
     def firsts(self, split: str) -> list[int]:
         """The place in the split of each shard's first review (the shards hold the split in order)."""
         rows = [f["rows"] for f in self.manifest["splits"][split]["files"].values()]
-        return [sum(rows[:i]) for i in range(len(rows))]
+        return [0, *itertools.accumulate(rows)][:-1]
 
     def count(self, split: str) -> int:
         return self.manifest["splits"][split]["reviews"]

@@ -38,7 +38,7 @@ class DataSpec:
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
     local: bool  # the shards sit on this node's disk: only tasks on this node may read them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
-    firsts: dict[str, list[int]] = field(default_factory=dict)  # split -> each shard's first review's place
+    firsts: dict[str, list[int]] = field(default_factory=dict)  # test -> each shard's first review's place
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
@@ -56,7 +56,7 @@ class DataSpec:
             data.vocab,
             info,
             data.folder.is_local,
-            firsts={s: data.firsts(s) for s in SPLITS},
+            firsts={"test": data.firsts("test")},  # its reviews' places: the key of paired comparisons
         )
 
     def dataset(self, split: str) -> ray.data.Dataset:
@@ -70,8 +70,10 @@ class DataSpec:
         streamed from their shards each epoch (re-reading parquet each epoch cost ~25 s per epoch with four
         trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
-        row_bytes = 4 * self.info["max_len"] + 13  # ids int32 + length int32 + label int8 + review int64
-        needed = row_bytes * sum(self.counts[s] for s in splits)
+        row_bytes = (
+            4 * self.info["max_len"] + 5
+        )  # ids int32 + length int32 + label int8 (+ test's int64 places)
+        needed = sum((row_bytes + 8 * (s in self.firsts)) * self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
             log.info(

@@ -136,7 +136,11 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
             arch = (result.config or {}).get("arch", "?")
             failed.append(f"{arch}: {_reason(result.error)} ({result.path})")
         elif is_final(result.metrics or {}):
-            meta = read_meta(result.metrics["checkpoint"])  # the tested checkpoint's
+            try:
+                meta = read_meta(result.metrics["checkpoint"])  # the tested checkpoint's
+            except UserError as e:  # this trial's report is lost, not the others'
+                failed.append(f"{result.config.get('arch', '?')}: {e}")
+                continue
             metrics = {
                 "tested_epoch": result.metrics.get("best_epoch"),
                 **result.metrics,
