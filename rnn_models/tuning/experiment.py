@@ -141,11 +141,15 @@ def finished_trials(grid: tune.ResultGrid) -> tuple[list[dict], list[str]]:
             except UserError as e:  # this trial's report is lost, not the others'
                 failed.append(f"{result.config.get('arch', '?')}: {e}")
                 continue
-            metrics = {
-                "tested_epoch": result.metrics.get("best_epoch"),
-                **result.metrics,
-            }  # best_epoch: older runs'
-            results.append({**metrics, **{k: meta[k] for k in ("history", "model", "train")}})
+            history = meta["history"]
+            trained = {
+                "epochs": len(history),
+                "train_seconds": sum(h["epoch_seconds"] for h in history),
+                "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
+            }
+            older = {"tested_epoch": result.metrics.get("best_epoch")}  # a trial finished before the rename
+            configs = {k: meta[k] for k in ("history", "model", "train")}
+            results.append({**older, **trained, **result.metrics, **configs})
     return results, failed
 
 

@@ -30,7 +30,6 @@ from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS
 from rnn_models.presets import Recipe
 from rnn_models.resources import DRIVER_RESOURCES, Plan
-from rnn_models.training.checkpoint import read_meta
 from rnn_models.training.ingest import DataSpec, Shares
 from rnn_models.training.loop import METRIC
 from rnn_models.training.worker import LoneWorker, TrialInputs, train_and_test, train_loop_per_worker
@@ -71,7 +70,8 @@ def trial_configs(config: dict, recipe: Recipe) -> tuple[ModelConfig, TrainConfi
 
 def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Recipe) -> dict:
     """One trial: train one architecture (in this process, or with a TorchTrainer), then score the test split.
-    Its result: the scores and the tested checkpoint, whose meta holds the configs and history."""
+    Its result: the scores and the tested checkpoint, whose meta holds the configs and history
+    (`experiment.finished_trials` reads them)."""
     model_cfg, train_cfg = trial_configs(config, recipe)
     inputs = TrialInputs(
         model_cfg,
@@ -94,14 +94,10 @@ def run_trial(config: dict, data: DataSpec, settings: TrialSettings, recipe: Rec
             result.metrics,
             result.checkpoint,
         )  # the workers' last report: the test split's scores
-    history = read_meta(_uri(checkpoint))["history"]
     return {
         "arch": model_cfg.arch,
         METRIC: final[METRIC],
         "tested_epoch": final["tested_epoch"],
-        "epochs": len(history),
-        "train_seconds": sum(h["epoch_seconds"] for h in history),
-        "samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
         "checkpoint": _uri(checkpoint),
         **{k: final[k] for k in ("test_accuracy", "test_loss", "test_reviews", "parameters")},
     }
