@@ -1,7 +1,7 @@
 """The three recurrent classifiers: lstm, bilstm and handrolled_bilstm.
 
-Each one embeds the ids (`TokenInputs`, layers.py), runs LSTMs, reads one feature vector per review (`features`) and ends with
-the shared dense head (layers.py). Three readouts, all blind to padding (appending padding never changes a logit):
+Each one embeds the ids (`TokenInputs`, layers.py), runs LSTMs, reads one feature vector per review
+(`features`) and ends with the shared dense head (layers.py). Three readouts, all blind to padding (appending padding never changes a logit):
 `last`, the state after each review's last real token (each direction's, for the BiLSTMs), and `pool`,
 the max and the mean of the outputs over every real step (each direction's outputs in review order), and
 `pool_with_inputs`, which pools the step inputs (token and bigram embeddings) too, beside the outputs.

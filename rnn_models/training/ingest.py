@@ -70,10 +70,9 @@ class DataSpec:
         streamed from their shards each epoch (re-reading parquet each epoch cost ~25 s per epoch with four
         trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
-        row_bytes = (
-            4 * self.info["max_len"] + 5
-        )  # ids int32 + length int32 + label int8 (+ test's int64 places)
-        needed = sum((row_bytes + 8 * (s in self.firsts)) * self.counts[s] for s in splits)
+        row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
+        places = 8  # int64 per review, where a split carries its reviews' places (`firsts`: test)
+        needed = sum((row_bytes + places * (s in self.firsts)) * self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
             log.info(
