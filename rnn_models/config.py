@@ -130,6 +130,7 @@ MODEL_CHOICES = {
     "pooling": ("flatten", "mean"),
     "embedding_dropout": ("element", "spatial", "none"),
     "init": ("pytorch", "axon"),
+    "head_activation": ("relu", "leaky_relu"),
 }
 
 
@@ -182,6 +183,11 @@ class ModelConfig:
         "uniform in ±0.01, glorot-uniform kernels, zero biases)",
     )
     forget_bias: float = opt(0.0, "recurrent archs: added to the LSTMs' forget-gate bias at initialisation")
+    head_activation: str = opt(
+        "relu",
+        "the dense layer's activation before the output: 'relu' (the notebook) or 'leaky_relu' (slope "
+        "0.01: a unit that is off on every review still learns)",
+    )
 
     def __post_init__(self):
         require_finite(self)

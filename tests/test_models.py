@@ -46,6 +46,7 @@ CASES = (
         ("bilstm", {"embedding_dropout": "spatial", "dropout": 0.5}),
         ("lstm", {"init": "axon", "forget_bias": 1.0}),
         ("handrolled_bilstm", {"token_dropout": 0.3, "readout": "pool"}),
+        ("handrolled_bilstm", {"head_activation": "leaky_relu", "readout": "pool", "merge": "concat"}),
     ]
     + POOLED
     + BAGS
@@ -352,6 +353,17 @@ def test_axon_init_draws_in_axons_ranges_and_zeroes_the_biases():
     assert model.head.dense.weight.abs().max() <= limit
     default = build_model("lstm", 1000, T, seed=0, embedding_size=32, hidden_size=16)
     assert default.inputs.embedding.weight.std() > 0.5  # PyTorch's N(0, 1)
+
+
+@pytest.mark.parametrize("activation, revives", [("relu", False), ("leaky_relu", True)])
+def test_a_head_whose_units_are_all_off_learns_only_with_a_leaky_relu(activation, revives):
+    model = build_model("handrolled_bilstm", K, T, seed=0, head_activation=activation, **SMALL)
+    with torch.no_grad():
+        model.head.dense.bias.fill_(-100.0)  # every unit off on every review: a dead head
+    ids = torch.randint(2, K + 2, (B, T))
+    model(ids, torch.full((B,), T)).sum().backward()
+    below_the_head = [model.inputs.embedding.weight.grad, model.head.dense.weight.grad]
+    assert all((g is not None and g.abs().sum() > 0) == revives for g in below_the_head)
 
 
 def test_bigram_hashing_is_deterministic_and_ignores_padding():

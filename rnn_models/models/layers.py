@@ -7,6 +7,7 @@ from torch import nn
 from rnn_models.config import ModelConfig
 
 OOV = 1  # the out-of-vocabulary id
+LEAKY_SLOPE = 0.01  # PyTorch's default: small enough to read as ReLU, large enough to revive a unit
 
 
 class TokenInputs(nn.Module):
@@ -57,14 +58,18 @@ class SpatialDropout(nn.Dropout1d):
 
 
 class DenseHead(nn.Module):
-    """Features (B, F) → one logit per review (B,): Linear(F, H) ReLU [Dropout] Linear(H, 1)."""
+    """Features (B, F) → one logit per review (B,): Linear(F, H) ReLU [Dropout] Linear(H, 1).
 
-    def __init__(self, in_features: int, hidden_size: int, dropout: float):
+    `--head-activation leaky_relu` lets a unit that is off on every review still learn: with ReLU, a head whose
+    units all turn off early in training passes no gradient back and the model stays at chance (seen once, on
+    frontier's hand-rolled BiLSTM)."""
+
+    def __init__(self, in_features: int, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(in_features, hidden_size)
-        self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)  # p=0 (the notebook) is the identity
-        self.out = nn.Linear(hidden_size, 1)
+        self.dense = nn.Linear(in_features, cfg.hidden_size)
+        self.relu = nn.LeakyReLU(LEAKY_SLOPE) if cfg.head_activation == "leaky_relu" else nn.ReLU()
+        self.dropout = nn.Dropout(cfg.dropout)  # p=0 (the notebook) is the identity
+        self.out = nn.Linear(cfg.hidden_size, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.relu(self.dense(features)))  # (B, H)

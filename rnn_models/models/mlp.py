@@ -23,7 +23,7 @@ class MLP(nn.Module):
         self.embedding = nn.Embedding(vocab_size + 2, cfg.embedding_size)
         self.embedding_dropout = nn.Dropout(cfg.dropout)
         self.flatten = nn.Flatten()
-        self.head = DenseHead(max_len * cfg.embedding_size, cfg.hidden_size, cfg.dropout)
+        self.head = DenseHead(max_len * cfg.embedding_size, cfg)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2 or ids.shape[1] != self.max_len:
@@ -51,7 +51,7 @@ class BagOfNgrams(nn.Module):
             nn.Embedding(cfg.bigram_buckets, cfg.embedding_size) if cfg.bigram_buckets else None
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = DenseHead(cfg.embedding_size, cfg.hidden_size, cfg.dropout)
+        self.head = DenseHead(cfg.embedding_size, cfg)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(device=ids.device, dtype=torch.long).clamp(0, ids.shape[1])

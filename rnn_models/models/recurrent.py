@@ -165,8 +165,7 @@ class LSTMClassifier(nn.Module):
         self.head = DenseHead(
             cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
             + input_width(cfg.readout, cfg.embedding_size),
-            cfg.hidden_size,
-            cfg.dropout,
+            cfg,
         )
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -202,8 +201,7 @@ class BiLSTMClassifier(nn.Module):
         self.head = DenseHead(
             2 * cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
             + input_width(cfg.readout, cfg.embedding_size),
-            cfg.hidden_size,
-            cfg.dropout,
+            cfg,
         )
         # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
         # parameters (a tuple keeps it out of the module's parameters and state_dict)
@@ -277,7 +275,7 @@ class HandrolledBiLSTM(nn.Module):
         one_way = cfg.hidden_size * (2 if cfg.readout in POOLED and not cfg.seed_faithful else 1)
         extra = 0 if cfg.seed_faithful else input_width(cfg.readout, cfg.embedding_size)
         width = (one_way if cfg.merge == "sum" else 2 * one_way) + extra
-        self.head = DenseHead(width, cfg.hidden_size, cfg.dropout)
+        self.head = DenseHead(width, cfg)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
