@@ -131,6 +131,8 @@ MODEL_CHOICES = {
     "embedding_dropout": ("element", "spatial", "none"),
     "init": ("pytorch", "axon"),
     "head_activation": ("relu", "leaky_relu"),
+    "lstm_bias": ("two", "one"),
+    "initial_state": ("zeros", "axon"),
 }
 
 
@@ -183,6 +185,16 @@ class ModelConfig:
         "uniform in ±0.01, glorot-uniform kernels, zero biases)",
     )
     forget_bias: float = opt(0.0, "recurrent archs: added to the LSTMs' forget-gate bias at initialisation")
+    lstm_bias: str = opt(
+        "two",
+        "recurrent archs: 'two' bias vectors per LSTM gate (PyTorch's, both trained) or 'one' (Axon's: the "
+        "hidden-to-hidden bias held at zero)",
+    )
+    initial_state: str = opt(
+        "zeros",
+        "recurrent archs: the LSTMs' initial state: 'zeros' (PyTorch) or 'axon' (glorot-uniform, drawn afresh "
+        "at every training step and fixed for scoring, the same draw for the cell and the output)",
+    )
     head_activation: str = opt(
         "relu",
         "the dense layer's activation before the output: 'relu' (the notebook) or 'leaky_relu' (slope "
@@ -240,7 +252,8 @@ class TrainConfig:
     shuffle_buffer: int = opt(
         32768,
         "reviews shuffled together on each worker, in a new order every epoch (the "
-        "default holds a worker's whole share of IMDB: a full shuffle); 0 = no shuffle",
+        "default holds a worker's whole share of IMDB: a full shuffle); 0 = none: every epoch reads the "
+        "prepared order, which prepare shuffled once (the notebook)",
     )
     bucket_batches: int = opt(
         0,

@@ -29,12 +29,14 @@ NOTEBOOK = {"vocab_size": 1024, "max_len": 64, "strip_br": False}  # the noteboo
 BUILTIN = {
     "seed": {
         "about": "the notebook's recipe: Adam 1e-4, batch 64, 10 epochs, 1,024 tokens, reviews cut to 64, Axon's "
-        "initial weights, the weights after the last epoch tested; the hand-rolled BiLSTM's unmasked "
-        "LSTMs read padding (its backward one, the padding first). The bilstm row is this project's fused "
-        "BiLSTM under that recipe: the notebook's Axon.bidirectional model never compiled",
+        "initial weights, its LSTMs (one bias vector per gate, a random initial state), the train reviews "
+        "shuffled once and read in that order every epoch, the weights after the last epoch tested; the "
+        "hand-rolled BiLSTM's unmasked LSTMs read padding (its backward one, the padding first). The bilstm "
+        "row is this project's fused BiLSTM under that recipe: the notebook's Axon.bidirectional model never "
+        "compiled",
         "prepare": NOTEBOOK,
-        "model": {"seed_faithful": True, "init": "axon"},
-        "train": {"test_checkpoint": "last"},
+        "model": {"seed_faithful": True, "init": "axon", "lstm_bias": "one", "initial_state": "axon"},
+        "train": {"test_checkpoint": "last", "shuffle_buffer": 0},
     },
     "seed-fixed": {
         "about": "the seed preset with only the notebook's mistakes fixed: learning rate 1e-3 instead of 1e-4, the "

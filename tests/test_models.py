@@ -47,6 +47,9 @@ CASES = (
         ("lstm", {"init": "axon", "forget_bias": 1.0}),
         ("handrolled_bilstm", {"token_dropout": 0.3, "readout": "pool"}),
         ("handrolled_bilstm", {"head_activation": "leaky_relu", "readout": "pool", "merge": "concat"}),
+        ("lstm", {"lstm_bias": "one", "initial_state": "axon", "seed_faithful": True}),
+        ("handrolled_bilstm", {"lstm_bias": "one", "initial_state": "axon", "seed_faithful": True}),
+        ("bilstm", {"initial_state": "axon", "readout": "pool"}),
     ]
     + POOLED
     + BAGS
@@ -66,6 +69,9 @@ CORRECT_FORMS = (
         ("lstm", {"num_layers": 2}),
         ("handrolled_bilstm", {"num_layers": 2}),
         SEED_LSTM,
+        ("lstm", {"initial_state": "axon"}),
+        ("bilstm", {"initial_state": "axon"}),
+        ("handrolled_bilstm", {"initial_state": "axon", "merge": "concat"}),
     ]
     + POOLED
     + BAGS
@@ -114,13 +120,18 @@ def test_shape_finite_and_every_parameter_gets_a_gradient(case):
     assert torch.isfinite(logits).all()
     nn.functional.binary_cross_entropy_with_logits(logits, (lengths % 2).float()).backward()
     # The notebook's handrolled readout takes the backward LSTM after one step from its zero state
-    # (it has read only the last padding token), so its recurrent weights never learn: shown here.
+    # (it has read only the last padding token), so its recurrent weights never learn: shown here. From Axon's
+    # random initial state they do.
     dead = (
         {"backward_lstm.weight_hh_l0"}
-        if arch == "handrolled_bilstm" and options.get("seed_faithful")
+        if arch == "handrolled_bilstm" and options.get("seed_faithful") and "initial_state" not in options
         else set()
     )
+    held = options.get("lstm_bias") == "one"  # Axon's one bias vector: bias_hh held at zero
     for name, p in model.named_parameters():
+        if held and "bias_hh" in name:
+            assert p.grad is None and not p.requires_grad and not p.any(), name
+            continue
         assert p.grad is not None, name
         assert (p.grad.abs().sum() == 0) if name in dead else (p.grad.abs().sum() > 0), name
 
@@ -211,6 +222,9 @@ TWO_FORMS = [
     ("handrolled_bilstm", {"num_layers": 2}),
     ("bilstm", {"readout": "pool"}),
     ("handrolled_bilstm", {"readout": "pool", "merge": "concat"}),
+    ("bilstm", {"initial_state": "axon"}),
+    ("bilstm", {"initial_state": "axon", "readout": "pool"}),
+    ("handrolled_bilstm", {"initial_state": "axon", "merge": "concat"}),
 ]
 
 
@@ -220,6 +234,8 @@ def test_packed_and_unpacked_forms_give_the_same_logits_and_gradients(case, seed
     """CUDA reads packed sequences, the CPU unpacked ones (the default here): both forced, in float32."""
     arch, options = case
     model = build_model(arch, K, T, seed=0, **SMALL, **options)
+    if "initial_state" in options:
+        model.eval()  # training draws a new initial state at every call; scoring draws the same one
     lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(seed)).tolist()
     ids, lengths = batch(seed, lengths)
     forms = {}
@@ -364,6 +380,37 @@ def test_a_head_whose_units_are_all_off_learns_only_with_a_leaky_relu(activation
     model(ids, torch.full((B,), T)).sum().backward()
     below_the_head = [model.inputs.embedding.weight.grad, model.head.dense.weight.grad]
     assert all((g is not None and g.abs().sum() > 0) == revives for g in below_the_head)
+
+
+def test_axons_initial_state_is_drawn_afresh_each_training_step_and_fixed_for_scoring():
+    model = build_model("lstm", K, T, seed=0, initial_state="axon", **SMALL)
+    x = torch.zeros(B, T, SMALL["embedding_size"])
+    h0, c0 = model.lstm.initial(x)
+    limit = (6 / (B + SMALL["hidden_size"])) ** 0.5  # glorot-uniform over the state's (B, H)
+    assert h0.shape == (1, B, 16) and torch.equal(h0, c0)  # one key draws both, as in Axon
+    assert h0.abs().max() <= limit and h0.abs().max() > 0.9 * limit
+    assert not torch.equal(h0, model.lstm.initial(x)[0])  # the next step draws afresh
+    ids, lengths = batch(0, VARIED)
+    assert not torch.equal(model(ids, lengths), model(ids, lengths))
+    model.eval()
+    assert torch.equal(model(ids, lengths), model(ids, lengths))
+    zeros = build_model("lstm", K, T, seed=0, **SMALL).eval()  # the same weights from zeros
+    assert not torch.allclose(model(ids, lengths), zeros(ids, lengths))
+
+
+def test_one_lstm_bias_vector_holds_the_hidden_bias_at_zero_while_the_input_bias_learns():
+    model = build_model(
+        "handrolled_bilstm", K, T, seed=0, init="axon", lstm_bias="one", forget_bias=1.0, **SMALL
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before = model.forward_lstm.bias_ih_l0.clone()
+    ids, lengths = batch(0, VARIED)
+    nn.functional.binary_cross_entropy_with_logits(model(ids, lengths), (lengths % 2).float()).backward()
+    optimizer.step()
+    for lstm in (model.forward_lstm, model.backward_lstm):
+        assert not lstm.bias_hh_l0.any() and not lstm.bias_hh_l0.requires_grad
+    assert not torch.equal(model.forward_lstm.bias_ih_l0, before)
+    assert torch.equal(before.chunk(4)[1], torch.ones(16))  # the forget bias sits on the trained vector
 
 
 def test_bigram_hashing_is_deterministic_and_ignores_padding():

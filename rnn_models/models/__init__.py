@@ -34,12 +34,12 @@ def model_from_config(cfg: ModelConfig, vocab_size: int, max_len: int, seed: int
     require(max_len >= 1, "max_len", f"must be at least 1 (got {max_len})")
     cls = model_class(cfg)
     if seed is None:
-        return initialise(cls(cfg, vocab_size, max_len), cfg.init, cfg.forget_bias)
+        return initialise(cls(cfg, vocab_size, max_len), cfg)
     # Parameters are initialised on the CPU, so forking and seeding the CPU generator alone is
     # enough; torch.manual_seed would also reseed (and leave changed) every CUDA generator.
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        return initialise(cls(cfg, vocab_size, max_len), cfg.init, cfg.forget_bias)
+        return initialise(cls(cfg, vocab_size, max_len), cfg)
 
 
 def takes_any_length(cfg: ModelConfig) -> bool:

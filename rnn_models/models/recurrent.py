@@ -38,22 +38,52 @@ def clamp_lengths(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class LSTM(nn.LSTM):
-    """nn.LSTM that runs in its parameters' dtype (float32) even inside an autocast region.
+    """nn.LSTM that runs in its parameters' dtype (float32) even inside an autocast region, and starts from
+    zeros or, with `initial_state="axon"`, from Axon's initial state.
 
     CUDA autocast runs cuDNN LSTMs in float16 whatever dtype it was asked for (the `_cudnn_rnn` wrapper in
     aten/src/ATen/cudnn/AutocastRNN.cpp casts inputs, states and weights to half), which would need a
     GradScaler; CPU autocast runs oneDNN LSTMs in its lower dtype. Same parameters, same state_dict keys.
+
+    Axon (lib/axon.ex `rnn_state`, v0.7) draws the state glorot-uniform over its (batch, units) shape, so
+    within ±sqrt(6 / (B + H)). Its key advances at every training step, so each step draws afresh; scoring
+    reads the key without advancing it, so every scored batch gets the same draw. The cell and the output
+    state are drawn from the same key, so they are equal.
     """
+
+    def __init__(self, *args, initial_state: str = "zeros", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_state = initial_state
 
     def forward(self, input, hx=None):
         device = (input.data if isinstance(input, PackedSequence) else input).device.type
+        hx = self.initial(input) if hx is None else hx
         if not torch.is_autocast_enabled(device):
             return super().forward(input, hx)
         with torch.autocast(device, enabled=False):
             return super().forward(input.to(self.weight_ih_l0.dtype), hx)
 
+    def initial(self, input) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The state (h0, c0), each (L·D, B, H), for a batch (B, T, E) or a packed one; None for zeros."""
+        if self.initial_state == "zeros":
+            return None
+        packed = isinstance(input, PackedSequence)
+        batch = int(input.batch_sizes[0]) if packed else input.shape[0]  # (packed: every length is ≥ 1)
+        data = input.data if packed else input
+        shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        limit = (6 / (batch + self.hidden_size)) ** 0.5
+        generator = None if self.training else torch.Generator().manual_seed(AXON_SCORING_DRAW)
+        state = (torch.rand(shape, generator=generator) * 2 - 1) * limit
+        state = state.to(device=data.device, dtype=self.weight_ih_l0.dtype)
+        return state, state
 
-def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs) -> LSTM:
+
+AXON_SCORING_DRAW = 0  # the seed of the one initial state every scored batch starts from
+
+
+def make_lstm(
+    input_size: int, hidden_size: int, num_layers: int, dropout: float, initial_state: str, **kwargs
+) -> LSTM:
     # nn.LSTM's dropout acts only between layers (and warns if set with one layer)
     return LSTM(
         input_size,
@@ -61,6 +91,7 @@ def make_lstm(input_size: int, hidden_size: int, num_layers: int, dropout: float
         num_layers,
         batch_first=True,
         dropout=dropout if num_layers > 1 else 0.0,
+        initial_state=initial_state,
         **kwargs,
     )
 
@@ -135,12 +166,18 @@ def align_right(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return seq.gather(1, src.unsqueeze(-1).expand(-1, -1, seq.shape[-1]))  # (B, T, F)
 
 
-def one_way(lstm: nn.LSTM, template: nn.LSTM, x: torch.Tensor, suffix: str) -> torch.Tensor:
+def one_way(lstm: nn.LSTM, template: nn.LSTM, x: torch.Tensor, suffix: str, start=None) -> torch.Tensor:
     """One direction of a one-layer bidirectional `lstm` as a unidirectional LSTM: `template` run with that
-    direction's parameters (`suffix` "" or "_reverse"), which receive the gradients. (B, T, H)"""
+    direction's parameters (`suffix` "" or "_reverse"), which receive the gradients, from `start` (h0, c0) or
+    zeros. (B, T, H)"""
     weights = {name: getattr(lstm, name + suffix) for name, _ in template.named_parameters()}
-    out, _ = functional_call(template, weights, (x,))
+    out, _ = functional_call(template, weights, (x, start))
     return out
+
+
+def direction(start: tuple[torch.Tensor, torch.Tensor] | None, d: int):
+    """Direction d's part of a one-layer bidirectional LSTM's initial state (h0, c0); None (zeros) stays None."""
+    return None if start is None else tuple(h[d : d + 1] for h in start)
 
 
 def merge_directions(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
@@ -161,7 +198,9 @@ class LSTMClassifier(nn.Module):
         super().__init__()
         self.readout = cfg.readout
         self.inputs = TokenInputs(cfg, vocab_size)
-        self.lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        self.lstm = make_lstm(
+            cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.initial_state
+        )
         self.head = DenseHead(
             cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
             + input_width(cfg.readout, cfg.embedding_size),
@@ -196,7 +235,12 @@ class BiLSTMClassifier(nn.Module):
         self.pack: bool | None = None  # the form of the reads: None picks by device; set to compare the two
         self.inputs = TokenInputs(cfg, vocab_size)
         self.lstm = make_lstm(
-            cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, bidirectional=True
+            cfg.embedding_size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.dropout,
+            cfg.initial_state,
+            bidirectional=True,
         )
         self.head = DenseHead(
             2 * cfg.hidden_size * (2 if cfg.readout in POOLED else 1)
@@ -205,7 +249,7 @@ class BiLSTMClassifier(nn.Module):
         )
         # a one-layer, one-way LSTM of the same sizes, never trained: `one_way` runs it with each direction's
         # parameters (a tuple keeps it out of the module's parameters and state_dict)
-        self._one_way = (make_lstm(cfg.embedding_size, cfg.hidden_size, 1, 0.0),)
+        self._one_way = (make_lstm(cfg.embedding_size, cfg.hidden_size, 1, 0.0, "zeros"),)  # states passed in
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = clamp_lengths(ids, lengths)
@@ -226,7 +270,10 @@ class BiLSTMClassifier(nn.Module):
         padded = (
             (lengths < T).nonzero().squeeze(1)
         )  # (P,) rows the backward direction must not start on padding
-        out, _ = self.lstm(torch.cat([x, align_right(x[padded], lengths[padded])]))  # (B + P, T, 2H)
+        start = self.lstm.initial(x)
+        if start is not None:  # each shifted row starts from its own row's state
+            start = tuple(torch.cat([h, h[:, padded]], dim=1) for h in start)
+        out, _ = self.lstm(torch.cat([x, align_right(x[padded], lengths[padded])]), start)  # (B + P, T, 2H)
         forward = take_step(out[:B, :, :H], (lengths - 1).clamp(min=0))  # (B, H) after the last real token
         first = take_step(out[B:, :, H:], (T - lengths[padded]).clamp(max=T - 1))  # (P, H) shifted rows
         backward = out[:B, 0, H:].index_copy(
@@ -240,9 +287,11 @@ class BiLSTMClassifier(nn.Module):
         second read of the padded rows, which with bucketed batches is nearly every row)."""
         if self.lstm.num_layers > 1 or use_packing(x, self.pack):
             return packed_outputs(self.lstm, x, lengths)
-        template = self._one_way[0]
-        forward = one_way(self.lstm, template, x, "")  # (B, T, H)
-        backward = one_way(self.lstm, template, reverse_within_length(x, lengths), "_reverse")
+        template, start = self._one_way[0], self.lstm.initial(x)  # each direction starts as when packed
+        forward = one_way(self.lstm, template, x, "", direction(start, 0))  # (B, T, H)
+        backward = one_way(
+            self.lstm, template, reverse_within_length(x, lengths), "_reverse", direction(start, 1)
+        )
         return torch.cat([forward, reverse_within_length(backward, lengths)], dim=-1)  # (B, T, 2H)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -270,8 +319,8 @@ class HandrolledBiLSTM(nn.Module):
         self.readout = cfg.readout
         self.pack: bool | None = None  # the form of the reads: None picks by device; set to compare the two
         self.inputs = TokenInputs(cfg, vocab_size)
-        self.forward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
-        self.backward_lstm = make_lstm(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+        sizes = (cfg.embedding_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.initial_state)
+        self.forward_lstm, self.backward_lstm = make_lstm(*sizes), make_lstm(*sizes)
         one_way = cfg.hidden_size * (2 if cfg.readout in POOLED and not cfg.seed_faithful else 1)
         extra = 0 if cfg.seed_faithful else input_width(cfg.readout, cfg.embedding_size)
         width = (one_way if cfg.merge == "sum" else 2 * one_way) + extra
