@@ -1,6 +1,7 @@
 """The job on a real two-node cluster whose nodes share no disk, as a user runs it: a head with no CPU
 holding the prepared data, a worker node (its own mount namespace) that cannot see the head's folders, and
-run storage in a bucket (moto's S3 on loopback). Every command is the CLI in its own process."""
+run storage in a bucket (moto's S3 on loopback). Every command is the CLI in its own process. The last test
+checks the harness itself on the same cluster, and the cluster's teardown that it leaves no process behind."""
 
 import contextlib
 import json
@@ -12,7 +13,7 @@ import time
 import pytest
 import ray
 
-from cluster_harness import MotoS3, TwoNodeCluster
+from cluster_harness import MotoS3, TwoNodeCluster, group_pids, session_pids
 from conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
@@ -49,6 +50,10 @@ def cluster(imdb_path, tmp_path_factory):
                 -3000:
             ]  # encoded on the worker node, written by the driver
             yield nodes
+            groups = list(nodes._groups)
+    # stopped: every process of every node gone, its process groups and sessions too
+    assert nodes.processes() == []
+    assert all(group_pids(pgid) == [] and session_pids(pgid) == [] for pgid in groups)
 
 
 def cli(nodes: TwoNodeCluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -211,3 +216,101 @@ def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path)
         2,
         3,
     ]  # epoch 2 redone from epoch 1's checkpoint, once
+
+
+def test_the_harness_hides_the_heads_folders_reaches_s3_and_replaces_a_killed_node(cluster):
+    """The harness itself, last in this module (it kills the worker node): a worker node that cannot see the
+    head's folders, reaches S3 (moto), dies completely when killed, and is replaced by a fresh one."""
+    secret = os.path.join(os.path.dirname(cluster.data), "only-on-the-head.txt")
+    with open(secret, "w") as f:
+        f.write("head")
+    s3 = cluster.s3
+    cluster.connect(log_to_driver=False)  # ray.init(address=cluster.address), auth mode aligned
+    try:
+        probe = _probe(s3.url)  # a nested function: pickled by value, no test module to import
+
+        first = ray.get(probe.options(num_cpus=1).remote(secret, "first"), timeout=120)
+        assert first["node"] == cluster.worker_node_id  # the head has 0 CPUs
+        assert first == {
+            **first,
+            "sees_file": False,
+            "hidden_dir_listing": [],
+            "s3_read": b"first",
+            "endpoint": s3.endpoint,
+            "auth_mode": "disabled",
+        }
+        assert s3.client().get_object(Bucket=s3.bucket, Key="probe/first")["Body"].read() == b"first"
+
+        on_head = ray.get(
+            probe.options(
+                num_cpus=0,
+                scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                    cluster.head_node_id, soft=False
+                ),
+            ).remote(secret, "head"),
+            timeout=120,
+        )
+        assert (
+            on_head["node"] == cluster.head_node_id and on_head["sees_file"] and on_head["s3_read"] == b"head"
+        )
+
+        # An actor on the worker node (actors, unlike tasks, die at once on an auth-mode mismatch).
+        pid = ray.get(_pid_actor().options(num_cpus=1).remote().pid.remote(), timeout=120)
+        old_pids = cluster.worker_node_pids()
+        assert pid in old_pids and pid not in group_pids(cluster.worker.pid)  # Ray workers: own groups
+        assert pid in session_pids(cluster.worker.pid)
+        dead = cluster.kill_worker_node()
+        assert cluster.worker_node_pids() == [] and not any(
+            os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in old_pids
+        )
+        assert {n["NodeID"]: n["Alive"] for n in ray.nodes()}[dead] is False
+
+        cluster.start_worker_node()
+        assert cluster.worker_node_id != dead
+        second = ray.get(probe.options(num_cpus=1).remote(secret, "second"), timeout=120)
+        assert second["node"] == cluster.worker_node_id and not second["sees_file"]
+        assert second["s3_read"] == b"second"
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert alive == {cluster.head_node_id, cluster.worker_node_id}
+    finally:
+        ray.shutdown()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _pid_actor():
+    @ray.remote
+    class Pid:  # defined in a function: pickled by value (the worker node cannot import test modules)
+        def pid(self) -> int:
+            return os.getpid()
+
+    return Pid
+
+
+def _probe(bucket_url: str):
+    @ray.remote(max_retries=0)
+    def probe(secret: str, key: str) -> dict:
+        import pyarrow.fs
+
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(f"{bucket_url}/probe")  # the environment's endpoint
+        with filesystem.open_output_stream(f"{root}/{key}") as out:
+            out.write(key.encode())
+        with filesystem.open_input_stream(f"{root}/{key}") as stream:
+            read = stream.read()
+        hidden = os.path.dirname(secret)
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "sees_file": os.path.exists(secret),
+            "hidden_dir_listing": os.listdir(hidden) if os.path.isdir(hidden) else None,
+            "s3_read": read,
+            "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+            "auth_mode": os.environ.get("RAY_AUTH_MODE"),
+        }
+
+    return probe
