@@ -161,3 +161,33 @@ def test_every_model_is_paired_with_the_linear_baselines(tmp_path):
         pairs[("seed mlp", "baseline tfidf_lr")]["only_b"],
     ) == (2, 1)
     assert "| nb_lr | — | — | — | 75.00% ± " in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_a_run_of_several_seeds_is_paired_seed_by_seed(tmp_path):
+    """Its architectures pair within a seed, and each seed pairs with a run of one; never two seeds of one model."""
+    right = {
+        "lstm seed 0": [1, 1, 1, 0],
+        "lstm seed 1": [1, 1, 0, 0],
+        "mlp seed 0": [0, 1, 1, 1],
+        "mlp seed 1": [1, 1, 1, 1],
+    }
+    seeded = _scored_run(tmp_path / "seeded", "frontier", right)
+    document = json.loads((tmp_path / "seeded" / "results.json").read_text())
+    document["seeds"] = {
+        arch: {"seeds": [0, 1], "test_accuracy_mean": 0.5, "test_accuracy_sd": 0.1}
+        for arch in ("lstm", "mlp")
+    }
+    (tmp_path / "seeded" / "results.json").write_text(json.dumps(document))
+    single = _scored_run(tmp_path / "single", "seed", {"lstm": [0, 0, 1, 1]})
+    assert main(["compare", seeded, single, "--out", str(tmp_path / "out")]) == 0
+    pairs = {
+        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
+    }
+    assert set(pairs) == {
+        ("frontier lstm seed 0", "frontier mlp seed 0"),
+        ("frontier lstm seed 1", "frontier mlp seed 1"),
+        ("frontier lstm seed 0", "seed lstm"),
+        ("frontier lstm seed 1", "seed lstm"),
+    }
+    one = pairs[("frontier lstm seed 1", "frontier mlp seed 1")]  # only mlp right on reviews 2 and 3
+    assert (one["only_a"], one["only_b"], one["difference"]) == (0, 2, -0.5)

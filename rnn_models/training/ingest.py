@@ -38,7 +38,6 @@ class DataSpec:
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
     local: bool  # the shards sit on this node's disk: only tasks on this node may read them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
-    firsts: dict[str, list[int]] = field(default_factory=dict)  # test -> each shard's first review's place
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
@@ -56,14 +55,13 @@ class DataSpec:
             data.vocab,
             info,
             data.folder.is_local,
-            firsts={"test": data.firsts("test")},  # its reviews' places: the key of paired comparisons
         )
 
     def dataset(self, split: str) -> ray.data.Dataset:
         """One split: from the object store if `load` put it there, else streamed from its shards."""
         if split in self.datasets:
             return self.datasets[split]
-        return read_shards(self.files[split], self.local, self.firsts.get(split))
+        return read_shards(self.files[split], self.local)
 
     def load(self, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
         """Read the splits into Ray's object store once, if they are small next to it; else leave them to be
@@ -71,8 +69,8 @@ class DataSpec:
         trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
         row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
-        places = 8  # int64 per review, where a split carries its reviews' places (`firsts`: test)
-        needed = sum((row_bytes + places * (s in self.firsts)) * self.counts[s] for s in splits)
+        key = 8  # the test shards' `review` (int64): the key of paired comparisons
+        needed = sum((row_bytes + key * (s == "test")) * self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
             log.info(

@@ -94,7 +94,7 @@ def train_epoch(
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device, predictions: list | None = None) -> Sums:
     """Loss and accuracy over every review in `batches` (no review dropped). With a `predictions` list, each
-    batch's (review places, labels, logits) is added to it, on the device (no host sync per batch)."""
+    batch's (review keys, labels, logits) is added to it, on the device (no host sync per batch)."""
     model.eval()
     sums, precision = Sums(), precision_for(device)
     for batch in batches:

@@ -189,11 +189,11 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
 
 
 def gathered_predictions(parts: list[tuple], world: int) -> pa.Table | None:
-    """Each test review's place in the split, label and logit (positive above 0, as scored), from every rank's
-    scored batches (`evaluate`'s `predictions`), in the order of the split. None for batches without places.
+    """Each test review's key (the test shards' `review`), label and logit (positive above 0, as scored), from
+    every rank's scored batches (`evaluate`'s `predictions`), in the keys' order. None for batches without keys.
     Every rank joins the gather, even one whose share was empty."""
     if any(review is None for review, _, _ in parts):
-        columns = None  # a dataset read without the reviews' places
+        columns = None  # a split without the reviews' keys (train, val)
     elif parts:
         columns = [torch.cat(column).cpu().numpy() for column in zip(*parts)]  # review, label, logit
     else:
