@@ -24,7 +24,7 @@ from rnn_models.data.text import normalise
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval
-from rnn_models.stats import PREDICTIONS_FILE, paired
+from rnn_models.stats import KEYED_BY_SOURCE_ORDER, PREDICTIONS_FILE, paired
 
 C_GRID = (
     0.01,
@@ -150,7 +150,9 @@ def _write(out: Path, document: dict, reviews: np.ndarray, labels: np.ndarray, p
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "baseline.json", document)
     columns = {m: probabilities[m].astype(np.float32) for m in MODELS}
-    table = pa.table({"review": reviews, "label": labels.astype(np.int8), **columns})
+    table = pa.table(
+        {"review": reviews, "label": labels.astype(np.int8), **columns}, metadata=KEYED_BY_SOURCE_ORDER
+    )
     pq.write_table(table, out / PREDICTIONS_FILE)
     (out / "baseline.md").write_text(report(document))
 

@@ -28,7 +28,7 @@ from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval, png, pyplot
-from rnn_models.stats import PREDICTIONS_FILE, Paired, paired
+from rnn_models.stats import KEYED_BY_SOURCE_ORDER, PREDICTIONS_FILE, Paired, paired
 from rnn_models.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,11 @@ def compare(runs: list[str], out: str) -> str:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "comparison.md").write_text(table)
-    write_json(folder / "comparison.json", {"runs": runs, "results": rows, "paired": pairs})
+    summaries = {
+        arch: {label: {k: v for k, v in r.items() if k != "per_seed"} for label, r in cells.items()}
+        for arch, cells in rows.items()
+    }  # each seed's trial is in its run's results.json
+    write_json(folder / "comparison.json", {"runs": runs, "results": summaries, "paired": pairs})
     (folder / "comparison.png").write_bytes(_plot(rows, list(by_arch)))
     return table
 
@@ -161,7 +165,8 @@ def _predictions(arch: str, result: dict) -> dict | None:
     else:
         right = (table["logit"].to_numpy() > 0) == label
     order = np.argsort(review, kind="stable")  # a baseline's rows are in its split's order
-    return {"review": review[order], "label": label[order], "right": right[order]}
+    keyed = (table.schema.metadata or {}).items() >= KEYED_BY_SOURCE_ORDER.items()
+    return {"keyed": keyed, "review": review[order], "label": label[order], "right": right[order]}
 
 
 def _pairs(by_arch: dict[str, dict]) -> list[dict]:
@@ -186,7 +191,7 @@ def _pairs(by_arch: dict[str, dict]) -> list[dict]:
             f"{label} {arch}" + (f" seed {seed}" if seed is not None else "") for label, arch, seed in (a, b)
         )
         if len(first["review"]) < 2 or not all(
-            np.array_equal(first[c], second[c]) for c in ("review", "label")
+            np.array_equal(first[c], second[c]) for c in ("keyed", "review", "label")
         ):
             pairs.append({"a": name_a, "b": name_b, "skipped": "not scored on the same test reviews"})
             continue

@@ -159,7 +159,9 @@ def assert_predictions_of_every_review(checkpoint: Path, result: dict) -> None:
     score the reported accuracy."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(checkpoint / "test_predictions.parquet").to_pydict()
+    table = pq.read_table(checkpoint / "test_predictions.parquet")
+    assert table.schema.metadata[b"review_key"] == b"source_order"  # keyed as the test shards
+    table = table.to_pydict()
     assert table["review"] == sorted(set(table["review"])) and len(table["review"]) == result["test_reviews"]
     right = [(logit > 0) == (label == 1) for logit, label in zip(table["logit"], table["label"])]
     assert sum(right) / len(right) == pytest.approx(result["test_accuracy"])

@@ -17,7 +17,7 @@ from rnn_models.cluster import node_resources
 from rnn_models.config import TrainConfig
 from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
 from rnn_models.data.shards import read_shards
-from rnn_models.training.loop import EVAL_BATCH
+from rnn_models.training.loop import EVAL_BATCH, epoch_seed
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
 BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32, "review": torch.int64}
@@ -186,7 +186,7 @@ def torch_batches(
 def training_batches(shard, cfg: TrainConfig, any_length: bool, device, epoch: int, rank: int = 0):
     """One epoch of a worker's training batches by `cfg`: full batches only, in a new order every epoch (seeded
     by seed, epoch and rank, so reproducible), length-bucketed for models that take rows of any length."""
-    seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None
+    seed = epoch_seed(cfg.seed, epoch, rank) if cfg.shuffle_buffer else None
     return torch_batches(
         shard,
         cfg.batch_size,
