@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 def run_baselines(cfg: BaselineConfig) -> dict:
     """Fit both baselines, choose each one's C on dev, score test once; write baseline.json, baseline.md and
     test_predictions.parquet (each test review's key, its position in the source's canonical order, its label and
-    both models' probabilities) to
-    `cfg.out`."""
+    both models' probabilities) to `cfg.out`."""
     sklearn = _sklearn()
     started = time.monotonic()
     splits = _splits(cfg)
