@@ -24,7 +24,7 @@ from rnn_models.data.text import normalise
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval
-from rnn_models.stats import PREDICTIONS_FILE, paired
+from rnn_models.stats import KEYED_BY_SOURCE_ORDER, PREDICTIONS_FILE, paired
 
 C_GRID = (
     0.01,
@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 def run_baselines(cfg: BaselineConfig) -> dict:
     """Fit both baselines, choose each one's C on dev, score test once; write baseline.json, baseline.md and
-    test_predictions.parquet (each test review's place in the split, label and both models' probabilities) to
-    `cfg.out`."""
+    test_predictions.parquet (each test review's key, its position in the source's canonical order, its label and
+    both models' probabilities) to `cfg.out`."""
     sklearn = _sklearn()
     started = time.monotonic()
     splits = _splits(cfg)
@@ -92,7 +92,7 @@ def run_baselines(cfg: BaselineConfig) -> dict:
         },
         "seconds": round(time.monotonic() - started, 1),
     }
-    _write(Path(cfg.out), document, labels["test"], probabilities)
+    _write(Path(cfg.out), document, splits["test"]["review"].to_numpy(), labels["test"], probabilities)
     return document
 
 
@@ -145,11 +145,13 @@ def _fit(features, labels: np.ndarray, c: float, sklearn):
     )
 
 
-def _write(out: Path, document: dict, labels: np.ndarray, probabilities: dict) -> None:
+def _write(out: Path, document: dict, reviews: np.ndarray, labels: np.ndarray, probabilities: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "baseline.json", document)
     columns = {m: probabilities[m].astype(np.float32) for m in MODELS}
-    table = pa.table({"review": np.arange(len(labels)), "label": labels.astype(np.int8), **columns})
+    table = pa.table(
+        {"review": reviews, "label": labels.astype(np.int8), **columns}, metadata=KEYED_BY_SOURCE_ORDER
+    )
     pq.write_table(table, out / PREDICTIONS_FILE)
     (out / "baseline.md").write_text(report(document))
 

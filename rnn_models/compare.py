@@ -8,9 +8,9 @@ Each cell is a test accuracy with its 95 % confidence interval (normal approxima
 reviews); for a run of several seeds (`train --seeds`), the seeds' mean with their sample sd. Models scored on
 the same reviews are compared in pairs (stats.py: the paired difference and McNemar's test), from the per-review
 predictions each tested checkpoint keeps: every two architectures of a run, each architecture across runs, and
-every model against the linear baselines. A review is keyed by its place in the test split, which prepare draws
-after the val split: runs pair when their data was prepared alike (source, seed, val or dev size, sample), and a
-pair whose reviews or labels differ is listed as not paired.
+every model against the linear baselines. A review is keyed by its position in the source's canonical order
+(the prepared test shards' `review`), so runs pair whenever they scored the same test reviews of one source,
+whatever their val or dev size and seed; a pair whose reviews or labels differ is listed as not paired.
 """
 
 import dataclasses
@@ -28,7 +28,7 @@ from rnn_models.config import ARCHS
 from rnn_models.errors import UserError
 from rnn_models.files import write_json
 from rnn_models.report import interval, png, pyplot
-from rnn_models.stats import PREDICTIONS_FILE, Paired, paired
+from rnn_models.stats import KEYED_BY_SOURCE_ORDER, PREDICTIONS_FILE, Paired, paired
 from rnn_models.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def _by_arch(document: dict) -> dict[str, dict]:
             "test_reviews": seeds[0]["test_reviews"],
             "parameters": seeds[0]["parameters"],
             "train_seconds": sum(r["train_seconds"] for r in seeds) / len(seeds),
+            "per_seed": dict(zip(summary["seeds"], seeds)),  # each seed's trial: paired seed by seed
         }
     return rows
 
@@ -131,13 +132,17 @@ def compare(runs: list[str], out: str) -> str:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "comparison.md").write_text(table)
-    write_json(folder / "comparison.json", {"runs": runs, "results": rows, "paired": pairs})
+    summaries = {
+        arch: {label: {k: v for k, v in r.items() if k != "per_seed"} for label, r in cells.items()}
+        for arch, cells in rows.items()
+    }  # each seed's trial is in its run's results.json
+    write_json(folder / "comparison.json", {"runs": runs, "results": summaries, "paired": pairs})
     (folder / "comparison.png").write_bytes(_plot(rows, list(by_arch)))
     return table
 
 
 def _predictions(arch: str, result: dict) -> dict | None:
-    """A model's test reviews (their places in the split), labels and whether it got each right: a trial's from
+    """A model's test reviews (their keys, in order), labels and whether it got each right: a trial's from
     its tested checkpoint, a baseline's from its folder; None for a run of several seeds' summary or a
     checkpoint written before predictions were kept."""
     folder = result.get("predictions", result.get("checkpoint"))
@@ -153,37 +158,40 @@ def _predictions(arch: str, result: dict) -> dict | None:
     label = table["label"].to_numpy() == 1
     if "review" in table.column_names:
         review = table["review"].to_numpy()
-    else:  # a baseline written before its file named the places: the rows are the split in order
+    else:  # a baseline file from before its rows carried keys: the rows are the split in order
         review = np.arange(table.num_rows)
     if "predictions" in result:  # a baseline's probability: right at 0.5 or more, as baseline.json counts
         right = (table[arch].to_numpy() >= 0.5) == label
     else:
         right = (table["logit"].to_numpy() > 0) == label
-    return {"review": review, "label": label, "right": right}
+    order = np.argsort(review, kind="stable")  # a baseline's rows are in its split's order
+    keyed = (table.schema.metadata or {}).items() >= KEYED_BY_SOURCE_ORDER.items()
+    return {"keyed": keyed, "review": review[order], "label": label[order], "right": right[order]}
 
 
 def _pairs(by_arch: dict[str, dict]) -> list[dict]:
-    """The paired comparisons: every two architectures within a run, then each architecture across every two
-    runs, and every model against each baseline; only models whose predictions cover the same reviews with the
-    same labels."""
+    """The paired comparisons: every two architectures within a run (seed by seed in a run of several), then
+    each architecture across every two runs (the same seed where both have several), and every model (each
+    seed) against each baseline; only models whose predictions cover the same reviews with the same labels."""
     scored = {
-        (label, arch): predictions
+        (label, arch, seed): predictions
         for label, results in by_arch.items()
         for arch, result in results.items()
-        if (predictions := _predictions(arch, result)) is not None
+        for seed, trial in result.get("per_seed", {None: result}).items()
+        if (predictions := _predictions(arch, trial)) is not None
     }
-    within = [(a, b) for a, b in itertools.combinations(scored, 2) if a[0] == b[0]]
-    across = [
-        (a, b)
-        for a, b in itertools.combinations(scored, 2)
-        if a[0] != b[0] and (a[1] == b[1] or BASELINES.count(a[1]) + BASELINES.count(b[1]) == 1)
-    ]
     pairs = []
-    for a, b in within + across:
+    for a, b in sorted(
+        itertools.combinations(scored, 2), key=lambda ab: ab[0][0] != ab[1][0]
+    ):  # within first
+        if not _comparable(a, b):
+            continue
         first, second = scored[a], scored[b]
-        name_a, name_b = (f"{label} {arch}" for label, arch in (a, b))
+        name_a, name_b = (
+            f"{label} {arch}" + (f" seed {seed}" if seed is not None else "") for label, arch, seed in (a, b)
+        )
         if len(first["review"]) < 2 or not all(
-            np.array_equal(first[c], second[c]) for c in ("review", "label")
+            np.array_equal(first[c], second[c]) for c in ("keyed", "review", "label")
         ):
             pairs.append({"a": name_a, "b": name_b, "skipped": "not scored on the same test reviews"})
             continue
@@ -191,6 +199,16 @@ def _pairs(by_arch: dict[str, dict]) -> list[dict]:
             {"a": name_a, "b": name_b, **dataclasses.asdict(paired(first["right"], second["right"]))}
         )
     return pairs
+
+
+def _comparable(a: tuple, b: tuple) -> bool:
+    """Whether two models, each (run label, architecture, seed or None), make a pair worth reporting."""
+    (run_a, arch_a, seed_a), (run_b, arch_b, seed_b) = a, b
+    if run_a == run_b:
+        return arch_a != arch_b and seed_a == seed_b
+    if BASELINES.count(arch_a) + BASELINES.count(arch_b) == 1:
+        return True
+    return arch_a == arch_b and (seed_a == seed_b or None in (seed_a, seed_b))
 
 
 def _paired_section(pairs: list[dict]) -> str:

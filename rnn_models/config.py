@@ -193,7 +193,7 @@ class ModelConfig:
     initial_state: str = opt(
         "zeros",
         "recurrent archs: the LSTMs' initial state: 'zeros' (PyTorch) or 'axon' (glorot-uniform, drawn afresh "
-        "at every training step and fixed for scoring, the same draw for the cell and the output)",
+        "at every training step, the same draw for the cell and the output; zero for scoring)",
     )
     head_activation: str = opt(
         "relu",

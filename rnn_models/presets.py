@@ -42,8 +42,8 @@ BUILTIN = {
         "about": "the seed preset with only the notebook's mistakes fixed: learning rate 1e-3 instead of 1e-4, the "
         "hand-rolled backward LSTM reading each review back to front from its last real token",
         "prepare": NOTEBOOK,
-        "model": {"seed_faithful": False, "init": "axon"},
-        "train": {"lr": 1e-3, "test_checkpoint": "last"},
+        "model": {"seed_faithful": False, "init": "axon", "lstm_bias": "one", "initial_state": "axon"},
+        "train": {"lr": 1e-3, "test_checkpoint": "last", "shuffle_buffer": 0},
     },
     "tuned": {
         "about": "what these architectures can do from scratch: 20,000 tokens, reviews up to 400 tokens, <br /> "

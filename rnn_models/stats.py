@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 PREDICTIONS_FILE = "test_predictions.parquet"  # a model's per-review test predictions, wherever it keeps them
+# Its schema's metadata names how its `review` column keys a review: files without it (written before
+# 2026-12-02) keyed a review by its place in the shuffled test split, which pairs only with runs prepared alike
+KEYED_BY_SOURCE_ORDER = {b"review_key": b"source_order"}
 Z95 = 1.96
 EXACT_UP_TO = 100  # discordant reviews: an exact binomial test up to here, the chi-square approximation above
 

@@ -155,11 +155,13 @@ def build_model(arch: str, vocab_size: int, max_len: int, seed: int | None = Non
 
 
 def assert_predictions_of_every_review(checkpoint: Path, result: dict) -> None:
-    """The tested checkpoint keeps each test review's prediction once, in the split's order, and they score
-    the reported accuracy."""
+    """The tested checkpoint keeps each test review's prediction once, in the order of their keys, and they
+    score the reported accuracy."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(checkpoint / "test_predictions.parquet").to_pydict()
-    assert table["review"] == list(range(result["test_reviews"]))
+    table = pq.read_table(checkpoint / "test_predictions.parquet")
+    assert table.schema.metadata[b"review_key"] == b"source_order"  # keyed as the test shards
+    table = table.to_pydict()
+    assert table["review"] == sorted(set(table["review"])) and len(table["review"]) == result["test_reviews"]
     right = [(logit > 0) == (label == 1) for logit, label in zip(table["logit"], table["label"])]
     assert sum(right) / len(right) == pytest.approx(result["test_accuracy"])

@@ -53,6 +53,7 @@ def test_each_model_takes_its_best_dev_c_and_scores_test_once(imdb_path, tmp_pat
     predictions = pq.read_table(tmp_path / "test_predictions.parquet").to_pydict()
     labels = np.array(predictions["label"])
     assert list(labels) == _splits(cfg)["test"]["label"].to_pylist()  # the test split, in its order
+    assert predictions["review"] == _splits(cfg)["test"]["review"].to_pylist()  # keyed as the prepared shards
     correct = {}
     for model, r in document["results"].items():
         by_c = {float(c): a for c, a in r["dev_accuracy_by_C"].items()}

@@ -65,7 +65,9 @@ def test_a_run_of_several_seeds_shows_their_mean_and_sd(tmp_path, capsys):
     assert "no readable results.json" in capsys.readouterr().err
 
 
-def _scored_run(folder, preset, right: dict[str, list[bool]], reviews: list[int] | None = None):
+def _scored_run(
+    folder, preset, right: dict[str, list[bool]], reviews: list[int] | None = None, metadata=None
+):
     """A run whose architectures each keep per-review predictions in their checkpoint: `right` says, review by
     review, which ones each got right (labels alternate 1, 0, 1, ...; logits ±1)."""
     import numpy as np
@@ -81,7 +83,7 @@ def _scored_run(folder, preset, right: dict[str, list[bool]], reviews: list[int]
         checkpoint = folder / arch / "checkpoint_000001"
         checkpoint.mkdir(parents=True)
         table = {"review": reviews or list(range(n)), "label": label.astype(np.int8), "logit": logit}
-        pq.write_table(pa.table(table), checkpoint / "test_predictions.parquet")
+        pq.write_table(pa.table(table, metadata=metadata), checkpoint / "test_predictions.parquet")
         document["results"][arch].update(test_reviews=n, checkpoint=str(checkpoint))
     (folder / "results.json").write_text(json.dumps(document))
     return str(folder)
@@ -161,3 +163,50 @@ def test_every_model_is_paired_with_the_linear_baselines(tmp_path):
         pairs[("seed mlp", "baseline tfidf_lr")]["only_b"],
     ) == (2, 1)
     assert "| nb_lr | — | — | — | 75.00% ± " in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_a_run_of_several_seeds_is_paired_seed_by_seed(tmp_path):
+    """Its architectures pair within a seed, and each seed pairs with a run of one; never two seeds of one model."""
+    right = {
+        "lstm seed 0": [1, 1, 1, 0],
+        "lstm seed 1": [1, 1, 0, 0],
+        "mlp seed 0": [0, 1, 1, 1],
+        "mlp seed 1": [1, 1, 1, 1],
+    }
+    seeded = _scored_run(tmp_path / "seeded", "frontier", right)
+    document = json.loads((tmp_path / "seeded" / "results.json").read_text())
+    document["seeds"] = {
+        arch: {"seeds": [0, 1], "test_accuracy_mean": 0.5, "test_accuracy_sd": 0.1}
+        for arch in ("lstm", "mlp")
+    }
+    (tmp_path / "seeded" / "results.json").write_text(json.dumps(document))
+    single = _scored_run(tmp_path / "single", "seed", {"lstm": [0, 0, 1, 1]})
+    assert main(["compare", seeded, single, "--out", str(tmp_path / "out")]) == 0
+    pairs = {
+        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
+    }
+    assert set(pairs) == {
+        ("frontier lstm seed 0", "frontier mlp seed 0"),
+        ("frontier lstm seed 1", "frontier mlp seed 1"),
+        ("frontier lstm seed 0", "seed lstm"),
+        ("frontier lstm seed 1", "seed lstm"),
+    }
+    one = pairs[("frontier lstm seed 1", "frontier mlp seed 1")]  # only mlp right on reviews 2 and 3
+    assert (one["only_a"], one["only_b"], one["difference"]) == (0, 2, -0.5)
+
+
+def test_reviews_keyed_by_source_order_pair_only_with_reviews_keyed_alike(tmp_path):
+    """Keys of the source's order (2026-12-02 on) and places in a shuffled test split (before) can be the same
+    numbers for other reviews: such runs are not paired, even when their labels happen to agree."""
+    from rnn_models.stats import KEYED_BY_SOURCE_ORDER
+
+    right = {"lstm": [1, 0, 1, 1]}
+    keyed = _scored_run(tmp_path / "keyed", "frontier", right, metadata=KEYED_BY_SOURCE_ORDER)
+    also = _scored_run(tmp_path / "also", "seed", right, metadata=KEYED_BY_SOURCE_ORDER)
+    placed = _scored_run(tmp_path / "placed", "tuned", right)
+    assert main(["compare", keyed, also, placed, "--out", str(tmp_path / "out")]) == 0
+    pairs = {
+        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
+    }
+    assert pairs[("frontier lstm", "seed lstm")]["difference"] == 0
+    assert pairs[("frontier lstm", "tuned lstm")]["skipped"] == "not scored on the same test reviews"

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from rnn_models.cli import main
 from rnn_models.config import ARCHS, MODEL_CHOICES, ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnn_models.data.prepared import FORMAT_VERSION
 from rnn_models.data.text import normalise_reference
 from rnn_models.presets import PREPARE_KEYS
 from rnn_models.validation import key_path
@@ -884,7 +885,7 @@ def _prepared(root: Path, manifest=GOOD) -> dict:
     root.mkdir()
     (root / "vocab.json").write_text(json.dumps(VOCAB))
     good = {
-        "format": 1,
+        "format": FORMAT_VERSION,
         "fingerprint": "f" * 64,
         "options": {"max_len": 8, "strip_br": False},
         "vocab": {

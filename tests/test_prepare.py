@@ -48,6 +48,8 @@ def test_shard_schema_manifest_and_file_list(ray_session, tmp_path):
     assert splits["train"]["empty_reviews"] + splits["val"]["empty_reviews"] == 1
     assert data.manifest["options"]["vocab_size"] == 8 and "ray" in data.manifest["versions"]
     assert sum(f["rows"] for f in splits["train"]["files"].values()) == 6
+    test = _shards(data.root, "test")
+    assert test.schema == pa.schema([*table.schema, ("review", pa.int64())])
 
 
 def _check_against_reference(cfg: PrepareConfig, data) -> None:
@@ -66,6 +68,8 @@ def _check_against_reference(cfg: PrepareConfig, data) -> None:
         )
         assert shards["length"].to_pylist() == [min(len(row), cfg.max_len) for row in tokens]
         assert shards["label"].to_pylist() == table["label"].to_pylist()
+        if split == "test":  # each review's key: its position in the canonical order
+            assert shards["review"].to_pylist() == table["review"].to_pylist()
 
 
 def test_vocabulary_and_ids_match_a_pure_python_reference(ray_session, tmp_path):

@@ -30,8 +30,19 @@ def test_what_each_builtin_preset_sets():
     )
     assert seed_model.seed_faithful and seed_train.lr == 1e-4 and seed_train.test_checkpoint == "last"
     assert not fixed_model.seed_faithful and fixed_train.lr == 1e-3
-    # the two differ by their fixes only: Axon's initial weights, the last epoch tested, in both
-    assert seed_model.init == fixed_model.init == "axon" and fixed_train.test_checkpoint == "last"
+    # the two differ by their fixes only, for every architecture: the notebook's weights, LSTMs, data order
+    # and last epoch tested in both
+    for arch in ARCHS:
+        (a_model, a_train), (b_model, b_train) = seed.resolve(arch), fixed.resolve(arch)
+        differ = {
+            name
+            for a, b in ((a_model, b_model), (a_train, b_train))
+            for name, value in vars(a).items()
+            if getattr(b, name) != value
+        }
+        assert differ == {"lr", "seed_faithful"}, arch
+    assert (seed_model.init, seed_model.lstm_bias, seed_model.initial_state) == ("axon", "one", "axon")
+    assert seed_train.shuffle_buffer == 0 and fixed_train.test_checkpoint == "last"
     assert seed.resolve("lstm")[0].readout == "last"  # the notebook's masked LSTM reads the last real token
     assert (
         seed.preset.prepare == fixed.preset.prepare == {"vocab_size": 1024, "max_len": 64, "strip_br": False}

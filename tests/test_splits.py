@@ -66,3 +66,15 @@ def test_unsplit_reviews_get_a_stratified_test_split():
 def test_val_size_must_be_smaller_than_train():
     with pytest.raises(UserError, match="--val-size 100 must be smaller than the train split"):
         split_reviews(_reviews(), PrepareConfig(val_size=100))
+
+
+def test_a_test_reviews_key_is_the_same_whatever_the_val_size_and_seed():
+    """Runs prepared with another val split still pair their predictions: each test review keeps its key, its
+    position in the canonical order (the prepared test shards carry it: test_prepare.py)."""
+    drawn = [
+        split_reviews(_reviews(), PrepareConfig(val_size=v, seed=s))["test"] for v, s in ((10, 0), (20, 7))
+    ]
+    tests = [t.to_pydict() for t in drawn]
+    assert tests[0]["review"] != tests[1]["review"]  # another draw: the test split in another order
+    keyed = [dict(zip(t["review"], zip(t["text"], t["label"]))) for t in tests]
+    assert keyed[0] == keyed[1] and len(keyed[0]) == len(tests[0]["text"])  # the same reviews, the same keys

@@ -286,6 +286,35 @@ def test_fit_keeps_the_tested_epochs_weights_and_stops_early(monkeypatch):
     assert not torch.equal(seen[3][2]["embedding.weight"], epoch_2["embedding.weight"])  # training went on
 
 
+def test_each_epochs_draws_are_seeded_by_the_seed_the_epoch_and_the_rank():
+    """Dropout masks (and Axon's initial states) repeat for the same seed, epoch and rank, whatever the process
+    drew before; another seed or rank draws others."""
+    from rnn_models.training import loop
+
+    def trained(seed: int, rank: int = 0) -> torch.Tensor:
+        model_cfg = ModelConfig(
+            arch="lstm", hidden_size=16, embedding_size=8, dropout=0.5, initial_state="axon"
+        )
+        model = model_from_config(model_cfg, 20, 8, seed=0)  # the same initial weights every time
+        cfg = TrainConfig(lr=1e-2, epochs=2, seed=seed)
+        torch.rand(seed + rank + 1)  # whatever the process drew before
+        loop.fit(
+            model,
+            make_optimizer(model, cfg),
+            None,
+            cfg,
+            lambda e: _batches(seed=e),
+            lambda: [],
+            CPU,
+            rank=rank,
+        )
+        return model.head.out.weight.detach().clone()
+
+    first = trained(seed=1)
+    assert torch.equal(first, trained(seed=1))
+    assert not torch.equal(first, trained(seed=2)) and not torch.equal(first, trained(seed=1, rank=1))
+
+
 def test_the_tested_epoch_is_the_first_best_or_the_last():
     from rnn_models.training.loop import (
         tested_epoch,

@@ -332,7 +332,7 @@ def _scatter(
     splits = [split for split, _ in shards]
     tasks = [
         _scatter_range.options(num_returns=len(shards) + 1).remote(
-            block, shard_of[a:b], place[a:b], splits, strip_br
+            block, int(a), shard_of[a:b], place[a:b], splits, strip_br
         )
         for block, a, b in zip(blocks, offsets[:-1], offsets[1:])
     ]
@@ -341,10 +341,10 @@ def _scatter(
 
 @ray.remote
 def _scatter_range(
-    block: pa.Table, shard_of: np.ndarray, place: np.ndarray, splits: list[str], strip_br: bool
+    block: pa.Table, offset: int, shard_of: np.ndarray, place: np.ndarray, splits: list[str], strip_br: bool
 ):
-    """A scatter task: one sorted range tokenised; its counts per split, then one piece per shard (tokens,
-    label, place)."""
+    """A scatter task: one sorted range (its first review `offset`-th in the canonical order) tokenised; its
+    counts per split, then one piece per shard (tokens, label, place, the review's canonical position)."""
     kept = np.flatnonzero(shard_of >= 0)
     tokens = normalise(block["text"].take(kept), strip_br)
     shard_of = shard_of[kept]
@@ -354,7 +354,9 @@ def _scatter_range(
     )
     order = np.argsort(shard_of, kind="stable")
     bounds = np.searchsorted(shard_of[order], np.arange(len(splits) + 1))
-    rows = pa.table({"tokens": tokens, "label": block["label"].take(kept), "place": place[kept]}).take(order)
+    rows = pa.table(
+        {"tokens": tokens, "label": block["label"].take(kept), "place": place[kept], "review": offset + kept}
+    ).take(order)
     return summaries, *(rows.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
@@ -411,8 +413,11 @@ def _write_shard(name: str, vocab: pa.Array, max_len: int, root: str, *pieces: p
     rows = rows.take(pc.sort_indices(rows["place"])).combine_chunks()
     columns = encode(rows["tokens"], vocab, max_len)
     ids = pa.FixedSizeListArray.from_arrays(pa.array(columns["ids"].ravel()), max_len)
+    table = {"ids": ids, "length": columns["length"], "label": rows["label"]}
+    if name.startswith("test/"):  # the key by which runs' predictions on the same test reviews are paired
+        table["review"] = rows["review"].cast(pa.int64())
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"ids": ids, "length": columns["length"], "label": rows["label"]}), sink)
+    pq.write_table(pa.table(table), sink)
     data = sink.getvalue().to_pybytes()  # hashed as written: nothing is read back
     Storage(root, option="--out").write(data, name)
     return {"rows": rows.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

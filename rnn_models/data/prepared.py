@@ -1,13 +1,15 @@
 """A prepared data folder: `train/`, `val/`, `test/` parquet shards, `vocab.json`, `manifest.json`.
 
 Shard columns: `ids` (fixed-size list<int32>[max_len], 0 = padding at the end, 1 = out-of-vocabulary),
-`length` (int32, ids that are not padding), `label` (int8, 0 = negative, 1 = positive). The manifest lists
+`length` (int32, ids that are not padding), `label` (int8, 0 = negative, 1 = positive); the test shards also
+`review` (int64): the review's position in the source's canonical order (`splits.py`), the same whatever the
+val size, seed or sample, so that runs prepared differently still pair their predictions on a review. The
+manifest lists
 every file with its row count, size and SHA-256, so a tampered or half-copied folder is refused, not trained
 on: its names and sizes are checked on every open (one listing), its hashes where asked (`verify`).
 The folder is a local path or a URI (`s3://…`, `gs://…`): see `storage.py`.
 """
 
-import itertools
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +22,8 @@ from rnn_models.storage import Storage
 from rnn_models.validation import Manifest, document
 
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1  # bump when the shard layout or the tokeniser changes: old fingerprints stop matching
+FORMAT_VERSION = 2  # bump when the shard layout or the tokeniser changes: old fingerprints stop matching
+# (2: the test shards' `review` column)
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,6 @@ class PreparedData:
     def files(self, split: str) -> list[str]:
         """The split's shards as paths or URIs."""
         return [self.folder.join(name) for name in self.names(split)]
-
-    def firsts(self, split: str) -> list[int]:
-        """The place in the split of each shard's first review (the shards hold the split in order)."""
-        rows = [f["rows"] for f in self.manifest["splits"][split]["files"].values()]
-        return [0, *itertools.accumulate(rows)][:-1]
 
     def count(self, split: str) -> int:
         return self.manifest["splits"][split]["reviews"]

@@ -14,10 +14,8 @@ from rnn_models.resources import READ_CPUS
 from rnn_models.storage import is_uri
 
 
-def read_shards(files: list[str], local: bool, firsts: list[int] | None = None) -> ray.data.Dataset:
-    """The shards as a dataset, in file order, each read by a Ray Data task of READ_CPUS. With `firsts` (each
-    shard's first review's place in its split), every row gets its place in the split as `review`: the key by
-    which two runs' predictions on the same reviews are paired.
+def read_shards(files: list[str], local: bool) -> ray.data.Dataset:
+    """The shards as a dataset, in file order, each read by a Ray Data task of READ_CPUS.
 
     The manifest lists the shards, so nothing lists a folder (Ray Data's `read_parquet` starts a listing task
     of one whole CPU, which a node whose workers hold all but a fraction of its CPUs never runs: a silent
@@ -25,11 +23,7 @@ def read_shards(files: list[str], local: bool, firsts: list[int] | None = None) 
     them; with no CPU where this node has none (a head of 0 CPUs), as reading a file barely needs one.
     """
     remote_args = on_this_node(READ_CPUS) if local else {"num_cpus": READ_CPUS}
-    firsts = firsts if firsts is not None else [-1] * len(files)
-    paths = ray.data.from_items(
-        [{"path": f, "first": n} for f, n in zip(files, firsts, strict=True)],
-        override_num_blocks=max(1, len(files)),
-    )
+    paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files)))
     dataset = paths.map_batches(_read_files, batch_format="pyarrow", batch_size=None, **remote_args)
     dataset.context.execution_options.preserve_order = True  # file order: reruns see the same data order
     return dataset
@@ -38,10 +32,7 @@ def read_shards(files: list[str], local: bool, firsts: list[int] | None = None) 
 def _read_files(batch: pa.Table) -> pa.Table:
     """A read task: the shards named in `batch`, read whole (a shard is one block)."""
     tables = []
-    for path, first in zip(batch["path"].to_pylist(), batch["first"].to_pylist()):
+    for path in batch["path"].to_pylist():
         filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (None, path)
-        table = pq.read_table(inner, filesystem=filesystem)
-        if first >= 0:
-            table = table.append_column("review", pa.array(range(first, first + table.num_rows), pa.int64()))
-        tables.append(table)
+        tables.append(pq.read_table(inner, filesystem=filesystem))
     return pa.concat_tables(tables)

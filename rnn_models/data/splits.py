@@ -28,11 +28,15 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
 
 
 def split_reviews(reviews: pa.Table, cfg: PrepareConfig) -> dict[str, pa.Table]:
-    """`reviews` (text, label, split) as shuffled train, val and test tables (text, label)."""
+    """`reviews` (text, label, split) as shuffled train, val and test tables (text, label, review: each review's
+    position in the canonical order, as the prepared test shards' `review`)."""
     reviews = reviews.take(pc.sort_indices(reviews, SORT_KEYS))
     rows = split_rows(split_codes(reviews["split"]), reviews["label"].to_numpy(), cfg)
     reviews = reviews.drop_columns(["split"])
-    return {name: reviews.take(indices) for name, indices in rows.items()}
+    return {
+        name: reviews.take(indices).append_column("review", pa.array(indices, pa.int64()))
+        for name, indices in rows.items()
+    }
 
 
 def split_rows(codes: np.ndarray, labels: np.ndarray, cfg: PrepareConfig) -> dict[str, np.ndarray]:

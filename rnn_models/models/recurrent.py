@@ -46,9 +46,9 @@ class LSTM(nn.LSTM):
     GradScaler; CPU autocast runs oneDNN LSTMs in its lower dtype. Same parameters, same state_dict keys.
 
     Axon (lib/axon.ex `rnn_state`, v0.7) draws the state glorot-uniform over its (batch, units) shape, so
-    within ±sqrt(6 / (B + H)). Its key advances at every training step, so each step draws afresh; scoring
-    reads the key without advancing it, so every scored batch gets the same draw. The cell and the output
-    state are drawn from the same key, so they are equal.
+    within ±sqrt(6 / (B + H)), at every training step afresh; the cell and the output state come from one key,
+    so they are equal. Scoring here starts from the draws' mean, zero, where Axon reuses one fixed draw per
+    batch shape: a review's score then depends on its batch and its place in it, and here it never does.
     """
 
     def __init__(self, *args, initial_state: str = "zeros", **kwargs):
@@ -64,21 +64,17 @@ class LSTM(nn.LSTM):
             return super().forward(input.to(self.weight_ih_l0.dtype), hx)
 
     def initial(self, input) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The state (h0, c0), each (L·D, B, H), for a batch (B, T, E) or a packed one; None for zeros."""
-        if self.initial_state == "zeros":
+        """The state (h0, c0), each (L·D, B, H), for a training batch (B, T, E) or a packed one; None for zeros
+        (and for scoring)."""
+        if self.initial_state == "zeros" or not self.training:
             return None
         packed = isinstance(input, PackedSequence)
         batch = int(input.batch_sizes[0]) if packed else input.shape[0]  # (packed: every length is ≥ 1)
         data = input.data if packed else input
         shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
         limit = (6 / (batch + self.hidden_size)) ** 0.5
-        generator = None if self.training else torch.Generator().manual_seed(AXON_SCORING_DRAW)
-        state = (torch.rand(shape, generator=generator) * 2 - 1) * limit
-        state = state.to(device=data.device, dtype=self.weight_ih_l0.dtype)
+        state = (torch.rand(shape, device=data.device, dtype=self.weight_ih_l0.dtype) * 2 - 1) * limit
         return state, state
-
-
-AXON_SCORING_DRAW = 0  # the seed of the one initial state every scored batch starts from
 
 
 def make_lstm(

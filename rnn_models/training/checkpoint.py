@@ -1,6 +1,6 @@
 """Checkpoints: `model.pt` (tensors only, loaded with weights_only=True), `meta.json` (configs, data
 fingerprint, metric history) and `vocab.json`, so that a checkpoint alone can evaluate or predict. The tested
-checkpoint also holds `test_predictions.parquet`: each test review's place in the split, label and logit (the
+checkpoint also holds `test_predictions.parquet`: each test review's key (data/prepared.py), label and logit (the
 review is scored positive where it is above 0), by which `compare` pairs two models scored on the same reviews.
 """
 

@@ -17,7 +17,7 @@ from rnn_models.cluster import node_resources
 from rnn_models.config import TrainConfig
 from rnn_models.data.prepared import READ_ERRORS, SPLITS, PreparedData, unreadable
 from rnn_models.data.shards import read_shards
-from rnn_models.training.loop import EVAL_BATCH
+from rnn_models.training.loop import EVAL_BATCH, epoch_seed
 
 # ids stay int32 (nn.Embedding takes them): the largest column is not copied to widen it
 BATCH_DTYPES = {"ids": torch.int32, "length": torch.int64, "label": torch.float32, "review": torch.int64}
@@ -38,7 +38,6 @@ class DataSpec:
     info: dict  # vocab_size, max_len, vocab_sha256, fingerprint, strip_br: stored in every checkpoint
     local: bool  # the shards sit on this node's disk: only tasks on this node may read them
     datasets: dict = field(default_factory=dict)  # split -> dataset already in the object store
-    firsts: dict[str, list[int]] = field(default_factory=dict)  # test -> each shard's first review's place
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> "DataSpec":
@@ -56,14 +55,13 @@ class DataSpec:
             data.vocab,
             info,
             data.folder.is_local,
-            firsts={"test": data.firsts("test")},  # its reviews' places: the key of paired comparisons
         )
 
     def dataset(self, split: str) -> ray.data.Dataset:
         """One split: from the object store if `load` put it there, else streamed from its shards."""
         if split in self.datasets:
             return self.datasets[split]
-        return read_shards(self.files[split], self.local, self.firsts.get(split))
+        return read_shards(self.files[split], self.local)
 
     def load(self, splits: tuple[str, ...] = SPLITS) -> "DataSpec":
         """Read the splits into Ray's object store once, if they are small next to it; else leave them to be
@@ -71,8 +69,8 @@ class DataSpec:
         trials on two cores, so small data is read once). Either way Ray Data tasks read them, not this process.
         """
         row_bytes = 4 * self.info["max_len"] + 5  # ids int32 + length int32 + label int8
-        places = 8  # int64 per review, where a split carries its reviews' places (`firsts`: test)
-        needed = sum((row_bytes + places * (s in self.firsts)) * self.counts[s] for s in splits)
+        key = 8  # the test shards' `review` (int64): the key of paired comparisons
+        needed = sum((row_bytes + key * (s == "test")) * self.counts[s] for s in splits)
         capacity = _object_store_bytes(here_only=self.local)
         if needed > IN_MEMORY_SHARE * capacity:
             log.info(
@@ -188,7 +186,7 @@ def torch_batches(
 def training_batches(shard, cfg: TrainConfig, any_length: bool, device, epoch: int, rank: int = 0):
     """One epoch of a worker's training batches by `cfg`: full batches only, in a new order every epoch (seeded
     by seed, epoch and rank, so reproducible), length-bucketed for models that take rows of any length."""
-    seed = cfg.seed * 100_003 + epoch * 101 + rank if cfg.shuffle_buffer else None
+    seed = epoch_seed(cfg.seed, epoch, rank) if cfg.shuffle_buffer else None
     return torch_batches(
         shard,
         cfg.batch_size,

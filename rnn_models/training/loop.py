@@ -94,7 +94,7 @@ def train_epoch(
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device, predictions: list | None = None) -> Sums:
     """Loss and accuracy over every review in `batches` (no review dropped). With a `predictions` list, each
-    batch's (review places, labels, logits) is added to it, on the device (no host sync per batch)."""
+    batch's (review keys, labels, logits) is added to it, on the device (no host sync per batch)."""
     model.eval()
     sums, precision = Sums(), precision_for(device)
     for batch in batches:
@@ -125,6 +125,12 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's epoch: its shuffle (ingest.py) and the draws of its steps (dropout, word dropout,
+    Axon's initial states). Reproducible, a resumed epoch draws as its first try did, and the ranks differ."""
+    return seed * 100_003 + epoch * 101 + rank
+
+
 def fit(
     model: nn.Module,
     optimizer,
@@ -137,6 +143,7 @@ def fit(
     tested: dict | None = None,
     add_up=lambda *sums: sums,
     after_epoch=None,
+    rank: int = 0,
 ) -> tuple[list[dict], dict | None]:
     """Train the epochs after those in `history` up to `cfg.epochs`, or until `cfg.patience` epochs in a row
     bring no better val accuracy. Returns the history (a dict per epoch) and the weights of the tested epoch
@@ -145,11 +152,13 @@ def fit(
     `train_batches(epoch)` and `val_batches()` give an epoch's batches; `add_up` adds the workers' sums (DDP);
     `after_epoch(history, earlier)` runs after each epoch (a worker reports and checkpoints there), `earlier`
     being the weights to test when they are an earlier epoch's. `history` and `tested` continue a restored run.
+    Each epoch's random draws are seeded by `cfg.seed`, the epoch and `rank` (`epoch_seed`).
     """
     history = list(history or [])
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if stopped_early(history, cfg.patience):
             break
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))  # the CPU's and every GPU's generator
         started, first_batch = time.perf_counter(), []
         batches = _timing_first(train_batches(epoch), started, first_batch)
         train = train_epoch(model, batches, optimizer, device, cfg.grad_clip, scheduler, cfg.adversarial)

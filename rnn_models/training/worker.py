@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from rnn_models.config import ModelConfig, TrainConfig
 from rnn_models.models import count_parameters, model_from_config, takes_any_length
+from rnn_models.stats import KEYED_BY_SOURCE_ORDER
 from rnn_models.training.checkpoint import (
     checkpoint_meta,
     load_checkpoint,
@@ -166,6 +167,7 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
         tested,
         add_up=lambda *sums: all_reduced(*sums, device=device),
         after_epoch=report_epoch,
+        rank=rank,
     )
 
     # The test split, scored by this same worker group (each rank its share, the sums added across ranks), with
@@ -189,11 +191,11 @@ def train_and_test(inputs: TrialInputs, edges: TrainWorker | LoneWorker) -> dict
 
 
 def gathered_predictions(parts: list[tuple], world: int) -> pa.Table | None:
-    """Each test review's place in the split, label and logit (positive above 0, as scored), from every rank's
-    scored batches (`evaluate`'s `predictions`), in the order of the split. None for batches without places.
+    """Each test review's key (the test shards' `review`), label and logit (positive above 0, as scored), from
+    every rank's scored batches (`evaluate`'s `predictions`), in the keys' order. None for batches without keys.
     Every rank joins the gather, even one whose share was empty."""
     if any(review is None for review, _, _ in parts):
-        columns = None  # a dataset read without the reviews' places
+        columns = None  # a split without the reviews' keys (train, val)
     elif parts:
         columns = [torch.cat(column).cpu().numpy() for column in zip(*parts)]  # review, label, logit
     else:
@@ -211,7 +213,8 @@ def gathered_predictions(parts: list[tuple], world: int) -> pa.Table | None:
             "review": review[order],
             "label": label[order].astype(np.int8),
             "logit": logit[order].astype(np.float32),
-        }
+        },
+        metadata=KEYED_BY_SOURCE_ORDER,
     )
 
 
