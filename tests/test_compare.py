@@ -65,6 +65,11 @@ def test_a_run_of_several_seeds_shows_their_mean_and_sd(tmp_path, capsys):
     assert "no readable results.json" in capsys.readouterr().err
 
 
+def _pairs(out) -> dict[tuple[str, str], dict]:
+    """comparison.json's paired comparisons by (a, b)."""
+    return {(p["a"], p["b"]): p for p in json.loads((out / "comparison.json").read_text())["paired"]}
+
+
 def _scored_run(
     folder, preset, right: dict[str, list[bool]], reviews: list[int] | None = None, metadata=None
 ):
@@ -100,8 +105,7 @@ def test_models_scored_on_the_same_reviews_are_compared_in_pairs(tmp_path):
     b = _scored_run(tmp_path / "b", "tuned", {"lstm": [1] * 8})
     other = _scored_run(tmp_path / "c", "other", {"lstm": [1] * 8}, reviews=list(range(10, 18)))
     assert main(["compare", a, b, other, "--out", str(tmp_path / "out")]) == 0
-    document = json.loads((tmp_path / "out" / "comparison.json").read_text())
-    pairs = {(p["a"], p["b"]): p for p in document["paired"]}
+    pairs = _pairs(tmp_path / "out")
     within = pairs[("seed lstm", "seed mlp")]
     assert (within["only_a"], within["only_b"], within["difference"]) == (3, 1, 0.25)
     assert within["p_value"] == pytest.approx(0.625)
@@ -143,9 +147,7 @@ def test_every_model_is_paired_with_the_linear_baselines(tmp_path):
     }
     pq.write_table(pa.table(table), baseline / "test_predictions.parquet")
     assert main(["compare", run, str(baseline), "--out", str(tmp_path / "out")]) == 0
-    pairs = {
-        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
-    }
+    pairs = _pairs(tmp_path / "out")
     assert set(pairs) == {
         ("seed lstm", "seed mlp"),
         ("baseline nb_lr", "baseline tfidf_lr"),
@@ -182,9 +184,7 @@ def test_a_run_of_several_seeds_is_paired_seed_by_seed(tmp_path):
     (tmp_path / "seeded" / "results.json").write_text(json.dumps(document))
     single = _scored_run(tmp_path / "single", "seed", {"lstm": [0, 0, 1, 1]})
     assert main(["compare", seeded, single, "--out", str(tmp_path / "out")]) == 0
-    pairs = {
-        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
-    }
+    pairs = _pairs(tmp_path / "out")
     assert set(pairs) == {
         ("frontier lstm seed 0", "frontier mlp seed 0"),
         ("frontier lstm seed 1", "frontier mlp seed 1"),
@@ -205,8 +205,6 @@ def test_reviews_keyed_by_source_order_pair_only_with_reviews_keyed_alike(tmp_pa
     also = _scored_run(tmp_path / "also", "seed", right, metadata=KEYED_BY_SOURCE_ORDER)
     placed = _scored_run(tmp_path / "placed", "tuned", right)
     assert main(["compare", keyed, also, placed, "--out", str(tmp_path / "out")]) == 0
-    pairs = {
-        (p["a"], p["b"]): p for p in json.loads((tmp_path / "out" / "comparison.json").read_text())["paired"]
-    }
+    pairs = _pairs(tmp_path / "out")
     assert pairs[("frontier lstm", "seed lstm")]["difference"] == 0
     assert pairs[("frontier lstm", "tuned lstm")]["skipped"] == "not scored on the same test reviews"

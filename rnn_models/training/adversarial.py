@@ -5,10 +5,11 @@ hashed-bigram embeddings) moved a small step in the direction that raises the lo
 first backward's gradient with respect to those outputs; each review's step is `eps` times the norm of its
 embedded inputs at its real steps (padding left out of the norm, so a short review in a batch of long ones is not
 pushed harder; a model that reads padding, the flattening MLP, is pushed there too, along its gradient), so the
-push is in proportion whatever scale the embeddings learn. The second pass draws the first
-pass's dropout masks again (word, embedding and head dropout, and Axon's random initial LSTM states: the random
-state is restored between them), so the push moves exactly the inputs it was computed for. The model learns to keep its verdict in a ball around each
-review, not only at the review: a regulariser that costs a second forward and backward pass per step. (cuDNN's
+push is in proportion whatever scale the embeddings learn. The second pass draws the first pass's dropout masks
+again (word, embedding and head dropout, and Axon's random initial LSTM states: the random state is restored
+between them), so the push moves exactly the inputs it was computed for. The model learns to keep its verdict in
+a ball around each review, not only at the review: a regulariser that costs a second forward and backward pass
+per step. (cuDNN's
 dropout between stacked LSTM layers keeps a state of its own and is not replayed; the presets stack none.)
 
 Forward hooks on the model's `nn.Embedding` modules read and move the outputs, so every model, fused or
