@@ -4,7 +4,8 @@
         --variants '{"last state": {"readout": "last"}, "pooled": {}}'
 
 Each variant is a JSON object of model and train options changed from the preset (`{}` is the preset itself);
-`--variants` takes the JSON or a file holding it. Prints a markdown table; with --out, writes the rows as JSON.
+`--variants` takes the JSON or a file holding it. Prints a markdown table, every row after the first paired
+with the first on the same val reviews (put the base first); with --out, writes the rows as JSON.
 """
 
 import argparse

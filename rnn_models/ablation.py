@@ -3,13 +3,16 @@
 Every row trains one architecture from a base recipe (a preset) with a few options changed, on the same
 prepared data, with the training pieces the Ray workers use (model builders, `torch_batches` bucketing,
 optimizer, schedule, the epoch loop `fit`) but no Ray: rows differ only by their options, and a row
-costs its training and scoring only. Printed as a markdown table of val accuracy and seconds.
+costs its training and scoring only. Printed as a markdown table of val accuracy and seconds, each row paired
+with the first on the same val reviews (the difference's 95 % interval and McNemar's p, `stats.paired`): a
+difference of a few tenths is noise more often than not.
 
 The rows read the train and val splits only, never test: choices made from them (what goes into a preset)
 must not look at the test split, which a run scores once, at its end. Prepare the data with
 `--val-size 5000` for a dev split large enough to tell variants apart (2,000 reviews: ±1.3 points).
 """
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,8 +28,9 @@ from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.presets import Preset, Recipe, load_preset
+from rnn_models.stats import paired
 from rnn_models.training.ingest import scoring_batches, training_batches
-from rnn_models.training.loop import fit, make_optimizer, make_scheduler, tested_epoch
+from rnn_models.training.loop import evaluate, fit, make_optimizer, make_scheduler, tested_epoch
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +56,12 @@ def slices(tensors: dict, batch_size: int, order: torch.Tensor | None = None, dr
 
 
 class TensorShard:
-    """A split held as tensors, read like a Ray Data shard (`iter_torch_batches`), in its stored order."""
+    """A split held as tensors, read like a Ray Data shard (`iter_torch_batches`), in its stored order; `review`
+    is a review's place in it, which scoring's length buckets reorder and the paired comparison puts back."""
 
     def __init__(self, data: PreparedData, split: str):
         self.tensors = split_tensors(data, split)
+        self.tensors["review"] = torch.arange(len(self.tensors["label"]))
 
     def __len__(self) -> int:
         return len(self.tensors["label"])
@@ -85,7 +91,7 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, train_
             time.perf_counter() - started,
         )
 
-    history, _ = fit(
+    history, tested = fit(
         model,
         optimizer,
         scheduler,
@@ -96,18 +102,31 @@ def run_variant(data: PreparedData, splits: dict, model_cfg: ModelConfig, train_
         after_epoch=log_epoch,
     )
     best = tested_epoch(history, train_cfg)
+    model.load_state_dict(tested)
     return {
         "val_accuracy": history[best - 1]["val_accuracy"],
         "epoch": best,
         "val_history": [h["val_accuracy"] for h in history],
         "seconds": time.perf_counter() - started,
+        "val_correct": val_correct(model, splits["val"], any_length),
     }
+
+
+def val_correct(model: torch.nn.Module, val: TensorShard, any_length: bool) -> np.ndarray:
+    """Whether `model` gets each val review right, by the review's place in the split."""
+    predictions, cpu = [], torch.device("cpu")
+    evaluate(model, scoring_batches(val, cpu, any_length), cpu, predictions)
+    correct = np.zeros(len(val), dtype=bool)
+    for keys, labels, logits in predictions:
+        correct[keys.numpy()] = ((logits > 0) == (labels > 0.5)).numpy()
+    return correct
 
 
 def ablate(
     data: PreparedData, preset: Preset, arch: str, variants: dict[str, dict], threads: int
 ) -> list[dict]:
-    """One row per variant: `preset`'s configs of `arch` with the variant's model/train options changed."""
+    """One row per variant: `preset`'s configs of `arch` with the variant's model/train options changed, each
+    after the first paired with it on the val reviews (`vs_first`)."""
     torch.set_num_threads(threads)
     splits = {s: TensorShard(data, s) for s in ("train", "val")}  # never test: see the module's docstring
     rows = []
@@ -126,16 +145,24 @@ def ablate(
             }
         )
         log.info("%s %s: val %.4f, %.0f s", arch, name, rows[-1]["val_accuracy"], rows[-1]["seconds"])
+    first = rows[0].pop("val_correct") if rows else None
+    for row in rows[1:]:
+        row["vs_first"] = dataclasses.asdict(paired(row.pop("val_correct"), first))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| arch | variant | change | val accuracy (epoch) | seconds |", "|---|---|---|---:|---:|"]
+    lines = [
+        "| arch | variant | change | val accuracy (epoch) | vs the first row (95% CI, paired) | McNemar p | seconds |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(base)"
+        vs = r.get("vs_first")
+        versus = f"{vs['difference']:+.2%} ± {vs['interval']:.2%} | {vs['p_value']:.3g}" if vs else "| "
         lines.append(
             f"| {r['arch']} | {r['variant']} | {change} | {r['val_accuracy']:.2%} ({r['epoch']}) "
-            f"| {r['seconds']:.0f} |"
+            f"| {versus} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
