@@ -15,6 +15,7 @@ from benchmarks import (
     sections as benchmark,
 )
 from benchmarks.timing import ray_worker_throughput, run_spec
+from conftest import wait_for
 from rnn_models.ablation import split_tensors
 from rnn_models.config import ModelConfig, PrepareConfig, TrainConfig
 from rnn_models.data.prepared import SPLITS
@@ -127,6 +128,15 @@ def test_the_gpu_sections_timed_loops_run_here_on_the_cpu(ray_session, imdb_samp
         runs, {"seed": spec.dataset("train")}, str(tmp_path), cpus=1, threads=1, gpus=0
     )
     assert set(rows) == {"seed/bilstm"} and rows["seed/bilstm"] > 0
+    # Its Train controller ends with it: nothing left running in the caller's Ray (the tests' shared one).
+    wait_for(lambda: _alive_train_controllers(ray_session) == 0, 30, "the Train controller to exit")
+
+
+def _alive_train_controllers(ray_session) -> int:
+    from ray.util.state import list_actors
+
+    alive = [("class_name", "=", "TrainController"), ("state", "=", "ALIVE")]
+    return len(list_actors(address=ray_session.get_runtime_context().gcs_address, filters=alive))
 
 
 def test_the_synthetic_corpus_is_the_source_rebuilt_from_its_own_sentences(tmp_path):

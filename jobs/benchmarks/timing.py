@@ -5,6 +5,7 @@ allocator), then times one full epoch of `train_epoch` with the recipe's optimiz
 """
 
 import json
+import signal
 import tempfile
 import time
 from dataclasses import asdict
@@ -84,7 +85,14 @@ def ray_worker_throughput(
         datasets=datasets,
         dataset_config=Shares(workers=1),
     )  # as training feeds one worker
-    with trainer.fit().checkpoint.as_directory() as directory:
+    # fit() in the main thread installs a SIGINT handler that holds its controller actor's handle, so the
+    # controller (and its dataset manager) would outlive the run in a caller's Ray: the caller's handler back.
+    caller_sigint = signal.getsignal(signal.SIGINT)
+    try:
+        result = trainer.fit()
+    finally:
+        signal.signal(signal.SIGINT, caller_sigint)
+    with result.checkpoint.as_directory() as directory:
         return json.loads((Path(directory) / RESULT_FILE).read_text())
 
 
