@@ -30,7 +30,7 @@ from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.presets import Preset, Recipe, load_preset
 from rnn_models.stats import paired
 from rnn_models.training.ingest import scoring_batches, training_batches
-from rnn_models.training.loop import evaluate, fit, make_optimizer, make_scheduler, tested_epoch
+from rnn_models.training.loop import evaluate, fit, is_right, make_optimizer, make_scheduler, tested_epoch
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def val_correct(model: torch.nn.Module, val: TensorShard, any_length: bool) -> n
     evaluate(model, scoring_batches(val, cpu, any_length), cpu, predictions)
     correct = np.zeros(len(val), dtype=bool)
     for keys, labels, logits in predictions:
-        correct[keys.numpy()] = ((logits > 0) == (labels > 0.5)).numpy()
+        correct[keys.numpy()] = is_right(logits, labels).numpy()
     return correct
 
 

@@ -26,6 +26,11 @@ EVAL_BATCH = 512  # reviews per step when only scoring: no gradients to hold, so
 METRIC = "val_accuracy"  # what picks a trial's tested epoch (tested_epoch), stops it early, and picks the best trial
 
 
+def is_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each review's verdict: a logit above 0 (a probability above 0.5) says positive."""
+    return (logits > 0) == (labels > 0.5)
+
+
 @dataclass
 class Sums:
     """Running loss, correct and count. Adding stays on the device (no host sync per batch); reading the
@@ -37,7 +42,7 @@ class Sums:
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss = self.loss + loss.detach().double()
-        self.correct = self.correct + ((logits > 0) == (labels > 0.5)).sum()
+        self.correct = self.correct + is_right(logits, labels).sum()
         self.count += labels.numel()
 
     def as_tensor(self, device) -> torch.Tensor:
