@@ -12,6 +12,7 @@ import ray
 
 from rnn_models.autoscaler import BOOTSTRAP_CONFIG, autoscaler
 from rnn_models.errors import UserError
+from rnn_models.stalls import poll_seconds
 from rnn_models.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,6 @@ def _stop_like_ctrl_c(signum, frame):
     os.kill(os.getpid(), signal.SIGINT)
 
 
-GPU_POLL_SECONDS = 5
 # With `--use-gpu auto` on a cluster whose node types are not known (an autoscaler other than `ray up`'s, e.g.
 # KubeRay's): how long to wait for the autoscaler to start launching a node for the GPUs asked for, before
 # concluding it has no GPU type and training on what is there.
@@ -230,7 +230,7 @@ def _await_gpus(gpus: int, timeout: float, use_gpu: str, bootstrap_config: str, 
                 scaler.describe(),
             )
             next_report += 30
-        time.sleep(GPU_POLL_SECONDS)
+        time.sleep(poll_seconds(timeout))
     log.info("%g GPU(s) up after %.0f s", _gpus(), time.monotonic() - started)
     return True
 

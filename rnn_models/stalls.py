@@ -21,7 +21,7 @@ import ray
 from rnn_models.autoscaler import autoscaler
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 5
+POLL_SECONDS = 5  # at most: a short bound is looked at thrice within it (a 3 s bound stopped runs at 10 s)
 
 
 class StallWatch:
@@ -29,8 +29,9 @@ class StallWatch:
     nothing moving, or `launch_bound` s for nodes an autoscaler launches that never come (spot capacity gone, a
     quota); `reason` then says what waited. A bound of 0 watches nothing."""
 
-    def __init__(self, bound: float, launch_bound: float = 0, poll: float = POLL_SECONDS, stop=None):
-        self.bound, self.launch_bound, self.poll = bound, launch_bound, poll
+    def __init__(self, bound: float, launch_bound: float = 0, poll: float | None = None, stop=None):
+        self.bound, self.launch_bound = bound, launch_bound
+        self.poll = poll or poll_seconds(bound, launch_bound)
         self.reason: str | None = None
         self._stop_run = stop or _interrupt
         self._stop = threading.Event()
@@ -81,6 +82,11 @@ class StallWatch:
         self.reason = reason
         log.error("stopping the run: %s", reason)
         self._stop_run()
+
+
+def poll_seconds(*bounds: float) -> float:
+    """Seconds between looks: POLL_SECONDS, or a third of the shortest bound set (half a second at least)."""
+    return min([POLL_SECONDS, *(max(0.5, b / 3) for b in bounds if b)])
 
 
 def _interrupt() -> None:

@@ -142,3 +142,10 @@ def test_nodes_that_move_keep_the_run_going_whatever_the_autoscaler_says(monkeyp
     ) as watch:
         time.sleep(0.6)
     assert not watch.stopped and watch.reason is None
+
+
+def test_a_short_bound_is_looked_at_thrice_within_it():
+    assert stalls.poll_seconds(3, 0) == 1  # --schedule-timeout 3: a stop near 4 s, not 10
+    assert stalls.poll_seconds(0.3, 60) == 0.5  # half a second at least
+    assert stalls.poll_seconds(600, 900) == stalls.poll_seconds(0, 0) == stalls.POLL_SECONDS
+    assert stalls.StallWatch(3, 900).poll == 1 and stalls.StallWatch(1, 0, poll=0.05).poll == 0.05
