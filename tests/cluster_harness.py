@@ -42,7 +42,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port, wait_for
+from conftest import forget_head, free_port, ray_temp_dir, wait_for
 
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
@@ -288,7 +288,7 @@ class TwoNodeCluster:
         extra_worker_nodes: int = 0,
     ):
         self.hidden_dirs = [Path(d).resolve() for d in hidden_dirs]
-        ray_tmp = Path(tempfile.gettempdir(), "ray").resolve()
+        ray_tmp = ray_temp_dir()
         for d in self.hidden_dirs:
             assert d.is_dir(), f"hidden dir {d} does not exist"
             assert d != Path("/") and not ray_tmp.is_relative_to(d) and not d.is_relative_to(ray_tmp), (
@@ -545,17 +545,7 @@ class TwoNodeCluster:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        self._forget_head()
-
-    def _forget_head(self) -> None:
-        """Remove the address `ray start --head` left in /tmp/ray/ray_current_cluster, as `ray stop` would,
-        so that a later `ray.init()` without an address does not try to join the stopped head."""
-        address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-        try:
-            if address_file.read_text().strip().endswith(f":{self.port}"):
-                address_file.unlink()
-        except OSError:
-            pass
+        forget_head(self.port)
 
     # ---- inspection ----------------------------------------------------------------------------------
 

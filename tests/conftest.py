@@ -4,6 +4,7 @@ import contextlib
 import os
 import random
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,6 +12,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # readable CI logs
+
+
+def ray_temp_dir() -> Path:
+    """Where Ray keeps its sessions and `ray_current_cluster` on this machine ($RAY_TMPDIR/ray, else /tmp/ray)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray").resolve()
+
+
+def forget_head(port: int) -> None:
+    """Remove the address `ray start --head` on `port` left in ray_current_cluster, as `ray stop` does, so that
+    a later `ray.init()` without an address does not try to join the stopped head."""
+    address_file = ray_temp_dir() / "ray_current_cluster"
+    try:
+        if address_file.read_text().strip().endswith(f":{port}"):
+            address_file.unlink()
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope="session")

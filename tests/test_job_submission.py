@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster_harness import session_pids
-from conftest import REPO, free_port, wait_for
+from conftest import REPO, forget_head, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # a Ray cluster of its own: a minute or more
 
@@ -56,6 +55,8 @@ def head(imdb_medium):
             f"--port={port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={free_port()}",  # not Ray's fixed default, which another Ray may hold
+            f"--metrics-export-port={free_port()}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -75,7 +76,7 @@ def head(imdb_medium):
             pass
         wait_for(lambda: not _kill_all(session_pids(process.pid)), 30, "the head's processes to end")
         process.wait(timeout=10)
-        _forget_head(port)
+        forget_head(port)
 
 
 def _kill_all(pids: list[int]) -> list[int]:
@@ -179,11 +180,3 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     second = _submit(address, env, f"rnn-models-resume-{uuid.uuid4().hex[:8]}", *train, "--resume")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
-
-
-def _forget_head(port: int) -> None:
-    """Remove the address `ray start` left in /tmp/ray/ray_current_cluster, as `ray stop` does: otherwise
-    a later `ray.init()` without an address would try to join the stopped head."""
-    address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    if address_file.is_file() and address_file.read_text().strip().endswith(f":{port}"):
-        address_file.unlink()
