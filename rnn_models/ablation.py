@@ -28,7 +28,7 @@ from rnn_models.data.prepared import PreparedData, open_prepared
 from rnn_models.errors import UserError
 from rnn_models.models import model_from_config, takes_any_length
 from rnn_models.presets import Preset, Recipe, load_preset
-from rnn_models.stats import paired
+from rnn_models.stats import p_text, paired
 from rnn_models.training.ingest import scoring_batches, training_batches
 from rnn_models.training.loop import evaluate, fit, is_right, make_optimizer, make_scheduler, tested_epoch
 
@@ -159,7 +159,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(base)"
         vs = r.get("vs_first")
-        versus = f"{vs['difference']:+.2%} ± {vs['interval']:.2%} | {vs['p_value']:.3g}" if vs else "| "
+        versus = f"{vs['difference']:+.2%} ± {vs['interval']:.2%} | {p_text(vs['p_value'])}" if vs else "| "
         lines.append(
             f"| {r['arch']} | {r['variant']} | {change} | {r['val_accuracy']:.2%} ({r['epoch']}) "
             f"| {versus} | {r['seconds']:.0f} |"

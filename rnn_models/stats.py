@@ -27,10 +27,16 @@ class Paired:
     p_value: float  # McNemar's test, two-sided
 
     def line(self, a: str, b: str) -> str:
+        p = p_text(self.p_value)
         return (
             f"{a} - {b}: {self.difference:+.2%} ± {self.interval:.2%} (95% CI, paired); right only: {a} "
-            f"{self.only_a}, {b} {self.only_b}; McNemar p = {self.p_value:.3g}"
+            f"{self.only_a}, {b} {self.only_b}; McNemar p {p if p.startswith('<') else '= ' + p}"
         )
+
+
+def p_text(p: float) -> str:
+    """A p-value for people: three significant digits, or a bound where it underflowed to 0 (below 5e-324)."""
+    return f"{p:.3g}" if p > 0 else "< 1e-300"
 
 
 def paired(a_correct, b_correct) -> Paired:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rnn_models.stats import mcnemar, paired
+from rnn_models.stats import mcnemar, p_text, paired
 
 
 def test_the_paired_difference_and_its_interval_by_hand():
@@ -30,3 +30,13 @@ def test_agreeing_models_differ_by_nothing_and_bad_input_is_refused():
     assert same.difference == 0 and same.interval == 0 and same.p_value == 1.0
     with pytest.raises(ValueError, match="equal-length"):
         paired([1, 0, 1], [1, 0])
+
+
+def test_a_p_value_that_underflows_is_printed_as_a_bound_not_as_zero():
+    assert mcnemar(2288, 246) == 0.0  # the BiLSTM's dead head against the leaky one: below the smallest float
+    assert p_text(mcnemar(2288, 246)) == "< 1e-300" and p_text(mcnemar(70, 40)) == "0.00569"
+    assert (
+        paired([True] * 2300 + [False] * 200, [False] * 2300 + [True] * 200)
+        .line("a", "b")
+        .endswith("McNemar p < 1e-300")
+    )
