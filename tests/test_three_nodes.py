@@ -2,17 +2,22 @@
 and small object stores, two worker nodes of 2 CPUs, data and runs in a bucket (moto's S3 on loopback).
 `prepare` writes the shards from tasks on the worker nodes; a trial's two DDP ranks, on two nodes, stream
 the splits from the bucket (more than fit in the object stores), where a Ray Data listing task of one whole
-CPU once waited forever beside them, and finish on a fresh node when one of theirs dies. The model is the cheapest (a bag of 3,500-token reviews): the data
-path is what is tested."""
+CPU once waited forever beside them, and finish on a fresh node when one of theirs dies, and again when one rank's
+process is killed on a live node. The model is the cheapest (a bag of 3,500-token reviews): the data path is what
+is tested."""
 
+import contextlib
+import json
 import os
+import signal
+from pathlib import Path
 
 import pytest
 import ray
-from test_two_nodes import bucket_json, checkpoint_epochs, checkpoint_metas, cli, training_in_background
+from test_two_nodes import bucket_json, checkpoint_metas, cli, training_in_background
 
 from cluster_harness import MotoS3, TwoNodeCluster
-from conftest import wait_for
+from conftest import assert_predictions_of_every_review, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # minutes: real training through Ray
 
@@ -70,11 +75,15 @@ def test_prepare_reads_on_the_head_and_sorts_and_writes_on_the_workers_into_the_
     assert ran("_sort_range") and set(ran("_sort_range") + ran("_scatter_range")) <= workers
 
 
-def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(cluster, tmp_path):
+def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node_and_a_killed_rank(
+    cluster, tmp_path
+):
     """A trial's two DDP ranks, one on each worker node, stream the splits from the bucket. Once epoch 1 is
     checkpointed there, one of their nodes is SIGKILLed, as if the machine died, and a fresh node joins: Train
-    restarts the worker group (on the nodes that fit it) from that checkpoint. Every epoch is kept once and
-    every test review scored once. (One run for both: each costs a cluster's worth of start-up.)"""
+    restarts the worker group (on the nodes that fit it) from that checkpoint. Once epoch 2 is checkpointed, one
+    rank's process is SIGKILLed on its live node (as the kernel's OOM killer would): the group restarts again.
+    Every epoch is kept once and every test review scored once. (One run for the three: each costs a
+    cluster's worth of start-up.)"""
     assert cluster.prepared.returncode == 0, cluster.prepared.stderr[-3000:]
     with training_in_background(
         cluster,
@@ -89,26 +98,59 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node(c
         "--epochs",
         "3",
         "--batch-size",
-        "16",  # epochs of seconds, not one: the node is lost while the run trains
+        "16",  # epochs of seconds, not one: the node and the rank are lost while the run trains
         "--verify",
         "--verbose",
     ) as run:
-        wait_for(
-            lambda: checkpoint_epochs(cluster, "streamed", "mlp"), 600, "epoch 1's checkpoint", interval=0.5
-        )
-        ranks = [
-            a
-            for a in cluster.listed("actors")
-            if a["class_name"].endswith("TrainWorker") and a["state"] == "ALIVE"
-        ]
+        wait_for(lambda: registered_epoch(cluster) == 1, 600, "epoch 1's checkpoint", interval=0.5)
+        first_ranks = alive_ranks(cluster)
         cluster.kill_worker_node()
+        lost_after = registered_epoch(cluster)
         cluster.start_worker_node()
+        wait_for(lambda: registered_epoch(cluster) == 2, 600, "epoch 2's checkpoint", interval=0.5)
+        rank = wait_for(lambda: alive_ranks(cluster), 60, "the restarted group's ranks")[0]
+        os.kill(rank["pid"], signal.SIGKILL)  # the pid namespace is the machine's: only mounts are the node's
+        killed_after = registered_epoch(cluster)
         assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
-    assert len(ranks) == 2 and len({a["node_id"] for a in ranks}) == 2  # before the loss: a rank on each node
+    assert len(first_ranks) == 2 and len({a["node_id"] for a in first_ranks}) == 2  # a rank on each node
+    assert (lost_after, killed_after) == (1, 2), "each fault struck in the epoch after the one registered"
     assert "streaming the splits from their shards" in (tmp_path / "train.log").read_text()
     results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
     assert results["epochs"] == 3
-    assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
     assert [h["epoch"] for h in checkpoint_metas(cluster, "streamed", "mlp")[-1]["history"]] == [1, 2, 3]
     workers = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
-    assert len(workers) >= 4  # the worker group was restarted: two ranks more, wherever they fit
+    assert len(workers) >= 6  # the worker group was started thrice: two ranks each, wherever they fit
+    assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
+    assert_predictions_of_every_review(download(cluster, results["checkpoint"], tmp_path / "tested"), results)
+
+
+def registered_epoch(cluster) -> int | None:
+    """The epoch of the latest checkpoint that the streamed run's Train controller has registered, as its snapshot
+    in the bucket says: a restarted worker group resumes from it (a checkpoint in the bucket not yet registered
+    would be redone)."""
+    client, bucket = cluster.s3.client(), cluster.s3.bucket
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="runs/streamed/train/").get("Contents", [])
+    for key in [o["Key"] for o in listed if o["Key"].endswith("/checkpoint_manager_snapshot.json")]:
+        with contextlib.suppress(client.exceptions.NoSuchKey, json.JSONDecodeError):  # being rewritten
+            latest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())[
+                "latest_checkpoint_result"
+            ]
+            return (latest or {}).get("metrics", {}).get("epoch")
+    return None
+
+
+def alive_ranks(cluster) -> list[dict]:
+    """The Train worker actors alive now, as the cluster's state API lists them (node id and pid each)."""
+    return [
+        a
+        for a in cluster.listed("actors")
+        if a["class_name"].endswith("TrainWorker") and a["state"] == "ALIVE"
+    ]
+
+
+def download(cluster, checkpoint: str, into: Path) -> Path:
+    """The test predictions of a checkpoint in the bucket (`s3://BUCKET/KEY`), copied into the folder `into`."""
+    into.mkdir()
+    key = checkpoint.removeprefix(f"{cluster.s3.url}/").rstrip("/") + "/test_predictions.parquet"
+    cluster.s3.client().download_file(cluster.s3.bucket, key, str(into / "test_predictions.parquet"))
+    return into

@@ -144,35 +144,51 @@ def test_head_local_storage_is_refused_before_training(cluster):
     assert not (cluster.head_runs / "refused").exists()
 
 
-def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
-    storage, started = f"{cluster.s3.url}/runs", time.monotonic()
-    args = [
-        "train",
-        "--data",
-        cluster.data,
-        "--storage",
-        storage,
-        "--name",
-        "two-node",
-        "--archs",
-        "mlp,lstm",
-        "--epochs",
-        "1",
-    ]
-    done = cli(cluster, *args)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"two-node train, mlp+lstm, 1 epoch: {time.monotonic() - started:.0f} s wall")
+def test_a_run_that_loses_its_worker_node_finishes_and_is_evaluated_predicted_and_resumed_from_a_bucket(
+    cluster, tmp_path
+):
+    """A user's run on the cluster: the worker node is SIGKILLed, as if the machine died, once bilstm has
+    checkpointed epoch 1, and a fresh node joins: each trial loses at most the epoch it was in. Then the checkpoint
+    in the bucket is evaluated and predicted with, and the finished run resumed. (One run for the two stories: each
+    costs a trial's start-up and a node's.)"""
+    archs = ["--archs", "mlp,bilstm", "--epochs", "3"]
+    with training_in_background(cluster, tmp_path / "train.log", "two-node", *archs) as training:
+        wait_for(
+            lambda: checkpoint_epochs(cluster, "two-node", "bilstm") == [1],
+            300,
+            "bilstm's checkpoint of epoch 1",
+            interval=0.5,
+        )
+        time.sleep(1)  # into epoch 2, past Tune's registration of epoch 1's checkpoint
+        cluster.kill_worker_node()
+        lost, killed_at = checkpoint_epochs(cluster, "two-node", "bilstm"), time.monotonic()
+        cluster.start_worker_node()
+        wait_for(
+            lambda: 2 in checkpoint_epochs(cluster, "two-node", "bilstm"),
+            300,
+            "epoch 2 after the node loss",
+            interval=0.5,
+        )
+        print(f"node loss: epoch 2 checkpointed {time.monotonic() - killed_at:.0f} s after the kill")
+        assert training.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
+    assert lost == [1], "the node was lost after epoch 1 and before epoch 2 ended"
     results = bucket_json(cluster, "runs/two-node/results.json")["results"]
-    assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == REVIEWS for r in results.values())
-    lstm = results["lstm"]
-    assert lstm["checkpoint"].startswith(f"s3://{cluster.s3.bucket}/runs/two-node/run_trial_")
+    assert set(results) == {"mlp", "bilstm"} and all(r["test_reviews"] == REVIEWS for r in results.values())
+    for (
+        arch
+    ) in results:  # bilstm's epoch 2 redone from epoch 1's checkpoint, once; mlp's as it was lost, if it was
+        assert [h["epoch"] for h in checkpoint_metas(cluster, "two-node", arch)[-1]["history"]] == [1, 2, 3]
+    bilstm = results["bilstm"]
+    assert bilstm["epochs"] == 3 and bilstm["checkpoint"].startswith(
+        f"{cluster.s3.url}/runs/two-node/run_trial_"
+    )
 
-    evaluated = cli(cluster, "evaluate", "--checkpoint", lstm["checkpoint"], "--data", cluster.data)
+    evaluated = cli(cluster, "evaluate", "--checkpoint", bilstm["checkpoint"], "--data", cluster.data)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert f"test accuracy {lstm['test_accuracy']:.4f}" in evaluated.stdout
+    assert f"test accuracy {bilstm['test_accuracy']:.4f}" in evaluated.stdout
 
     predicted = subprocess.run(
-        [*CLI, "predict", "--checkpoint", lstm["checkpoint"], "A wonderful film."],
+        [*CLI, "predict", "--checkpoint", bilstm["checkpoint"], "A wonderful film."],
         capture_output=True,
         text=True,
         env=cluster.env,
@@ -180,42 +196,12 @@ def test_train_evaluate_predict_and_resume_from_a_bucket(cluster):
     )
     assert predicted.returncode == 0 and "\tA wonderful film." in predicted.stdout, predicted.stderr[-3000:]
 
-    resumed = cli(cluster, *args, "--resume")  # a finished run: both trials kept, the report written again
+    storage = ["--storage", f"{cluster.s3.url}/runs", "--name", "two-node"]
+    resumed = cli(
+        cluster, "train", "--data", cluster.data, *storage, *archs, "--resume"
+    )  # both kept, report again
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert bucket_json(cluster, "runs/two-node/results.json")["results"] == results
-
-
-def test_a_lost_worker_node_costs_at_most_the_epoch_it_was_in(cluster, tmp_path):
-    with training_in_background(
-        cluster, tmp_path / "train.log", "node-loss", "--archs", "bilstm", "--epochs", "3"
-    ) as run:
-        wait_for(
-            lambda: checkpoint_epochs(cluster, "node-loss", "bilstm") == [1],
-            300,
-            "epoch 1's checkpoint",
-            interval=0.5,
-        )
-        time.sleep(1)  # into epoch 2
-        cluster.kill_worker_node()
-        lost, killed_at = checkpoint_epochs(cluster, "node-loss", "bilstm"), time.monotonic()
-        cluster.start_worker_node()
-        wait_for(
-            lambda: 2 in checkpoint_epochs(cluster, "node-loss", "bilstm"),
-            300,
-            "epoch 2 after the node loss",
-            interval=0.5,
-        )
-        print(f"node loss: epoch 2 checkpointed {time.monotonic() - killed_at:.0f} s after the kill")
-        assert run.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-5000:]
-    assert lost == [1], "the node was lost after epoch 1 and before epoch 2 ended"
-    results = bucket_json(cluster, "runs/node-loss/results.json")["results"]["bilstm"]
-    assert results["epochs"] == 3 and results["test_reviews"] == REVIEWS
-    latest = checkpoint_metas(cluster, "node-loss", "bilstm")[-1]
-    assert [h["epoch"] for h in latest["history"]] == [
-        1,
-        2,
-        3,
-    ]  # epoch 2 redone from epoch 1's checkpoint, once
 
 
 def test_the_harness_hides_the_heads_folders_reaches_s3_and_replaces_a_killed_node(cluster):
