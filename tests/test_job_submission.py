@@ -34,12 +34,12 @@ def _head_is_up(address: str, env: dict, head: subprocess.Popen) -> bool:
 
 
 @pytest.fixture(scope="module")
-def head(imdb_medium):
+def head():
     """`ray start --head` on loopback with 2 CPUs, token authentication on, as a user's cluster; its job API
     address and the environment to run the `ray` CLI in."""
     import ray
 
-    ray.shutdown()  # the head below is the only Ray on the machine (imdb_medium was prepared first), as on a cluster
+    ray.shutdown()  # the head below is the only Ray on the machine, as on a cluster
     port, dashboard = free_port(), free_port()
     address, env = (
         f"http://127.0.0.1:{dashboard}",
@@ -110,45 +110,11 @@ def _submit(
     )
 
 
-def test_ray_job_submit_runs_the_main_job(head, imdb_path, tmp_path):
-    address, env = head
-    job = f"rnn-models-test-{uuid.uuid4().hex[:8]}"
-    submitted = _submit(
-        address,
-        env,
-        job,
-        "python",
-        "jobs/train_all.py",
-        "--source",
-        str(imdb_path),
-        "--data",
-        str(tmp_path / "data"),
-        "--storage",
-        str(tmp_path / "runs"),
-        "--name",
-        "job",
-        "--archs",
-        "mlp,lstm",
-        "--epochs",
-        "1",
-        "--max-reviews-per-split",
-        "200",
-        "--val-size",
-        "40",
-    )
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    status = _ray("job", "status", "--address", address, job, timeout=60, env=env)
-    assert f"Job '{job}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
-    logs = _ray("job", "logs", "--address", address, job, timeout=60, env=env).stdout
-    assert "| lstm |" in logs and "lstm epoch 1/1: train accuracy" in logs  # a progress line per epoch
-    assert "deprecat" not in logs.lower() and len(logs.splitlines()) <= 150, logs  # Ray's logs: --verbose
-    results = json.loads((tmp_path / "runs" / "job" / "results.json").read_text())["results"]
-    assert set(results) == {"mlp", "lstm"} and all(r["test_reviews"] == 200 for r in results.values())
-
-
-def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
-    """`ray job stop` (SIGTERM, then SIGKILL 3 s later) once mlp has finished and bilstm is mid-way; a second
-    job with --resume keeps mlp as it was and continues bilstm from its last checkpoint, each epoch once."""
+def test_the_main_job_submitted_stopped_and_resubmitted_finishes_where_it_stopped(head, imdb_path, tmp_path):
+    """`ray job submit` of the main job as the README shows it (preparing its data from --source), stopped with
+    `ray job stop` (SIGTERM, then SIGKILL 3 s later) once mlp has finished and bilstm is mid-way; a second job
+    with --resume reuses the data, keeps mlp as it was and continues bilstm from its last checkpoint, each epoch
+    once, and prints what a user reads. (One story for both: each job costs a run's start-up.)"""
     from test_faults import (
         _finished,
         assert_resumed_to_the_end,
@@ -159,11 +125,21 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     )
 
     address, env = head
-    run_dir, epochs = tmp_path / "runs" / "stopped", 6
-    args = interrupted_run_args(imdb_medium.root, tmp_path / "preset.json", run_dir, epochs)
-    train = ["python", "-m", "rnn_models", *args]
+    run_dir, epochs, data = tmp_path / "runs" / "stopped", 6, tmp_path / "data"
+    args = interrupted_run_args(str(data), tmp_path / "preset.json", run_dir, epochs)[1:]  # without `train`
+    source = [
+        "--source",
+        str(imdb_path),
+        "--max-reviews-per-split",
+        "2500",
+        "--val-size",
+        "200",
+        "--max-len",
+        "128",
+    ]
+    main_job = ["python", "jobs/train_all.py", *source, *args]
     first = f"rnn-models-stop-{uuid.uuid4().hex[:8]}"
-    assert _submit(address, env, first, *train, wait=False).returncode == 0
+    assert _submit(address, env, first, *main_job, wait=False).returncode == 0
     wait_for(
         lambda: _finished(run_dir, "mlp") and reported_epochs(run_dir, "bilstm"),
         400,
@@ -175,8 +151,20 @@ def test_a_stopped_job_resumes_where_it_stopped(head, imdb_medium, tmp_path):
     )
     mlp_checkpoints, done = checkpoints(run_dir, "mlp"), max(checkpoint_epochs(run_dir, "bilstm"))
     assert done < epochs - 1, f"bilstm reached epoch {done} before the stop took effect: nothing left to test"
+    prepared_at = (data / "manifest.json").stat().st_mtime_ns
 
-    started = time.time()
-    second = _submit(address, env, f"rnn-models-resume-{uuid.uuid4().hex[:8]}", *train, "--resume")
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    started, second = time.time(), f"rnn-models-resume-{uuid.uuid4().hex[:8]}"
+    resubmitted = _submit(address, env, second, *main_job, "--resume")
+    assert resubmitted.returncode == 0, resubmitted.stdout[-3000:] + resubmitted.stderr[-3000:]
+    status = _ray("job", "status", "--address", address, second, timeout=60, env=env)
+    assert f"Job '{second}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
     assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
+    assert (
+        data / "manifest.json"
+    ).stat().st_mtime_ns == prepared_at  # prepared once: the second job reused it
+    logs = _ray("job", "logs", "--address", address, second, timeout=60, env=env).stdout
+    assert "| mlp |" in logs and "| bilstm |" in logs  # the table: the kept trial's row too
+    assert f"bilstm epoch {epochs}/{epochs}: train accuracy" in logs  # a progress line per epoch
+    assert "deprecat" not in logs.lower() and len(logs.splitlines()) <= 150, logs  # Ray's logs: --verbose
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    assert all(r["test_reviews"] == 2500 for r in results.values())
