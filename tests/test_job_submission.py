@@ -151,7 +151,8 @@ def test_the_main_job_submitted_stopped_and_resubmitted_finishes_where_it_stoppe
     )
     mlp_checkpoints, done = checkpoints(run_dir, "mlp"), max(checkpoint_epochs(run_dir, "bilstm"))
     assert done < epochs - 1, f"bilstm reached epoch {done} before the stop took effect: nothing left to test"
-    prepared_at = (data / "manifest.json").stat().st_mtime_ns
+    manifest = data / "manifest.json"
+    prepared_at = manifest.stat().st_mtime_ns
 
     started, second = time.time(), f"rnn-models-resume-{uuid.uuid4().hex[:8]}"
     resubmitted = _submit(address, env, second, *main_job, "--resume")
@@ -159,9 +160,7 @@ def test_the_main_job_submitted_stopped_and_resubmitted_finishes_where_it_stoppe
     status = _ray("job", "status", "--address", address, second, timeout=60, env=env)
     assert f"Job '{second}' succeeded" in status.stdout  # how `ray job status` says SUCCEEDED
     assert_resumed_to_the_end(run_dir, epochs, started, done, mlp_checkpoints)
-    assert (
-        data / "manifest.json"
-    ).stat().st_mtime_ns == prepared_at  # prepared once: the second job reused it
+    assert manifest.stat().st_mtime_ns == prepared_at  # prepared once: the second job reused it
     logs = _ray("job", "logs", "--address", address, second, timeout=60, env=env).stdout
     assert "| mlp |" in logs and "| bilstm |" in logs  # the table: the kept trial's row too
     assert f"bilstm epoch {epochs}/{epochs}: train accuracy" in logs  # a progress line per epoch

@@ -132,10 +132,8 @@ def registered_epoch(cluster) -> int | None:
     listed = client.list_objects_v2(Bucket=bucket, Prefix="runs/streamed/train/").get("Contents", [])
     for key in [o["Key"] for o in listed if o["Key"].endswith("/checkpoint_manager_snapshot.json")]:
         with contextlib.suppress(client.exceptions.NoSuchKey, json.JSONDecodeError):  # being rewritten
-            latest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())[
-                "latest_checkpoint_result"
-            ]
-            return (latest or {}).get("metrics", {}).get("epoch")
+            snapshot = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            return (snapshot["latest_checkpoint_result"] or {}).get("metrics", {}).get("epoch")
     return None
 
 
