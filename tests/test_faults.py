@@ -189,9 +189,7 @@ def test_an_interrupted_prepare_leaves_the_previous_output_intact(ray_session, i
         leftovers = list(tmp_path.glob(".prepared.tmp-*"))
         assert leftovers == [] if sig == signal.SIGTERM else len(leftovers) == 1
 
-    again = subprocess.run(
-        [*CLI, *small, "--max-len", "32"], capture_output=True, env={**os.environ, "RAY_ADDRESS": shared}
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = _start([*small, "--max-len", "32"], tmp_path / "again.log", shared)
+    assert again.wait(timeout=300) == 0, (tmp_path / "again.log").read_text()[-3000:]
     assert list(tmp_path.glob(".prepared.tmp-*")) == []  # the killed writer's temporary was swept
     assert open_prepared(out).max_len == 32

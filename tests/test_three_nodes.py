@@ -118,8 +118,7 @@ def test_two_ranks_on_two_nodes_stream_from_the_bucket_and_outlive_a_lost_node_a
     results = bucket_json(cluster, "runs/streamed/results.json")["results"]["mlp"]
     assert results["epochs"] == 3
     assert [h["epoch"] for h in checkpoint_metas(cluster, "streamed", "mlp")[-1]["history"]] == [1, 2, 3]
-    workers = [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
-    assert len(workers) >= 6  # the worker group was started thrice: two ranks each, wherever they fit
+    assert len(train_workers(cluster)) >= 6  # the group started thrice: two ranks each, wherever they fit
     assert results["test_reviews"] == REVIEWS  # every test review scored, once, over the two ranks' shares
     assert_predictions_of_every_review(download(cluster, results["checkpoint"], tmp_path / "tested"), results)
 
@@ -137,13 +136,13 @@ def registered_epoch(cluster) -> int | None:
     return None
 
 
+def train_workers(cluster) -> list[dict]:
+    """Every Train worker actor the cluster's state API knows, dead ones included (node id, pid and state each)."""
+    return [a for a in cluster.listed("actors") if a["class_name"].endswith("TrainWorker")]
+
+
 def alive_ranks(cluster) -> list[dict]:
-    """The Train worker actors alive now, as the cluster's state API lists them (node id and pid each)."""
-    return [
-        a
-        for a in cluster.listed("actors")
-        if a["class_name"].endswith("TrainWorker") and a["state"] == "ALIVE"
-    ]
+    return [a for a in train_workers(cluster) if a["state"] == "ALIVE"]
 
 
 def download(cluster, checkpoint: str, into: Path) -> Path:
