@@ -67,14 +67,18 @@ def cli(nodes: TwoNodeCluster, *args: str, timeout: float = 600) -> subprocess.C
     )
 
 
+def train_in_bucket(nodes: TwoNodeCluster, name: str) -> list[str]:
+    """`train` arguments for the bucket's data, into the bucket's `runs/<name>`."""
+    return ["train", "--data", nodes.data, "--storage", f"{nodes.s3.url}/runs", "--name", name]
+
+
 @contextlib.contextmanager
 def training_in_background(nodes: TwoNodeCluster, log_path, name: str, *args: str):
     """`rnn-models train` of the bucket's data into the bucket's `runs/<name>`, with `args`, running in the
     background (its output in `log_path`) while the block acts on the cluster; killed if still running after."""
     with open(log_path, "w") as log:
         run = subprocess.Popen(
-            [*CLI, "train", "--data", nodes.data, "--storage", f"{nodes.s3.url}/runs", "--name", name, *args]
-            + ["--address", nodes.address],
+            [*CLI, *train_in_bucket(nodes, name), *args, "--address", nodes.address],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=nodes.env,
@@ -174,9 +178,8 @@ def test_a_run_that_loses_its_worker_node_finishes_and_is_evaluated_predicted_an
     assert lost == [1], "the node was lost after epoch 1 and before epoch 2 ended"
     results = bucket_json(cluster, "runs/two-node/results.json")["results"]
     assert set(results) == {"mlp", "bilstm"} and all(r["test_reviews"] == REVIEWS for r in results.values())
-    for (
-        arch
-    ) in results:  # bilstm's epoch 2 redone from epoch 1's checkpoint, once; mlp's as it was lost, if it was
+    # bilstm's epoch 2 redone from epoch 1's checkpoint, once; mlp's as it was lost, if it was
+    for arch in results:
         assert [h["epoch"] for h in checkpoint_metas(cluster, "two-node", arch)[-1]["history"]] == [1, 2, 3]
     bilstm = results["bilstm"]
     assert bilstm["epochs"] == 3 and bilstm["checkpoint"].startswith(
@@ -196,9 +199,8 @@ def test_a_run_that_loses_its_worker_node_finishes_and_is_evaluated_predicted_an
     )
     assert predicted.returncode == 0 and "\tA wonderful film." in predicted.stdout, predicted.stderr[-3000:]
 
-    storage = ["--storage", f"{cluster.s3.url}/runs", "--name", "two-node"]
     resumed = cli(
-        cluster, "train", "--data", cluster.data, *storage, *archs, "--resume"
+        cluster, *train_in_bucket(cluster, "two-node"), *archs, "--resume"
     )  # both kept, report again
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert bucket_json(cluster, "runs/two-node/results.json")["results"] == results
