@@ -26,6 +26,8 @@
   192.0.2.2 and `ray.init` logs that address); connecting through 127.0.0.1:PORT works all the same.
 - The head's GCS health checks run faster than Ray's defaults, so that a killed node is marked dead
   in a few seconds: see HEALTH_CHECK.
+- Only the head runs a log monitor: the nodes share /tmp/ray, so it reads every node's worker logs (a monitor
+  on each node sent each line to the drivers once per node).
 """
 
 from __future__ import annotations
