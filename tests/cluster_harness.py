@@ -430,9 +430,7 @@ class TwoNodeCluster:
                 f"--metrics-export-port={free_port()}",
                 f"--object-store-memory={self.object_store_bytes}",
                 "--disable-usage-stats",
-                # One log monitor per machine, as Ray asks: the nodes share /tmp/ray, and each node's monitor
-                # sent every worker's log lines to the drivers again (each line printed thrice, three nodes).
-                "--include-log-monitor=false",
+                "--include-log-monitor=false",  # the head's reads every node's logs: the module's docstring
             ]
         )
         self._workers_started += 1
