@@ -199,9 +199,8 @@ def test_a_run_that_loses_its_worker_node_finishes_and_is_evaluated_predicted_an
     )
     assert predicted.returncode == 0 and "\tA wonderful film." in predicted.stdout, predicted.stderr[-3000:]
 
-    resumed = cli(
-        cluster, *train_in_bucket(cluster, "two-node"), *archs, "--resume"
-    )  # both kept, report again
+    # a finished run: both trials kept, the report written again
+    resumed = cli(cluster, *train_in_bucket(cluster, "two-node"), *archs, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert bucket_json(cluster, "runs/two-node/results.json")["results"] == results
 
